@@ -1,0 +1,7 @@
+#include "tessera_shims.h"
+
+int tessera_cpu_has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+int tessera_cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
+int tessera_cpu_has_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
+int tessera_cpu_has_avx512vnni(void) { return __builtin_cpu_supports("avx512vnni"); }
+int tessera_cpu_has_avx512bf16(void) { return __builtin_cpu_supports("avx512bf16"); }

@@ -1,0 +1,428 @@
+import Foundation
+
+/// Lowers a ``Graph`` to a ``Program``: constant folding, per-image shape inference,
+/// BN folding, activation / residual fusion, weight packing and arena planning.
+struct Compiler {
+    /// Stand-in for the dynamic batch size inside folded shape tensors (exact in Float).
+    static let batchSentinel: Float = 1_073_741_824
+
+    let graph: Graph
+    var constants: [String: Tensor]
+    var valueOf: [String: Int] = [:]
+    var slots: [Slot] = []
+    var steps: [Step?] = []
+    var flops: Double = 0
+
+    init(graph: Graph) {
+        self.graph = graph
+        self.constants = graph.constants
+    }
+
+    static func compile(_ graph: Graph, inputShape: [Int]) throws -> Program {
+        var c = Compiler(graph: graph)
+        return try c.run(inputShape: inputShape)
+    }
+
+    mutating func newValue(_ name: String, _ perImage: [Int]) -> Int {
+        slots.append(Slot(perImage: perImage))
+        valueOf[name] = slots.count - 1
+        return slots.count - 1
+    }
+
+    mutating func run(inputShape: [Int]) throws -> Program {
+        let input = newValue(graph.inputName, inputShape)
+        let embeddingName = graph.nodes.last { ($0.opType == "Gemm" || $0.opType == "MatMul") && $0.input(0).map { constants[$0] == nil } == true }?.inputs[0]
+        for node in graph.nodes { try lower(node) }
+        var outputs: [Int] = []
+        for name in graph.outputNames {
+            guard let v = valueOf[name] else {
+                throw ModelError.invalidGraph(reason: "output '\(name)' is not computed from the input (constant outputs are not supported)")
+            }
+            outputs.append(v)
+        }
+        let embedding = embeddingName.flatMap { valueOf[$0] }
+        var protected = Set(outputs)
+        if let embedding { protected.insert(embedding) }
+        fuse(protected: protected)
+        let finalSteps = steps.compactMap { $0 }.map { step -> Step in
+            guard case var .conv(c) = step, Winograd.eligible(c) else { return step }
+            if Winograd.prefersF43(c) {
+                c.weights = Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin)
+                c.kind = .winograd43
+            } else {
+                c.weights = Winograd.transformWeights(c.weights, cout: c.cout, cin: c.cin)
+                c.kind = .winograd
+            }
+            return .conv(c)
+        }
+        let (arena, planned) = Self.plan(slots: slots, steps: finalSteps, input: input, pinned: protected)
+        var maxK = 0
+        for case let .conv(cs) in finalSteps where cs.kind == .gemm { maxK = max(maxK, cs.k) }
+        return Program(slots: planned, steps: finalSteps, inputValue: input, outputValues: outputs,
+                       embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops)
+    }
+
+    // MARK: lowering
+
+    static func constantsOf(_ ops: [Operand?]) -> [Tensor?] {
+        ops.map { op -> Tensor? in
+            if case let .constant(t)? = op { return t }
+            return nil
+        }
+    }
+
+    mutating func lower(_ node: Node) throws {
+        let present = node.inputs.filter { !$0.isEmpty }
+        for name in present where constants[name] == nil && valueOf[name] == nil {
+            throw ModelError.invalidGraph(reason: "node '\(node.name)' (\(node.opType)) reads '\(name)', which is not defined before it")
+        }
+        // Constant folding: every input known.
+        if present.allSatisfy({ constants[$0] != nil }) {
+            let ins: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : constants[$0] }
+            let outs = try Reference.evaluate(node, ins, opset: graph.opset)
+            for (name, t) in zip(node.outputs, outs) where !name.isEmpty { constants[name] = t }
+            return
+        }
+        if node.opType == "Shape", let first = node.input(0), let xv = valueOf[first], node.outputs.count == 1 {
+            let x = slots[xv].perImage
+            let full = [Float](arrayLiteral: Self.batchSentinel) + x.map { Float($0) }
+            var start = node.int("start", 0), end = node.int("end", x.count + 1)
+            let r = x.count + 1
+            if start < 0 { start += r }; if end < 0 { end += r }
+            start = min(max(start, 0), r); end = min(max(end, start), r)
+            constants[node.outputs[0]] = Tensor(shape: [end - start], data: Array(full[start..<end]))
+            return
+        }
+        let perImage = try inferPerImage(node)
+        let ins = node.inputs.map { name -> Operand? in
+            if name.isEmpty { return nil }
+            if let v = valueOf[name] { return .value(v) }
+            return .constant(constants[name]!)
+        }
+        func const(_ i: Int) -> Tensor? { node.input(i).flatMap { constants[$0] } }
+        func batched(_ i: Int) -> Int? { node.input(i).flatMap { valueOf[$0] } }
+        let x = batched(0)
+
+        switch node.opType {
+        case "Identity", "Dropout", "Cast":
+            if let x { valueOf[node.outputs[0]] = x; return }
+        case "Conv":
+            if let x, let w = const(1), node.inputs.count < 3 || node.input(2) == nil || const(2) != nil {
+                let xs = slots[x].perImage
+                let groups = node.int("group", 1)
+                let window = try Window2D(node: node, h: xs[1], w: xs[2], kernel: (w.shape[2], w.shape[3]))
+                let cout = w.shape[0], cin = xs[0]
+                let kind: ConvStep.Kind
+                if groups == cin && groups == cout && groups > 1 { kind = .depthwise }
+                else if groups == 1 && window.kh == 1 && window.kw == 1 && window.sh == 1 && window.sw == 1
+                            && window.pt + window.pl + window.pb + window.pr == 0 { kind = .pointwise }
+                else { kind = .gemm }
+                let out = newValue(node.outputs[0], perImage[0])
+                flops += 2 * Double(cout * window.oh * window.ow) * Double(cin / groups * window.kh * window.kw)
+                steps.append(.conv(ConvStep(kind: kind, window: window, cin: cin, cout: cout, groups: groups,
+                                            weights: w.data, bias: const(2)?.data ?? [Float](repeating: 0, count: cout),
+                                            input: x, output: out)))
+                return
+            }
+        case "BatchNormalization":
+            if let x, let s = const(1), let b = const(2), let m = const(3), let v = const(4), slots[x].perImage.count >= 1 {
+                let eps = node.float("epsilon", 1e-5)
+                let scale = (0..<s.count).map { s.data[$0] / sqrt(v.data[$0] + eps) }
+                let shift = (0..<s.count).map { b.data[$0] - m.data[$0] * scale[$0] }
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.channelAffine(scale: scale, shift: shift, input: x, output: out))
+                return
+            }
+        case "Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip":
+            if let x {
+                let act: Activation
+                switch node.opType {
+                case "Relu": act = .relu
+                case "Sigmoid": act = .sigmoid
+                case "HardSwish": act = .hardSwish
+                case "LeakyRelu": act = .leaky(node.float("alpha", 0.01))
+                case "HardSigmoid": act = .hardSigmoid(node.float("alpha", 0.2), node.float("beta", 0.5))
+                default:
+                    if (1..<node.inputs.count).contains(where: { node.input($0) != nil && const($0) == nil }) {
+                        throw node.error("min/max must be constants")
+                    }
+                    let (lo, hi) = Reference.clipBounds(node, Self.constantsOf(ins), opset: graph.opset)
+                    act = lo == 0 && hi == .infinity ? .relu : .clip(lo, hi)
+                }
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.activation(act, input: x, output: out))
+                return
+            }
+        case "Add", "Sub", "Mul", "Div":
+            if try lowerBinary(node, perImage[0]) { return }
+        case "Concat":
+            let axis = node.int("axis", 1)
+            let vs = node.inputs.compactMap { valueOf[$0] }
+            if vs.count == node.inputs.count, perImage[0].count >= 2, axis == 1 || axis == -(perImage[0].count + 1) {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.concat(inputs: vs, output: out))
+                return
+            }
+        case "MaxPool", "AveragePool":
+            if let x, slots[x].perImage.count == 3 {
+                let xs = slots[x].perImage
+                let w = try Window2D(node: node, h: xs[1], w: xs[2], kernel: nil, ceilMode: node.int("ceil_mode", 0) != 0)
+                let includePad = node.int("count_include_pad", 0) != 0
+                func counts(_ o: Int, _ s: Int, _ p0: Int, _ p1: Int, _ k: Int, _ d: Int, _ n: Int) -> [Float] {
+                    (0..<o).map { i in
+                        let start = i * s - p0
+                        if includePad {
+                            let end = min(start + (k - 1) * d + 1, n + p1)
+                            return Float((end - start + d - 1) / d)
+                        }
+                        return Float((0..<k).filter { start + $0 * d >= 0 && start + $0 * d < n }.count)
+                    }
+                }
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.pool(PoolStep(isMax: node.opType == "MaxPool", window: w,
+                                            rowCount: counts(w.oh, w.sh, w.pt, w.pb, w.kh, w.dh, w.h),
+                                            colCount: counts(w.ow, w.sw, w.pl, w.pr, w.kw, w.dw, w.w),
+                                            input: x, output: out)))
+                return
+            }
+        case "GlobalAveragePool", "GlobalMaxPool", "ReduceMean":
+            if let x, slots[x].perImage.count >= 2 {
+                var ok = node.opType != "ReduceMean"
+                if !ok {
+                    let rank = slots[x].perImage.count + 1
+                    let cs = Self.constantsOf(ins)
+                    let axes = try Reference.reduceAxes(node, cs, rank: rank, opset: graph.opset)
+                    ok = Set(axes) == Set(2..<rank)
+                }
+                if ok {
+                    let out = newValue(node.outputs[0], perImage[0])
+                    steps.append(.globalPool(isMax: node.opType == "GlobalMaxPool", input: x, output: out))
+                    return
+                }
+            }
+        case "Flatten", "Reshape", "Squeeze", "Unsqueeze":
+            if let x {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.relayout(input: x, output: out))
+                return
+            }
+        case "Gemm", "MatMul":
+            if let x, let b = const(1), slots[x].perImage.count == 1, b.rank == 2,
+               node.int("transA", 0) == 0 {
+                let k = slots[x].perImage[0]
+                let transB = node.opType == "Gemm" && node.int("transB", 0) != 0
+                let n = transB ? b.shape[0] : b.shape[1]
+                let alpha = node.opType == "Gemm" ? node.float("alpha", 1) : 1
+                var w = [Float](repeating: 0, count: n * k)
+                for j in 0..<n { for p in 0..<k { w[j * k + p] = alpha * (transB ? b.data[j * k + p] : b.data[p * n + j]) } }
+                var bias = [Float](repeating: 0, count: n)
+                if node.opType == "Gemm", let c = const(2) {
+                    let beta = node.float("beta", 1)
+                    guard c.count == n || c.count == 1 else { throw node.error("bias C of shape \(c.shape) must have \(n) or 1 values") }
+                    for j in 0..<n { bias[j] = beta * c.data[c.count == 1 ? 0 : j] }
+                } else if node.opType == "Gemm", node.input(2) != nil {
+                    break
+                }
+                let out = newValue(node.outputs[0], perImage[0])
+                flops += 2 * Double(n * k)
+                steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, input: x, output: out)))
+                return
+            }
+        case "Softmax":
+            if let x, slots[x].perImage.count == 1 {
+                let axis = node.int("axis", graph.opset >= 13 ? -1 : 1)
+                if axis == -1 || axis == 1 {
+                    let out = newValue(node.outputs[0], perImage[0])
+                    steps.append(.softmax(input: x, output: out))
+                    return
+                }
+            }
+        default: break
+        }
+        // Generic path: the reference op on an NCHW copy of the micro-batch.
+        var outs: [Int] = []
+        for (i, name) in node.outputs.enumerated() where !name.isEmpty {
+            if i < perImage.count { outs.append(newValue(name, perImage[i])) }
+        }
+        steps.append(.fallback(node, inputs: ins, outputs: outs, opset: graph.opset))
+    }
+
+    mutating func lowerBinary(_ node: Node, _ perImage: [Int]) throws -> Bool {
+        guard node.inputs.count == 2 else { return false }
+        let op: BinaryOp = switch node.opType { case "Add": .add; case "Sub": .sub; case "Mul": .mul; default: .div }
+        let a = valueOf[node.inputs[0]], b = valueOf[node.inputs[1]]
+        func emit(_ lhs: Int, _ kind: BinaryKind, swapped: Bool) -> Bool {
+            let out = newValue(node.outputs[0], perImage)
+            steps.append(.binary(op, lhs: lhs, kind: kind, swapped: swapped, output: out))
+            return true
+        }
+        if let a, let b {
+            let sa = slots[a].perImage, sb = slots[b].perImage
+            if sa == sb { return emit(a, .same(b), swapped: false) }
+            func planeScalar(_ big: [Int], _ small: [Int]) -> Bool {
+                big.count >= 2 && small.count == big.count && small[0] == big[0] && small.dropFirst().allSatisfy { $0 == 1 }
+            }
+            if planeScalar(sa, sb), sa == perImage { return emit(a, .planeScalar(b), swapped: false) }
+            if planeScalar(sb, sa), sb == perImage { return emit(b, .planeScalar(a), swapped: true) }
+            return false
+        }
+        let (lhs, constName, swapped) = a != nil ? (a!, node.inputs[1], false) : (b!, node.inputs[0], true)
+        guard let c = constants[constName], slots[lhs].perImage == perImage else { return false }
+        if c.count == 1 { return emit(lhs, .channelConstant([c.data[0]]), swapped: swapped) }
+        // One value per channel: shape (1,) C, 1, ..., 1 aligned with the per-image shape.
+        let full = [1] + perImage
+        var dims = c.shape
+        while dims.first == 1 && dims.count > full.count - 1 { dims.removeFirst() }
+        if perImage.count >= 2 {
+            let padded = [Int](repeating: 1, count: max(0, perImage.count - dims.count)) + dims
+            if padded.count == perImage.count, padded[0] == perImage[0], padded.dropFirst().allSatisfy({ $0 == 1 }) {
+                return emit(lhs, .channelConstant(c.data), swapped: swapped)
+            }
+        } else if dims == perImage || (dims.count == 1 && dims[0] == perImage[0]) {
+            return emit(lhs, .channelConstant(c.data), swapped: swapped)
+        }
+        return false
+    }
+
+    /// Per-image output shapes, by inferring full shapes at two batch sizes.
+    func inferPerImage(_ node: Node) throws -> [[Int]] {
+        func shapes(_ batch: Int) throws -> [[Int]] {
+            let consts: [Tensor?] = node.inputs.map { name in
+                guard let t = constants[name] else { return nil }
+                guard t.data.contains(Self.batchSentinel) else { return t }
+                return Tensor(shape: t.shape, data: t.data.map { $0 == Self.batchSentinel ? Float(batch) : $0 })
+            }
+            let ins: [[Int]] = node.inputs.map { name in
+                if let v = valueOf[name] { return [batch] + slots[v].perImage }
+                return constants[name]?.shape ?? []
+            }
+            return try Reference.outputShapes(node, ins, consts, opset: graph.opset)
+        }
+        let s2 = try shapes(2), s3 = try shapes(3)
+        return try zip(s2, s3).map { a, b in
+            guard a.first == 2, b.first == 3, a.dropFirst() == b.dropFirst() else {
+                throw node.error("the output does not keep the batch as its first dimension (unsupported)")
+            }
+            return Array(a.dropFirst())
+        }
+    }
+
+    // MARK: fusion
+
+    mutating func fuse(protected: Set<Int>) {
+        var changed = true
+        while changed {
+            changed = false
+            var consumers: [Int: [Int]] = [:]
+            for (i, s) in steps.enumerated() { if let s { for v in s.inputs { consumers[v, default: []].append(i) } } }
+            func sole(_ v: Int) -> Int? {
+                guard !protected.contains(v), let c = consumers[v], c.count == 1 else { return nil }
+                return c[0]
+            }
+            for i in steps.indices {
+                guard let step = steps[i] else { continue }
+                switch step {
+                case var .conv(c):
+                    // SiLU: x * sigmoid(x)
+                    if c.activation == .none, !protected.contains(c.output), let cs = consumers[c.output], cs.count == 2,
+                       let (sig, mul) = siluPair(cs, c.output, consumers, protected) {
+                        if case let .binary(_, _, _, _, out)? = steps[mul] {
+                            c.activation = .silu; c.output = out
+                            steps[i] = nil; steps[sig] = nil; steps[mul] = .conv(c)
+                            changed = true
+                        }
+                    } else if let j = sole(c.output), let next = steps[j] {
+                        switch next {
+                        case let .channelAffine(scale, shift, _, out) where c.activation == .none && c.residual == nil:
+                            foldAffine(&c, scale, shift); c.output = out
+                            steps[i] = .conv(c); steps[j] = nil; changed = true
+                        case let .binary(op, lhs, .channelConstant(k), false, out)
+                            where c.activation == .none && c.residual == nil && lhs == c.output && (op == .mul || op == .add || op == .sub || op == .div):
+                            let vals = (0..<c.cout).map { k[k.count == 1 ? 0 : $0] }
+                            switch op {
+                            case .mul: foldAffine(&c, vals, [Float](repeating: 0, count: c.cout))
+                            case .div: foldAffine(&c, vals.map { 1 / $0 }, [Float](repeating: 0, count: c.cout))
+                            case .add: foldAffine(&c, [Float](repeating: 1, count: c.cout), vals)
+                            case .sub: foldAffine(&c, [Float](repeating: 1, count: c.cout), vals.map { -$0 })
+                            }
+                            c.output = out; steps[i] = .conv(c); steps[j] = nil; changed = true
+                        case let .activation(act, _, out) where c.activation == .none:
+                            c.activation = act; c.output = out
+                            steps[i] = .conv(c); steps[j] = nil; changed = true
+                        case let .binary(.add, lhs, .same(rhs), _, out) where c.activation == .none && c.residual == nil && c.kind != .depthwise:
+                            let other = lhs == c.output ? rhs : lhs
+                            if other != c.output {
+                                c.residual = other; c.output = out
+                                steps[i] = nil; steps[j] = .conv(c); changed = true
+                            }
+                        default: break
+                        }
+                    }
+                case var .gemm(g):
+                    if g.activation == .none, let j = sole(g.output), case let .activation(act, _, out)? = steps[j] {
+                        g.activation = act; g.output = out
+                        steps[i] = .gemm(g); steps[j] = nil; changed = true
+                    }
+                default: break
+                }
+                if changed { break }
+            }
+        }
+    }
+
+    func siluPair(_ cs: [Int], _ v: Int, _ consumers: [Int: [Int]], _ protected: Set<Int>) -> (Int, Int)? {
+        for (sig, mul) in [(cs[0], cs[1]), (cs[1], cs[0])] {
+            guard case let .activation(.sigmoid, _, sOut)? = steps[sig], !protected.contains(sOut),
+                  consumers[sOut] == [mul],
+                  case let .binary(.mul, lhs, .same(rhs), _, _)? = steps[mul],
+                  Set([lhs, rhs]) == Set([v, sOut]) else { continue }
+            return (sig, mul)
+        }
+        return nil
+    }
+
+    func foldAffine(_ c: inout ConvStep, _ scale: [Float], _ shift: [Float]) {
+        let per = c.weights.count / c.cout
+        for o in 0..<c.cout {
+            for j in 0..<per { c.weights[o * per + j] *= scale[o] }
+            c.bias[o] = c.bias[o] * scale[o] + shift[o]
+        }
+    }
+
+    // MARK: arena planning
+
+    /// Assigns arena offsets (in per-image floats) so that values whose lifetimes overlap
+    /// do not share memory. Returns the arena size in per-image floats.
+    static func plan(slots: [Slot], steps: [Step], input: Int, pinned: Set<Int>) -> (Int, [Slot]) {
+        var slots = slots
+        var defined = [Int](repeating: -1, count: slots.count)
+        var lastUse = [Int](repeating: -1, count: slots.count)
+        defined[input] = -1
+        lastUse[input] = -1
+        for (i, s) in steps.enumerated() {
+            for v in s.inputs { lastUse[v] = max(lastUse[v], i) }
+            for v in s.outputs where defined[v] < 0 { defined[v] = i; lastUse[v] = max(lastUse[v], i) }
+        }
+        for v in pinned { lastUse[v] = steps.count }
+        // values that are live: input first, then in definition order.
+        var order = [input]
+        for s in steps { for v in s.outputs where !order.contains(v) { order.append(v) } }
+        var live: [(offset: Int, size: Int, end: Int)] = []
+        var total = 0
+        for v in order {
+            let start = v == input ? -1 : defined[v]
+            live.removeAll { $0.end < start }
+            live.sort { $0.offset < $1.offset }
+            let size = (slots[v].count + 15) / 16 * 16
+            var offset = 0
+            for block in live {
+                if block.offset - offset >= size { break }
+                offset = max(offset, block.offset + block.size)
+            }
+            slots[v].offset = offset
+            live.append((offset, size, max(lastUse[v], start)))
+            total = max(total, offset + size)
+        }
+        return (total, slots)
+    }
+}

@@ -1,0 +1,51 @@
+/// A node attribute, decoded from `AttributeProto`.
+enum Attribute: Sendable {
+    case int(Int)
+    case ints([Int])
+    case float(Float)
+    case floats([Float])
+    case string(String)
+    case tensor(Tensor)
+}
+
+/// One ONNX node, decoded. Inputs that are absent (empty name) are kept as "".
+struct Node: Sendable {
+    var name: String
+    var opType: String
+    var inputs: [String]
+    var outputs: [String]
+    var attributes: [String: Attribute]
+
+    func error(_ reason: String) -> ModelError { .invalidNode(op: opType, node: name, reason: reason) }
+
+    func int(_ key: String, _ fallback: Int) -> Int {
+        if case let .int(v)? = attributes[key] { return v }
+        return fallback
+    }
+    func ints(_ key: String) -> [Int]? {
+        if case let .ints(v)? = attributes[key] { return v }
+        return nil
+    }
+    func float(_ key: String, _ fallback: Float) -> Float {
+        if case let .float(v)? = attributes[key] { return v }
+        return fallback
+    }
+    func string(_ key: String, _ fallback: String) -> String {
+        if case let .string(v)? = attributes[key] { return v }
+        return fallback
+    }
+    /// The i-th input name, or nil when absent.
+    func input(_ i: Int) -> String? { i < inputs.count && !inputs[i].isEmpty ? inputs[i] : nil }
+}
+
+/// The decoded graph: nodes in topological order, constant tensors (initializers and
+/// `Constant` outputs), the one batched image input and the outputs.
+struct Graph: Sendable {
+    var nodes: [Node]
+    var constants: [String: Tensor]
+    var inputName: String
+    /// Declared input dims; nil for symbolic dims.
+    var inputDims: [Int?]
+    var outputNames: [String]
+    var opset: Int
+}

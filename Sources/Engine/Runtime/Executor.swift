@@ -1,0 +1,228 @@
+import Foundation
+import LinearAlgebra
+
+/// One worker's memory: the activation arena and the im2col scratch, sized once for a
+/// maximum micro-batch. Owned by exactly one ``Session`` and used by one thread at a time.
+final class Workspace {
+    let capacity: Int
+    let arena: UnsafeMutablePointer<Float>
+    let arenaCount: Int
+    let scratch: UnsafeMutablePointer<Float>
+    let scratchCount: Int
+
+    init(program: Program, capacity: Int) {
+        self.capacity = capacity
+        arenaCount = max(16, program.arenaUnits * capacity)
+        arena = .allocate(capacity: arenaCount)
+        arena.initialize(repeating: 0, count: arenaCount)
+        var need = 16
+        for case let .conv(c) in program.steps {
+            let total = capacity * c.window.oh * c.window.ow
+            if c.kind == .gemm { need = max(need, c.k * ConvKernels.columnChunk(k: c.k, total: total)) }
+            if c.kind == .winograd || c.kind == .winograd43 { need = max(need, Winograd.scratchFloats(c, nb: capacity)) }
+        }
+        scratchCount = need
+        scratch = .allocate(capacity: need)
+        scratch.initialize(repeating: 0, count: need)
+    }
+
+    deinit {
+        arena.deallocate()
+        scratch.deallocate()
+    }
+}
+
+/// Runs a ``Program`` on one micro-batch inside a ``Workspace``.
+struct Executor {
+    let program: Program
+    let ws: Workspace
+    let nb: Int
+
+    func ptr(_ v: Int) -> UnsafeMutablePointer<Float> { ws.arena + program.slots[v].offset * nb }
+
+    /// Copies NCHW `src` (nb images) into the slot's layout.
+    func load(_ v: Int, from src: UnsafePointer<Float>) {
+        let s = program.slots[v], dst = ptr(v)
+        if !s.channelMajor || nb == 1 { dst.update(from: src, count: s.count * nb); return }
+        let c = s.channels, sp = s.spatial
+        for b in 0..<nb { for ch in 0..<c {
+            (dst + (ch * nb + b) * sp).update(from: src + (b * c + ch) * sp, count: sp)
+        } }
+    }
+
+    /// Copies the slot into NCHW `dst`.
+    func store(_ v: Int, to dst: UnsafeMutablePointer<Float>) {
+        let s = program.slots[v], src = ptr(v)
+        if !s.channelMajor || nb == 1 { dst.update(from: src, count: s.count * nb); return }
+        let c = s.channels, sp = s.spatial
+        for b in 0..<nb { for ch in 0..<c {
+            (dst + (b * c + ch) * sp).update(from: src + (ch * nb + b) * sp, count: sp)
+        } }
+    }
+
+    func tensor(_ v: Int) -> Tensor {
+        let s = program.slots[v]
+        var data = [Float](repeating: 0, count: s.count * nb)
+        data.withUnsafeMutableBufferPointer { store(v, to: $0.baseAddress!) }
+        return Tensor(shape: [nb] + s.perImage, data: data)
+    }
+
+    func run(input: UnsafePointer<Float>) throws {
+        load(program.inputValue, from: input)
+        for step in program.steps { try execute(step) }
+    }
+
+    /// Runs the program and returns each step's label and wall time (single worker, for profiling).
+    func profile(input: UnsafePointer<Float>) throws -> [(String, Double)] {
+        load(program.inputValue, from: input)
+        var result: [(String, Double)] = []
+        for step in program.steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try execute(step)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            result.append((step.label(program), Double(t1 - t0) / 1e9))
+        }
+        return result
+    }
+
+    func execute(_ step: Step) throws {
+        switch step {
+        case let .conv(c):
+            let residual = c.residual.map { UnsafePointer(ptr($0)) }
+            if c.kind == .winograd || c.kind == .winograd43 {
+                Winograd.run(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb, scratch: ws.scratch)
+            } else if c.kind == .depthwise {
+                ConvKernels.depthwise(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb)
+            } else {
+                ConvKernels.gemmConv(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb, scratch: ws.scratch)
+            }
+        case let .pool(p):
+            ConvKernels.pool(p, x: ptr(p.input), y: ptr(p.output), planes: program.slots[p.input].channels * nb)
+        case let .globalPool(isMax, input, output):
+            let s = program.slots[input], x = ptr(input), y = ptr(output)
+            let c = s.channels, sp = s.spatial, outCM = program.slots[output].channelMajor
+            let inv = 1 / Float(sp)
+            for ch in 0..<c { for b in 0..<nb {
+                let p = x + (ch * nb + b) * sp
+                var acc: Float = isMax ? -.infinity : 0
+                if isMax { for i in 0..<sp { acc = max(acc, p[i]) } } else { for i in 0..<sp { acc += p[i] }; acc *= inv }
+                y[outCM ? ch * nb + b : b * c + ch] = acc
+            } }
+        case let .activation(act, input, output):
+            let n = program.slots[input].count * nb
+            let y = ptr(output)
+            if input != output { y.update(from: ptr(input), count: n) }
+            Epilogue.apply(act, y, n)
+        case let .channelAffine(scale, shift, input, output):
+            let s = program.slots[input], x = ptr(input), y = ptr(output)
+            let c = s.channels, sp = s.spatial
+            if s.channelMajor {
+                for ch in 0..<c {
+                    let a = scale[ch], b = shift[ch], n = nb * sp, base = ch * n
+                    for i in 0..<n { y[base + i] = x[base + i] * a + b }
+                }
+            } else {
+                for b in 0..<nb { for ch in 0..<c { y[b * c + ch] = x[b * c + ch] * scale[ch] + shift[ch] } }
+            }
+        case let .binary(op, lhs, kind, swapped, output):
+            binary(op, lhs: lhs, kind: kind, swapped: swapped, output: output)
+        case let .concat(inputs, output):
+            var y = ptr(output)
+            for v in inputs {
+                let n = program.slots[v].count * nb
+                y.update(from: ptr(v), count: n)
+                y += n
+            }
+        case let .relayout(input, output):
+            let si = program.slots[input], so = program.slots[output]
+            let x = ptr(input), y = ptr(output)
+            let same = (!si.channelMajor && !so.channelMajor) || (si.channelMajor && so.channelMajor && si.channels == so.channels) || nb == 1
+            if same { y.update(from: x, count: si.count * nb); break }
+            // Through NCHW order: element i of image b.
+            let count = si.count
+            for b in 0..<nb { for i in 0..<count {
+                let src = si.channelMajor ? ((i / si.spatial) * nb + b) * si.spatial + i % si.spatial : b * count + i
+                let dst = so.channelMajor ? ((i / so.spatial) * nb + b) * so.spatial + i % so.spatial : b * count + i
+                y[dst] = x[src]
+            } }
+        case let .gemm(g):
+            let x = ptr(g.input), y = ptr(g.output)
+            g.weights.withUnsafeBufferPointer { w in
+                BLAS.sgemm(transB: true, m: nb, n: g.n, k: g.k, a: x, lda: g.k, b: w.baseAddress!, ldb: g.k, c: y, ldc: g.n)
+            }
+            g.bias.withUnsafeBufferPointer { bias in
+                for b in 0..<nb {
+                    let row = y + b * g.n
+                    for j in 0..<g.n { row[j] += bias[j] }
+                    Epilogue.apply(g.activation, row, g.n)
+                }
+            }
+        case let .softmax(input, output):
+            let n = program.slots[input].count
+            let x = ptr(input), y = ptr(output)
+            for b in 0..<nb {
+                let xr = x + b * n, yr = y + b * n
+                var m = -Float.infinity
+                for j in 0..<n { m = max(m, xr[j]) }
+                var s: Float = 0
+                for j in 0..<n { let e = exp(xr[j] - m); yr[j] = e; s += e }
+                let inv = 1 / s
+                for j in 0..<n { yr[j] *= inv }
+            }
+        case let .fallback(node, inputs, outputs, opset):
+            let ins: [Tensor?] = inputs.map { operand in
+                switch operand {
+                case nil: nil
+                case let .constant(t)?: t
+                case let .value(v)?: tensor(v)
+                }
+            }
+            let outs = try Reference.evaluate(node, ins, opset: opset)
+            for (v, t) in zip(outputs, outs) {
+                guard t.shape == [nb] + program.slots[v].perImage else {
+                    throw node.error("produced shape \(t.shape), planned \([nb] + program.slots[v].perImage)")
+                }
+                t.data.withUnsafeBufferPointer { load(v, from: $0.baseAddress!) }
+            }
+        }
+    }
+
+    func binary(_ op: BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int) {
+        let s = program.slots[lhs], a = ptr(lhs), y = ptr(output)
+        let total = s.count * nb
+        @inline(__always) func f(_ l: Float, _ r: Float) -> Float {
+            let (p, q) = swapped ? (r, l) : (l, r)
+            switch op { case .add: return p + q; case .sub: return p - q; case .mul: return p * q; case .div: return p / q }
+        }
+        switch kind {
+        case let .same(rhs):
+            let r = ptr(rhs)
+            switch (op, swapped) {
+            case (.add, _): for i in 0..<total { y[i] = a[i] + r[i] }
+            case (.mul, _): for i in 0..<total { y[i] = a[i] * r[i] }
+            default: for i in 0..<total { y[i] = f(a[i], r[i]) }
+            }
+        case let .planeScalar(rhs):
+            let r = ptr(rhs), sp = s.spatial
+            for plane in 0..<(s.channels * nb) {
+                let v = r[plane], base = plane * sp
+                if op == .mul { for i in 0..<sp { y[base + i] = a[base + i] * v } }
+                else { for i in 0..<sp { y[base + i] = f(a[base + i], v) } }
+            }
+        case let .channelConstant(k):
+            if k.count == 1 {
+                let v = k[0]
+                for i in 0..<total { y[i] = f(a[i], v) }
+            } else if s.channelMajor {
+                let run = nb * s.spatial
+                for ch in 0..<s.channels {
+                    let v = k[ch], base = ch * run
+                    for i in 0..<run { y[base + i] = f(a[base + i], v) }
+                }
+            } else {
+                let c = s.count
+                for b in 0..<nb { for ch in 0..<c { y[b * c + ch] = f(a[b * c + ch], k[ch]) } }
+            }
+        }
+    }
+}

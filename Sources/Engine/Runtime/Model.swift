@@ -1,0 +1,88 @@
+import Foundation
+
+/// A loaded, compiled ONNX model: immutable and `Sendable`; share one across sessions.
+public struct Model: Sendable {
+    let graph: Graph
+    let program: Program
+
+    /// Name of the graph input.
+    public var inputName: String { graph.inputName }
+    /// Per-image input shape (without the batch dimension), e.g. `[3, 224, 224]`.
+    public let inputShape: [Int]
+    /// Graph output names, in order.
+    public var outputNames: [String] { graph.outputNames }
+    /// Per-image shape of each output.
+    public var outputShapes: [[Int]] { program.outputValues.map { program.slots[$0].perImage } }
+    /// Per-image shape of the embedding (the input of the last Gemm/MatMul), if the model has one.
+    public var embeddingShape: [Int]? { program.embeddingValue.map { program.slots[$0].perImage } }
+    /// Multiply-adds x 2 of the convolutions and dense layers, per image.
+    public var flopsPerImage: Double { program.flopsPerImage }
+    /// The ONNX opset the model was exported with.
+    public var opset: Int { graph.opset }
+    /// Number of compiled steps (after fusion).
+    public var stepCount: Int { program.steps.count }
+
+    /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
+    /// is required only when the file leaves spatial dimensions symbolic.
+    public init(contentsOf path: String, inputShape: [Int]? = nil) throws {
+        try self.init(graph: ONNXImport.load(path: path), inputShape: inputShape)
+    }
+
+    /// Loads and compiles serialized ONNX bytes (external data resolves against `baseDirectory`).
+    public init(data: Data, baseDirectory: String? = nil, inputShape: [Int]? = nil) throws {
+        try self.init(graph: ONNXImport.decode(data, baseDirectory: baseDirectory), inputShape: inputShape)
+    }
+
+    init(graph: Graph, inputShape: [Int]?) throws {
+        let declared = Array(graph.inputDims.dropFirst())
+        let shape: [Int]
+        if let inputShape {
+            guard inputShape.count == declared.count,
+                  zip(inputShape, declared).allSatisfy({ $1 == nil || $0 == $1 }), inputShape.allSatisfy({ $0 > 0 }) else {
+                throw ModelError.inputShapeMismatch(expected: describeShape([-1] + declared.map { $0 ?? 0 }),
+                                                    got: describeShape([-1] + inputShape))
+            }
+            shape = inputShape
+        } else {
+            guard declared.allSatisfy({ $0 != nil }) else {
+                throw ModelError.invalidGraph(reason: "input '\(graph.inputName)' has symbolic non-batch dimensions; pass inputShape")
+            }
+            shape = declared.map { $0! }
+        }
+        self.graph = graph
+        self.inputShape = shape
+        self.program = try Compiler.compile(graph, inputShape: shape)
+    }
+
+    /// Checks that `tensor` is a batch of this model's inputs and returns the batch size.
+    func validate(_ tensor: Tensor) throws -> Int {
+        guard tensor.rank == inputShape.count + 1, Array(tensor.shape.dropFirst()) == inputShape, tensor.shape[0] > 0 else {
+            throw ModelError.inputShapeMismatch(expected: describeShape([-1] + inputShape), got: describeShape(tensor.shape))
+        }
+        return tensor.shape[0]
+    }
+
+    /// Runs the unoptimised reference interpreter (naive ops on the original graph). For tests.
+    func referenceRun(_ input: Tensor) throws -> [Tensor] {
+        _ = try validate(input)
+        var values = graph.constants
+        values[graph.inputName] = input
+        for node in graph.nodes {
+            let ins: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : values[$0] }
+            let outs = try Reference.evaluate(node, ins, opset: graph.opset)
+            for (name, t) in zip(node.outputs, outs) where !name.isEmpty { values[name] = t }
+        }
+        return try graph.outputNames.map {
+            guard let t = values[$0] else { throw ModelError.invalidGraph(reason: "output \($0) not computed") }
+            return t
+        }
+    }
+}
+
+/// Outputs of one batch: one tensor per graph output, plus the embedding when requested.
+public struct InferenceResult: Sendable {
+    /// One tensor per ``Model/outputNames`` entry, `[batch] + outputShape`.
+    public var outputs: [Tensor]
+    /// `[batch] + embeddingShape` when requested and the model has one.
+    public var embedding: Tensor?
+}

@@ -1,0 +1,145 @@
+/// A fused activation applied by the producing kernel's epilogue.
+enum Activation: Sendable, Equatable {
+    case none, relu, sigmoid, hardSwish, silu
+    case clip(Float, Float)
+    case leaky(Float)
+    case hardSigmoid(Float, Float)
+}
+
+/// A batched activation tensor in a worker's arena. Its logical shape is
+/// `[nb] + perImage`. Rank >= 3 tensors (`perImage.count >= 2`) are stored channel-major,
+/// `[C, nb, S]` with `S` the per-channel spatial size, so a convolution over a whole
+/// micro-batch is one GEMM with `nb * S` columns; rank-2 tensors are stored `[nb, F]`.
+struct Slot: Sendable {
+    var perImage: [Int]
+    var offset = 0
+    var channelMajor: Bool { perImage.count >= 2 }
+    var count: Int { perImage.reduce(1, *) }
+    var channels: Int { channelMajor ? perImage[0] : count }
+    var spatial: Int { channelMajor ? count / max(perImage[0], 1) : 1 }
+}
+
+enum Operand: Sendable {
+    case value(Int)
+    case constant(Tensor)
+}
+
+enum BinaryOp: Sendable { case add, sub, mul, div }
+
+/// How the right operand of a binary step broadcasts against the left (batched) one.
+enum BinaryKind: Sendable {
+    /// Both batched with the same per-image shape (same layout).
+    case same(Int)
+    /// Right is batched with per-image shape [C, 1, ...]: one scalar per (channel, image) plane.
+    case planeScalar(Int)
+    /// Right is a constant with one value per channel (or one value in total).
+    case channelConstant([Float])
+}
+
+struct ConvStep: Sendable {
+    enum Kind: Sendable { case gemm, pointwise, depthwise, winograd, winograd43 }
+    var kind: Kind
+    var window: Window2D
+    var cin: Int, cout: Int, groups: Int
+    /// `[cout, cin / groups * kh * kw]` (Winograd F(2,3): `[16, cout, cin]`, F(4,3): `[36, cout, cin]`).
+    var weights: [Float]
+    var bias: [Float]
+    var activation: Activation = .none
+    var residual: Int?
+    var input: Int, output: Int
+    var k: Int { cin / groups * window.kh * window.kw }
+}
+
+struct PoolStep: Sendable {
+    var isMax: Bool
+    var window: Window2D
+    /// Per-row / per-column window element counts for average pooling (divisor = product).
+    var rowCount: [Float], colCount: [Float]
+    var input: Int, output: Int
+}
+
+struct GemmStep: Sendable {
+    /// `[n, k]`.
+    var weights: [Float]
+    var bias: [Float]
+    var n: Int, k: Int
+    var activation: Activation = .none
+    var input: Int, output: Int
+}
+
+enum Step: Sendable {
+    case conv(ConvStep)
+    case pool(PoolStep)
+    case globalPool(isMax: Bool, input: Int, output: Int)
+    case activation(Activation, input: Int, output: Int)
+    case channelAffine(scale: [Float], shift: [Float], input: Int, output: Int)
+    case binary(BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int)
+    case concat(inputs: [Int], output: Int)
+    case relayout(input: Int, output: Int)
+    case gemm(GemmStep)
+    case softmax(input: Int, output: Int)
+    case fallback(Node, inputs: [Operand?], outputs: [Int], opset: Int)
+
+    var inputs: [Int] {
+        switch self {
+        case let .conv(c): [c.input] + (c.residual.map { [$0] } ?? [])
+        case let .pool(p): [p.input]
+        case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
+             let .relayout(i, _), let .softmax(i, _): [i]
+        case let .binary(_, lhs, kind, _, _):
+            switch kind {
+            case let .same(r), let .planeScalar(r): [lhs, r]
+            case .channelConstant: [lhs]
+            }
+        case let .concat(inputs, _): inputs
+        case let .gemm(g): [g.input]
+        case let .fallback(_, inputs, _, _): inputs.compactMap { if case let .value(v)? = $0 { v } else { nil } }
+        }
+    }
+
+    var outputs: [Int] {
+        switch self {
+        case let .conv(c): [c.output]
+        case let .pool(p): [p.output]
+        case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
+             let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o): [o]
+        case let .gemm(g): [g.output]
+        case let .fallback(_, _, outputs, _): outputs
+        }
+    }
+}
+
+/// The compiled, immutable execution plan of a model.
+struct Program: Sendable {
+    var slots: [Slot]
+    var steps: [Step]
+    var inputValue: Int
+    var outputValues: [Int]
+    var embeddingValue: Int?
+    /// Arena size in per-image floats (multiply by the micro-batch size).
+    var arenaUnits: Int
+    /// im2col scratch floats needed per worker for a micro-batch of `n`: `scratchPerColumn * columns`.
+    var maxScratchK: Int
+    var flopsPerImage: Double
+}
+
+extension Step {
+    /// Short description for profiles, e.g. `conv.winograd 64->64 3x3/1 56x56 relu +res`.
+    func label(_ program: Program) -> String {
+        switch self {
+        case let .conv(c):
+            let g = c.window
+            return "conv.\(c.kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+        case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
+        case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
+        case let .activation(a, i, _): return "activation \(a) \(program.slots[i].perImage)"
+        case let .channelAffine(_, _, i, _): return "affine \(program.slots[i].perImage)"
+        case let .binary(op, l, _, _, _): return "binary.\(op) \(program.slots[l].perImage)"
+        case let .concat(ins, o): return "concat \(ins.count) -> \(program.slots[o].perImage)"
+        case let .relayout(i, o): return "relayout \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
+        case let .gemm(g): return "gemm \(g.k)->\(g.n) \(g.activation)"
+        case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
+        case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
+        }
+    }
+}

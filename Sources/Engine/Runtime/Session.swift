@@ -1,0 +1,154 @@
+import Dispatch
+import LinearAlgebra
+
+/// Executes a ``Model`` on batches, with preallocated per-worker workspaces.
+///
+/// Threading is decided here and only here: a batch is split into micro-batches that
+/// `threads` Dispatch workers process in parallel with OpenBLAS single-threaded; when a
+/// batch has only one micro-batch, the one worker runs with `threads` OpenBLAS threads.
+///
+/// `@unchecked Sendable`: the mutable state (the workspaces, raw arena memory) is touched
+/// only inside `queue.sync` / `queue.async` blocks on the session's private serial queue, so
+/// at most one batch runs at a time; during a batch each worker owns exactly one workspace.
+public final class Session: @unchecked Sendable {
+    public let model: Model
+    /// Cores this session may use.
+    public let threads: Int
+    /// Largest number of images a worker pushes through the graph at once.
+    public let microBatch: Int
+    private let queue: DispatchQueue
+    private var workspaces: [Workspace] = []
+
+    public init(model: Model, threads: Int = 1, microBatch: Int = 16) throws {
+        guard threads >= 1, threads <= 256 else { throw ModelError.invalidArgument("threads must be 1...256, got \(threads)") }
+        guard microBatch >= 1 else { throw ModelError.invalidArgument("microBatch must be >= 1, got \(microBatch)") }
+        self.model = model
+        self.threads = threads
+        self.microBatch = microBatch
+        self.queue = DispatchQueue(label: "tessera.engine.session", qos: .userInitiated)
+    }
+
+    /// Runs one batch synchronously on the session queue (blocks the caller).
+    public func run(_ input: Tensor, embedding: Bool = false) throws -> InferenceResult {
+        try queue.sync { try self.execute(input, wantEmbedding: embedding) }
+    }
+
+    /// Runs one batch on the session's Dispatch queue without blocking the cooperative pool.
+    public func run(_ input: Tensor, embedding: Bool = false) async throws -> InferenceResult {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try self.execute(input, wantEmbedding: embedding) })
+            }
+        }
+    }
+
+    /// Times each compiled step on one micro-batch of `input` (one worker, OpenBLAS 1 thread).
+    public func profile(_ input: Tensor) throws -> [(step: String, seconds: Double)] {
+        try queue.sync {
+            let batch = try model.validate(input)
+            let nb = min(batch, microBatch)
+            BLAS.setThreads(1)
+            let ws = Workspace(program: model.program, capacity: nb)
+            return try input.data.withUnsafeBufferPointer {
+                try Executor(program: model.program, ws: ws, nb: nb).profile(input: $0.baseAddress!).map { (step: $0.0, seconds: $0.1) }
+            }
+        }
+    }
+
+    /// Per-worker micro-batch size used for a batch of `batch` images.
+    public func microBatchSize(for batch: Int) -> Int {
+        min(microBatch, max(1, (batch + threads - 1) / threads))
+    }
+
+    private func execute(_ input: Tensor, wantEmbedding: Bool) throws -> InferenceResult {
+        let program = model.program
+        let batch = try model.validate(input)
+        let mb = microBatchSize(for: batch)
+        let chunks = (batch + mb - 1) / mb
+        let workers = min(threads, chunks)
+        BLAS.setThreads(workers == 1 ? threads : 1)
+        if workspaces.count < workers || (workspaces.first?.capacity ?? 0) < mb {
+            let capacity = max(mb, workspaces.first?.capacity ?? 0)
+            workspaces = (0..<max(workers, workspaces.count)).map { _ in Workspace(program: program, capacity: capacity) }
+        }
+        let outShapes = program.outputValues.map { program.slots[$0].perImage }
+        let embValue = wantEmbedding ? program.embeddingValue : nil
+        // Results are written by the workers into raw buffers, then copied into arrays.
+        let outBufs = outShapes.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * $0.reduce(1, *)) }
+        let embBuf = embValue.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * program.slots[$0].count) }
+        defer {
+            for b in outBufs { b.deallocate() }
+            embBuf?.deallocate()
+        }
+        let errors = ErrorBox()
+        try input.data.withUnsafeBufferPointer { inBuf in
+            let job = BatchJob(program: program, workspaces: workspaces, input: inBuf.baseAddress!,
+                               outputs: outBufs.map { $0.baseAddress! }, embedding: embBuf?.baseAddress,
+                               embeddingValue: embValue, batch: batch, microBatch: mb, workers: workers,
+                               errors: errors)
+            if workers == 1 { job.work(0) } else { DispatchQueue.concurrentPerform(iterations: workers) { job.work($0) } }
+            if let error = errors.error { throw error }
+        }
+        return InferenceResult(
+            outputs: zip(outShapes, outBufs).map { Tensor(shape: [batch] + $0, data: Array($1)) },
+            embedding: embValue.map { v in Tensor(shape: [batch] + program.slots[v].perImage, data: Array(embBuf!)) })
+    }
+}
+
+/// One batch split into micro-batches; `work(w)` runs every `workers`-th micro-batch on workspace `w`.
+///
+/// `@unchecked Sendable`: it carries raw pointers into the caller's input and output arrays, which
+/// outlive the (synchronous) `concurrentPerform`; workers write disjoint image ranges of the outputs
+/// and each uses only its own workspace, so there is no shared mutable memory.
+private struct BatchJob: @unchecked Sendable {
+    let program: Program
+    let workspaces: [Workspace]
+    let input: UnsafePointer<Float>
+    let outputs: [UnsafeMutablePointer<Float>]
+    let embedding: UnsafeMutablePointer<Float>?
+    let embeddingValue: Int?
+    let batch: Int, microBatch: Int, workers: Int
+    let errors: ErrorBox
+
+    func work(_ w: Int) {
+        let chunks = (batch + microBatch - 1) / microBatch
+        let inPerImage = program.slots[program.inputValue].count
+        var chunk = w
+        while chunk < chunks {
+            let start = chunk * microBatch, nb = min(microBatch, batch - start)
+            let ex = Executor(program: program, ws: workspaces[w], nb: nb)
+            do {
+                try ex.run(input: input + start * inPerImage)
+                for (i, v) in program.outputValues.enumerated() {
+                    ex.store(v, to: outputs[i] + start * program.slots[v].count)
+                }
+                if let embeddingValue, let embedding {
+                    ex.store(embeddingValue, to: embedding + start * program.slots[embeddingValue].count)
+                }
+            } catch {
+                errors.set(error)
+                return
+            }
+            chunk += workers
+        }
+    }
+}
+
+/// First error raised by any worker. `@unchecked Sendable`: guarded by its lock.
+private final class ErrorBox: @unchecked Sendable {
+    private let lock = NSLockLike()
+    private var stored: (any Error)?
+    func set(_ e: any Error) { lock.withLock { if stored == nil { stored = e } } }
+    var error: (any Error)? { lock.withLock { stored } }
+}
+
+/// Minimal mutex on a Dispatch semaphore (keeps Engine free of Foundation locking APIs).
+private final class NSLockLike: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 1)
+    func withLock<T>(_ body: () -> T) -> T {
+        semaphore.wait()
+        defer { semaphore.signal() }
+        return body()
+    }
+}
+

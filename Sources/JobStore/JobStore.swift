@@ -1,0 +1,413 @@
+import Foundation
+
+/// The durable job queue on SQLite: WAL, `synchronous=FULL`, busy timeout, `BEGIN IMMEDIATE`
+/// for writes, foreign keys, `quick_check` at open, migrations by `user_version`. One connection
+/// per store, used under a lock; several processes may open the same file.
+public final class JobStore: @unchecked Sendable {
+    // @unchecked: `connection` is only touched while `lock` is held.
+    private let connection: SQLiteConnection
+    private let lock = NSLock()
+    /// A second connection for reads, so status queries do not wait behind a writer's fsync (WAL).
+    private let reader: SQLiteConnection
+    private let readLock = NSLock()
+    private let clock: @Sendable () -> Double
+    /// The database file.
+    public let path: String
+    /// Lease length in seconds; a worker heartbeats well within it.
+    public let leaseSeconds: Double
+    /// First retry delay in seconds; doubles each attempt.
+    public let backoffSeconds: Double
+
+    /// Opens (creating and migrating) the store at `path`.
+    public init(path: String, leaseSeconds: Double = 30, backoffSeconds: Double = 2,
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws(JobStoreError) {
+        self.path = path
+        self.leaseSeconds = leaseSeconds
+        self.backoffSeconds = backoffSeconds
+        self.clock = clock
+        do {
+            connection = try SQLiteConnection(path: path)
+            try connection.execute("PRAGMA journal_mode=WAL")
+            try connection.execute("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
+            let check = try connection.query("PRAGMA quick_check").compactMap { $0.string("quick_check") }
+            guard check == ["ok"] else { throw JobStoreError.corrupt(check.joined(separator: "; ")) }
+            try Migrator.migrate(connection)
+            reader = try SQLiteConnection(path: path)
+            try reader.execute("PRAGMA foreign_keys=ON; PRAGMA query_only=ON")
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(path): \(error)")
+        }
+    }
+
+    /// Runs `body` on the connection under the lock, mapping SQLite errors.
+    private func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws(JobStoreError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            return try body(connection)
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    /// Runs a read-only `body` on the reader connection.
+    private func withReader<T>(_ body: (SQLiteConnection) throws -> T) throws(JobStoreError) -> T {
+        readLock.lock()
+        defer { readLock.unlock() }
+        do {
+            return try body(reader)
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
+    /// Current time in seconds since 1970 (from the store's clock).
+    public var now: Double { clock() }
+
+    // MARK: Enqueue
+
+    /// Adds a job for `slide` and `model` unless the same slide content, model and parameters
+    /// (or the same idempotency key) already has one; returns the job and whether it is new.
+    public func enqueue(slide: StoredSlide, model: String, parameters: String = "{}", maxAttempts: Int = 3,
+                        idempotencyKey: String? = nil) throws(JobStoreError) -> (job: Job, created: Bool) {
+        let now = clock()
+        return try withConnection { db in
+            try db.immediateTransaction {
+                if let idempotencyKey,
+                   let existing = try db.query("SELECT id FROM jobs WHERE idempotency_key = ?", [.text(idempotencyKey)])
+                    .first?.int("id") {
+                    return (try self.fetch(db, JobID(existing)), false)
+                }
+                try db.query("""
+                    INSERT INTO slides(sha256, path, original_name, size, created_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(sha256) DO NOTHING
+                    """, [.text(slide.sha256), .text(slide.path), .text(slide.originalName), .integer(Int64(slide.size)),
+                          .real(now)])
+                let inserted = try db.query("""
+                    INSERT INTO jobs(slide_sha256, slide_name, model, parameters, state, max_attempts, run_after,
+                                     idempotency_key, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)
+                    ON CONFLICT(slide_sha256, model, parameters) DO NOTHING
+                    RETURNING id
+                    """, [.text(slide.sha256), .text(slide.originalName), .text(model), .text(parameters),
+                          .integer(Int64(maxAttempts)), .real(now), SQLValue(idempotencyKey), .real(now), .real(now)])
+                if let id = inserted.first?.int("id") {
+                    try self.recordEvent(db, JobID(id), attempt: 0, message: "queued", at: now)
+                    return (try self.fetch(db, JobID(id)), true)
+                }
+                let existing = try db.query(
+                    "SELECT id FROM jobs WHERE slide_sha256 = ? AND model = ? AND parameters = ?",
+                    [.text(slide.sha256), .text(model), .text(parameters)])
+                guard let id = existing.first?.int("id") else { throw JobStoreError.database("enqueue lost its row") }
+                return (try self.fetch(db, JobID(id)), false)
+            }
+        }
+    }
+
+    // MARK: Claim and lease
+
+    /// Claims the next runnable job in one atomic statement: sets the lease (owner, new token,
+    /// expiry) and counts the attempt. Returns nil when nothing is runnable.
+    public func claim(owner: String) throws(JobStoreError) -> (job: Job, lease: Lease)? {
+        let now = clock()
+        return try withConnection { db in
+            try db.immediateTransaction {
+                let rows = try db.query("""
+                    UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                        lease_token = lease_token + 1, lease_expires = ?, heartbeat_at = ?, claim_progress = tiles_done,
+                        started_at = COALESCE(started_at, ?), updated_at = ?
+                    WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_after <= ?
+                                ORDER BY run_after, id LIMIT 1)
+                    RETURNING id, lease_token
+                    """, [.text(owner), .real(now + self.leaseSeconds), .real(now), .real(now), .real(now), .real(now)])
+                guard let row = rows.first, let id = row.int("id"), let token = row.int("lease_token") else { return nil }
+                let job = try self.fetch(db, JobID(id))
+                try self.recordEvent(db, job.id, attempt: job.attempts, message: "claimed by \(owner)", at: now)
+                return (job, Lease(job: JobID(id), token: token, owner: owner))
+            }
+        }
+    }
+
+    /// Extends the lease. - Throws: `.leaseLost` when the lease was taken over or the job cancelled.
+    public func heartbeat(_ lease: Lease) throws(JobStoreError) {
+        let now = clock()
+        try withConnection { db in
+            try db.query("""
+                UPDATE jobs SET lease_expires = ?, heartbeat_at = ?, updated_at = ?
+                WHERE id = ? AND lease_token = ? AND state = 'running'
+                """, [.real(now + self.leaseSeconds), .real(now), .real(now), .integer(Int64(lease.job.rawValue)),
+                      .integer(Int64(lease.token))])
+            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+        }
+    }
+
+    /// Returns expired leases to the queue (or fails jobs out of attempts). A job that made
+    /// progress under the lost lease does not lose an attempt: its worker died, the slide did not fail.
+    @discardableResult
+    public func rescueExpiredLeases() throws(JobStoreError) -> [JobID] {
+        let now = clock()
+        return try withConnection { db in
+            try db.immediateTransaction {
+                let expired = try db.query(
+                    "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ?", [.real(now)]).compactMap { $0.int("id") }
+                for id in expired { try self.releaseLease(db, JobID(id), reason: "lease expired", now: now) }
+                return expired.map(JobID.init)
+            }
+        }
+    }
+
+    /// Releases the leases of `owners` right away (e.g. workers on this host whose process is gone).
+    @discardableResult
+    public func releaseLeases(ownedBy owners: [String], reason: String) throws(JobStoreError) -> [JobID] {
+        guard !owners.isEmpty else { return [] }
+        let now = clock()
+        return try withConnection { db in
+            try db.immediateTransaction {
+                let marks = Array(repeating: "?", count: owners.count).joined(separator: ",")
+                let ids = try db.query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner IN (\(marks))",
+                                       owners.map { .text($0) }).compactMap { $0.int("id") }
+                for id in ids { try self.releaseLease(db, JobID(id), reason: reason, now: now) }
+                return ids.map(JobID.init)
+            }
+        }
+    }
+
+    /// Owners holding running leases.
+    public func leaseOwners() throws(JobStoreError) -> [String] {
+        try withConnection { db in
+            try db.query("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL")
+                .compactMap { $0.string("lease_owner") }
+        }
+    }
+
+    private func releaseLease(_ db: SQLiteConnection, _ id: JobID, reason: String, now: Double) throws {
+        let job = try fetch(db, id)
+        let progressed = try db.query("SELECT tiles_done > claim_progress AS p FROM jobs WHERE id = ?",
+                                      [.integer(Int64(id.rawValue))]).first?.int("p") == 1
+        let attempts = progressed ? job.attempts - 1 : job.attempts
+        let message = "\(reason) (owner \(job.leaseOwner ?? "?"))"
+        try recordEvent(db, id, attempt: job.attempts, message: message, at: now)
+        if attempts >= job.maxAttempts {
+            try db.query("""
+                UPDATE jobs SET state = 'failed', attempts = ?, lease_owner = NULL, lease_expires = NULL, error = ?,
+                    finished_at = ?, updated_at = ? WHERE id = ?
+                """, [.integer(Int64(attempts)), .text(message), .real(now), .real(now), .integer(Int64(id.rawValue))])
+        } else {
+            try db.query("""
+                UPDATE jobs SET state = 'queued', attempts = ?, lease_owner = NULL, lease_expires = NULL, run_after = ?,
+                    updated_at = ? WHERE id = ?
+                """, [.integer(Int64(attempts)), .real(progressed ? now : now + backoff(attempts)), .real(now),
+                      .integer(Int64(id.rawValue))])
+        }
+    }
+
+    private func backoff(_ attempts: Int) -> Double {
+        min(3600, backoffSeconds * pow(2, Double(max(0, attempts - 1))))
+    }
+
+    // MARK: Progress, results, completion
+
+    /// Records the tile total of a running job (known once the tile grid is built).
+    public func setTotal(_ lease: Lease, tiles: Int) throws(JobStoreError) {
+        let now = clock()
+        try withConnection { db in
+            try db.query("UPDATE jobs SET tiles_total = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
+                         [.integer(Int64(tiles)), .real(now), .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
+            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+        }
+    }
+
+    /// Commits a chunk of tile results and the new progress in one transaction, fenced by the
+    /// lease. Re-committing the same tiles replaces them (idempotent).
+    public func checkpoint(_ lease: Lease, results: [TileResult], tilesDone: Int) throws(JobStoreError) {
+        let now = clock()
+        try withConnection { db in
+            try db.immediateTransaction {
+                try db.query("""
+                    UPDATE jobs SET tiles_done = ?, lease_expires = ?, heartbeat_at = ?, updated_at = ?
+                    WHERE id = ? AND lease_token = ? AND state = 'running'
+                    """, [.integer(Int64(tilesDone)), .real(now + self.leaseSeconds), .real(now), .real(now),
+                          .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
+                if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+                for result in results {
+                    let blob = result.scores.withUnsafeBufferPointer { Data(buffer: $0) }
+                    let embedding = result.embedding.map { values in values.withUnsafeBufferPointer { SQLValue.blob(Data(buffer: $0)) } }
+                    try db.query("""
+                        INSERT INTO tile_results(job_id, tile_index, scores, embedding) VALUES (?, ?, ?, ?)
+                        ON CONFLICT(job_id, tile_index) DO UPDATE SET scores = excluded.scores, embedding = excluded.embedding
+                        """, [.integer(Int64(lease.job.rawValue)), .integer(Int64(result.index)), .blob(blob), embedding ?? .null])
+                }
+            }
+        }
+    }
+
+    /// Tile results of a job, by tile index.
+    public func results(of id: JobID) throws(JobStoreError) -> [TileResult] {
+        try withReader { db in
+            try db.query("SELECT tile_index, scores, embedding FROM tile_results WHERE job_id = ? ORDER BY tile_index",
+                         [.integer(Int64(id.rawValue))]).map { row in
+                func floats(_ data: Data) -> [Float] {
+                    var values = [Float](repeating: 0, count: data.count / MemoryLayout<Float>.size)
+                    _ = values.withUnsafeMutableBytes { data.copyBytes(to: $0) }
+                    return values
+                }
+                return TileResult(index: row.int("tile_index") ?? 0, scores: floats(row.data("scores") ?? Data()),
+                                  embedding: row.data("embedding").map(floats))
+            }
+        }
+    }
+
+    /// Marks the job done (fenced by the lease).
+    public func complete(_ lease: Lease, outputDirectory: String?) throws(JobStoreError) {
+        let now = clock()
+        try withConnection { db in
+            try db.immediateTransaction {
+                try db.query("""
+                    UPDATE jobs SET state = 'done', output_dir = ?, error = NULL, lease_owner = NULL, lease_expires = NULL,
+                        finished_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'
+                    """, [SQLValue(outputDirectory), .real(now), .real(now), .integer(Int64(lease.job.rawValue)),
+                          .integer(Int64(lease.token))])
+                if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+                try self.recordEvent(db, lease.job, attempt: nil, message: "done", at: now)
+            }
+        }
+    }
+
+    /// Records a failed attempt: back to the queue after an exponential backoff, or `failed`
+    /// with `reason` once attempts are used up (`permanent` fails at once, e.g. an unreadable slide
+    /// format). Fenced by the lease.
+    public func fail(_ lease: Lease, reason: String, permanent: Bool = false) throws(JobStoreError) {
+        let now = clock()
+        try withConnection { db in
+            try db.immediateTransaction {
+                let job = try self.fetch(db, lease.job)
+                guard job.state == .running, job.leaseToken == lease.token else { throw JobStoreError.leaseLost(lease.job) }
+                try self.recordEvent(db, lease.job, attempt: job.attempts, message: reason, at: now)
+                if permanent || job.attempts >= job.maxAttempts {
+                    try db.query("""
+                        UPDATE jobs SET state = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL,
+                            finished_at = ?, updated_at = ? WHERE id = ?
+                        """, [.text(reason), .real(now), .real(now), .integer(Int64(lease.job.rawValue))])
+                } else {
+                    try db.query("""
+                        UPDATE jobs SET state = 'queued', error = ?, lease_owner = NULL, lease_expires = NULL,
+                            run_after = ?, updated_at = ? WHERE id = ?
+                        """, [.text(reason), .real(now + self.backoff(job.attempts)), .real(now),
+                              .integer(Int64(lease.job.rawValue))])
+                }
+            }
+        }
+    }
+
+    /// Cancels a queued or running job (a running worker finds out at its next write). Returns the job.
+    @discardableResult
+    public func cancel(_ id: JobID) throws(JobStoreError) -> Job {
+        let now = clock()
+        return try withConnection { db in
+            try db.immediateTransaction {
+                try db.query("""
+                    UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires = NULL, finished_at = ?,
+                        updated_at = ? WHERE id = ? AND state IN ('queued', 'running')
+                    """, [.real(now), .real(now), .integer(Int64(id.rawValue))])
+                if db.changes > 0 { try self.recordEvent(db, id, attempt: nil, message: "cancelled", at: now) }
+                return try self.fetch(db, id)
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Runs one statement under the lock.
+    func execute(_ sql: String, _ arguments: [SQLValue]) throws(JobStoreError) {
+        try withConnection { db in try db.query(sql, arguments) }
+    }
+
+    /// Runs one query under the lock and returns its rows.
+    func rows(_ sql: String, _ arguments: [SQLValue]) throws(JobStoreError) -> [SQLRow] {
+        try withReader { db in try db.query(sql, arguments) }
+    }
+
+    /// One job. - Throws: `.notFound`.
+    public func job(_ id: JobID) throws(JobStoreError) -> Job {
+        try withReader { db in try self.fetch(db, id) }
+    }
+
+    /// Jobs, newest first, optionally in one state.
+    public func jobs(state: JobState? = nil, limit: Int = 100, offset: Int = 0) throws(JobStoreError) -> [Job] {
+        try withReader { db in
+            var sql = "\(Self.jobColumns) WHERE 1"
+            var arguments: [SQLValue] = []
+            if let state {
+                sql += " AND j.state = ?"
+                arguments.append(.text(state.rawValue))
+            }
+            sql += " ORDER BY j.id DESC LIMIT ? OFFSET ?"
+            arguments += [.integer(Int64(limit)), .integer(Int64(offset))]
+            return try db.query(sql, arguments).map(Self.decodeJob)
+        }
+    }
+
+    /// Number of jobs in each state.
+    public func counts() throws(JobStoreError) -> [JobState: Int] {
+        try withReader { db in
+            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
+            for row in try db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state") {
+                if let state = row.string("state").flatMap(JobState.init(rawValue:)) { counts[state] = row.int("n") ?? 0 }
+            }
+            return counts
+        }
+    }
+
+    /// The job's history: (attempt, message, time), oldest first.
+    public func events(of id: JobID) throws(JobStoreError) -> [(attempt: Int?, message: String, at: Double)] {
+        try withReader { db in
+            try db.query("SELECT attempt, message, at FROM job_events WHERE job_id = ? ORDER BY id",
+                         [.integer(Int64(id.rawValue))]).map { ($0.int("attempt"), $0.string("message") ?? "", $0.double("at") ?? 0) }
+        }
+    }
+
+    /// `PRAGMA integrity_check` result ("ok" when sound).
+    public func integrityCheck() throws(JobStoreError) -> String {
+        try withConnection { db in
+            try db.query("PRAGMA integrity_check").compactMap { $0.string("integrity_check") }.joined(separator: "; ")
+        }
+    }
+
+    private static let jobColumns = """
+        SELECT j.*, s.path AS slide_path, s.original_name AS slide_original_name, s.size AS slide_size
+        FROM jobs j JOIN slides s ON s.sha256 = j.slide_sha256
+        """
+
+    private func fetch(_ db: SQLiteConnection, _ id: JobID) throws -> Job {
+        guard let row = try db.query("\(Self.jobColumns) WHERE j.id = ?", [.integer(Int64(id.rawValue))]).first else {
+            throw JobStoreError.notFound(id)
+        }
+        return Self.decodeJob(row)
+    }
+
+    private static func decodeJob(_ row: SQLRow) -> Job {
+        Job(id: JobID(row.int("id") ?? 0),
+            slide: StoredSlide(sha256: row.string("slide_sha256") ?? "", path: row.string("slide_path") ?? "",
+                               originalName: row.string("slide_name") ?? "", size: row.int("slide_size") ?? 0),
+            model: row.string("model") ?? "", parameters: row.string("parameters") ?? "{}",
+            state: row.string("state").flatMap(JobState.init(rawValue:)) ?? .failed,
+            attempts: row.int("attempts") ?? 0, maxAttempts: row.int("max_attempts") ?? 0,
+            runAfter: row.double("run_after") ?? 0, leaseOwner: row.string("lease_owner"),
+            leaseToken: row.int("lease_token") ?? 0, leaseExpires: row.double("lease_expires"),
+            heartbeatAt: row.double("heartbeat_at"), tilesDone: row.int("tiles_done") ?? 0,
+            tilesTotal: row.int("tiles_total"), error: row.string("error"), outputDirectory: row.string("output_dir"),
+            createdAt: row.double("created_at") ?? 0, startedAt: row.double("started_at"),
+            finishedAt: row.double("finished_at"), updatedAt: row.double("updated_at") ?? 0)
+    }
+
+    private func recordEvent(_ db: SQLiteConnection, _ id: JobID, attempt: Int?, message: String, at time: Double) throws {
+        try db.query("INSERT INTO job_events(job_id, attempt, message, at) VALUES (?, ?, ?, ?)",
+                     [.integer(Int64(id.rawValue)), SQLValue(attempt), .text(message), .real(time)])
+    }
+}

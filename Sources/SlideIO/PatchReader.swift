@@ -1,0 +1,198 @@
+import Dispatch
+import Foundation
+
+/// Per-channel normalisation applied to 8-bit pixels: `(p / 255 - mean) / std`.
+public struct Normalisation: Sendable, Equatable, Codable {
+    /// Channel means in 0...1 units.
+    public var mean: [Float]
+    /// Channel standard deviations in 0...1 units.
+    public var std: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        precondition(mean.count == 3 && std.count == 3 && std.allSatisfy { $0 > 0 })
+        self.mean = mean
+        self.std = std
+    }
+
+    /// Pixels scaled to 0...1.
+    public static let unit = Normalisation(mean: [0, 0, 0], std: [1, 1, 1])
+    /// ImageNet statistics.
+    public static let imageNet = Normalisation(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
+}
+
+/// How patches are laid out in a batch.
+public enum PatchFormat: Sendable, Equatable {
+    /// Packed 8-bit RGB, N x H x W x 3.
+    case rgb8
+    /// Normalised floats, N x 3 x H x W.
+    case floatNCHW(Normalisation)
+    /// Normalised floats, N x H x W x 3.
+    case floatNHWC(Normalisation)
+}
+
+/// A reusable batch of patches: buffers are allocated once for `capacity` patches.
+public final class PatchBatch {
+    /// Most patches the batch holds.
+    public let capacity: Int
+    /// Patch side in pixels.
+    public let tileSize: Int
+    /// Pixel format.
+    public let format: PatchFormat
+    /// Tiles in the batch, in grid order.
+    public internal(set) var tiles: [Tile] = []
+    /// Pixels for `.rgb8` (capacity x tileSize² x 3).
+    public internal(set) var bytes: [UInt8]
+    /// Pixels for the float formats (capacity x 3 x tileSize²).
+    public internal(set) var floats: [Float]
+
+    public init(capacity: Int, tileSize: Int, format: PatchFormat) {
+        precondition(capacity > 0 && tileSize > 0)
+        self.capacity = capacity
+        self.tileSize = tileSize
+        self.format = format
+        let elements = capacity * tileSize * tileSize * 3
+        if case .rgb8 = format {
+            bytes = [UInt8](repeating: 0, count: elements)
+            floats = []
+        } else {
+            bytes = []
+            floats = [Float](repeating: 0, count: elements)
+        }
+        tiles.reserveCapacity(capacity)
+    }
+
+    /// Patches currently in the batch.
+    public var count: Int { tiles.count }
+    /// Values per patch.
+    public var elementsPerPatch: Int { tileSize * tileSize * 3 }
+}
+
+/// Streams a tile grid's patches in storage order into reusable batches, reading in parallel
+/// with one libvips region per worker. Memory is the batch plus libvips' per-image tile cache
+/// (a few rows of the source tiles), whatever the slide size.
+public final class PatchReader {
+    /// The grid being read.
+    public let grid: TileGrid
+    /// Parallel readers.
+    public let threads: Int
+    private let path: String
+    private let sources: [SourceImage]
+    private let bandWidth: Int
+    private var position = 0
+
+    /// Opens the plan's level (resampled when the plan says so) once per worker thread: each
+    /// worker decodes through its own file handle, so decoders do not queue on one lock.
+    public init(slide: Slide, grid: TileGrid, threads: Int) throws(SlideError) {
+        self.grid = grid
+        self.threads = max(1, threads)
+        self.path = slide.properties.path
+        var sources: [SourceImage] = []
+        for _ in 0..<self.threads {
+            let image = try slide.openLevel(grid.plan.level)
+            var source = image
+            if grid.plan.isResampled {
+                guard let resized = image.resized(horizontal: grid.plan.scale, vertical: grid.plan.scale) else {
+                    throw .readFailed(path: path, reason: VipsRuntime.takeError() ?? "resize failed")
+                }
+                source = resized
+            }
+            sources.append(SourceImage(image: source))
+        }
+        self.sources = sources
+        // Columns are dealt to workers in bands, so each worker keeps reading the same source
+        // tiles row after row (its own tile cache serves the rows that neighbouring patches share).
+        self.bandWidth = max(1, min(8, (grid.columns + self.threads - 1) / self.threads))
+    }
+
+    /// Tiles not yet read.
+    public var remaining: Int { grid.tiles.count - position }
+
+    /// Moves the read position (e.g. to resume a job from a checkpoint).
+    public func seek(toTile index: Int) {
+        position = max(0, min(grid.tiles.count, index))
+    }
+
+    /// Fills `batch` with the next tiles; returns false when the grid is exhausted.
+    /// - Throws: `SlideError.readFailed` if a patch cannot be decoded.
+    public func next(into batch: PatchBatch) throws(SlideError) -> Bool {
+        precondition(batch.tileSize == grid.tileSize, "batch tile size differs from the grid's")
+        let count = min(batch.capacity, remaining)
+        batch.tiles.removeAll(keepingCapacity: true)
+        guard count > 0 else { return false }
+        batch.tiles.append(contentsOf: grid.tiles[position..<(position + count)])
+        position += count
+        let side = grid.tileSize
+        let perPatch = batch.elementsPerPatch
+        let tiles = batch.tiles
+        let failures = FailureBox()
+        let format = batch.format
+        let sources = self.sources
+        var assignment = [[Int]](repeating: [], count: threads)
+        for (index, tile) in tiles.enumerated() {
+            assignment[(tile.column / bandWidth) % threads].append(index)
+        }
+        let work = assignment
+        // A libvips region belongs to the thread that made it, so each worker makes its own.
+        func run(_ body: @Sendable (VipsRegionRef, Tile, Int) -> Bool) {
+            DispatchQueue.concurrentPerform(iterations: work.count) { worker in
+                guard !work[worker].isEmpty else { return }
+                guard let region = VipsRegionRef(image: sources[worker].image) else {
+                    failures.fail(at: work[worker][0])
+                    return
+                }
+                for index in work[worker] where !failures.failed {
+                    if !body(region, tiles[index], index) { failures.fail(at: index) }
+                }
+            }
+        }
+        switch format {
+        case .rgb8:
+            batch.bytes.withUnsafeMutableBufferPointer { buffer in
+                let base = SendablePointer(buffer.baseAddress!)
+                run { region, tile, index in
+                    region.readRGB(x: tile.x, y: tile.y, width: side, height: side,
+                                                 into: base.pointer + index * perPatch)
+                }
+            }
+        case .floatNCHW(let norm), .floatNHWC(let norm):
+            let planar: Bool
+            if case .floatNCHW = format { planar = true } else { planar = false }
+            batch.floats.withUnsafeMutableBufferPointer { buffer in
+                let base = SendablePointer(buffer.baseAddress!)
+                run { region, tile, index in
+                    region.readFloat(x: tile.x, y: tile.y, width: side, height: side,
+                                                   mean: norm.mean, std: norm.std, planar: planar,
+                                                   into: base.pointer + index * perPatch)
+                }
+            }
+        }
+        if let index = failures.firstFailure {
+            let tile = tiles[index]
+            throw .readFailed(path: path, reason: "tile at (\(tile.x), \(tile.y)): "
+                              + (VipsRuntime.takeError() ?? "decode failed"))
+        }
+        return true
+    }
+
+    /// The image patches are read from. libvips images are safe to read from many threads at once
+    /// (each through its own region); the reference is only released when the reader goes.
+    private final class SourceImage: @unchecked Sendable {
+        let image: VipsImageRef
+        init(image: VipsImageRef) { self.image = image }
+    }
+}
+
+/// A raw buffer pointer handed to `concurrentPerform` iterations that write disjoint ranges.
+private struct SendablePointer<Element>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Element>
+    init(_ pointer: UnsafeMutablePointer<Element>) { self.pointer = pointer }
+}
+
+/// Records the first failed patch across reader threads.
+private final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: Int?
+    var failed: Bool { lock.withLock { first != nil } }
+    var firstFailure: Int? { lock.withLock { first } }
+    func fail(at index: Int) { lock.withLock { if first == nil || index < first! { first = index } } }
+}

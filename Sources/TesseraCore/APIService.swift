@@ -1,0 +1,359 @@
+import Foundation
+import HTTPServer
+import JobStore
+import SlideIO
+
+/// Settings of the HTTP API.
+public struct APIConfiguration: Sendable {
+    public var dataDirectory: String
+    public var modelsDirectory = ModelCatalog.directory
+    public var defaultModel = ModelCatalog.defaultModel
+    /// Accepted bearer tokens; empty means no authentication.
+    public var tokens: [String] = []
+    /// Largest accepted upload.
+    public var maxUploadBytes = 20 * 1024 * 1024 * 1024
+    /// Queued jobs beyond which uploads get 503.
+    public var maxQueuedJobs = 10_000
+    /// Free disk space kept in reserve beyond an upload's size.
+    public var reserveBytes = 256 * 1024 * 1024
+    public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
+}
+
+/// The Tessera HTTP API on top of `HTTPServer`: uploads into the content-addressed slide store,
+/// jobs, results, models, health, metrics and a status page.
+public final class APIService: HTTPHandler, @unchecked Sendable {
+    // @unchecked: every stored property is immutable or Sendable; `metrics` locks itself.
+    public let configuration: APIConfiguration
+    public let store: JobStore
+    public let metrics = APIMetrics()
+    /// Set when the server is shutting down: new work gets 503.
+    public let stopping: StopFlag
+    private let uploads: String
+    private let slides: String
+
+    public init(configuration: APIConfiguration, store: JobStore, stopping: StopFlag) throws {
+        self.configuration = configuration
+        self.store = store
+        self.stopping = stopping
+        uploads = configuration.dataDirectory + "/uploads"
+        slides = configuration.dataDirectory + "/slides"
+        for directory in [uploads, slides, configuration.dataDirectory + "/outputs"] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        // Upload files left by a process that died mid-request belong to no job.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? [] {
+            try? FileManager.default.removeItem(atPath: uploads + "/" + name)
+        }
+    }
+
+    /// The output folder of a job run by this server's workers.
+    public func outputDirectory(for job: Job) -> String {
+        configuration.dataDirectory + "/outputs/\(job.id)"
+    }
+
+    // MARK: HTTPHandler
+
+    public func decideBody(for request: HTTPRequest) -> BodyDecision {
+        // POST as documented, and PUT, which is what `curl -T slide.svs URL` sends.
+        guard ["POST", "PUT"].contains(request.method), request.path == "/v1/slides" else {
+            return .reject(respond(to: request))
+        }
+        if stopping.isSet { return .reject(.error(503, "shutting_down", "the server is shutting down")) }
+        if let denied = authenticate(request) { return .reject(denied) }
+        let type = request.headers["content-type"]?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        guard type == nil || type == "application/octet-stream" else {
+            return .reject(.error(415, "unsupported_media_type", "send the slide as the raw body with Content-Type: application/octet-stream"))
+        }
+        guard let name = request.query["filename"], !Self.safeName(name).isEmpty else {
+            return .reject(.error(400, "missing_filename", "the filename query parameter is required"))
+        }
+        if let failure = resolveModel(request.query["model"]).failure { return .reject(failure) }
+        guard let length = request.contentLength else {
+            return .reject(.error(411, "length_required", "Content-Length is required"))
+        }
+        guard length <= configuration.maxUploadBytes else {
+            return .reject(.error(413, "too_large", "the slide is \(length) bytes; the limit is \(configuration.maxUploadBytes)"))
+        }
+        guard length > 0 else { return .reject(.error(422, "not_a_slide", "the body is empty")) }
+        if let free = Self.freeBytes(uploads), free < length + configuration.reserveBytes {
+            return .reject(.error(507, "insufficient_storage", "not enough free disk space for \(length) bytes"))
+        }
+        if let queued = try? store.counts()[.queued], queued >= configuration.maxQueuedJobs {
+            return .reject(.error(503, "queue_full", "\(queued) jobs are waiting; try again later"))
+        }
+        return .store(directory: uploads)
+    }
+
+    public func respond(to request: HTTPRequest) -> HTTPResponse {
+        let clock = Stopwatch()
+        let response = route(request)
+        metrics.record(method: request.method, status: response.status, seconds: clock.seconds)
+        return response
+    }
+
+    private func route(_ request: HTTPRequest) -> HTTPResponse {
+        let parts = request.path.split(separator: "/").map(String.init)
+        func only(_ methods: [String], _ body: () -> HTTPResponse) -> HTTPResponse {
+            methods.contains(request.method) ? body()
+                : .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use \(methods.joined(separator: ", "))")
+        }
+        switch parts {
+        case []:
+            return only(["GET"]) { statusPage() }
+        case ["healthz"]:
+            return only(["GET"]) {
+                stopping.isSet ? .error(503, "shutting_down", "the server is shutting down")
+                    : .json(200, Data("{\"status\":\"ok\"}".utf8))
+            }
+        case ["metrics"]:
+            return only(["GET"]) { .text(200, metrics.prometheus(store: store), contentType: "text/plain; version=0.0.4") }
+        default:
+            break
+        }
+        guard parts.first == "v1" else { return .error(404, "not_found", "no such resource: \(request.path)") }
+        if let denied = authenticate(request) { return denied }
+        switch Array(parts.dropFirst()) {
+        case ["slides"]:
+            return only(["POST", "PUT"]) { upload(request) }
+        case ["models"]:
+            return only(["GET"]) { models() }
+        case ["jobs"]:
+            return only(["GET"]) { listJobs(request) }
+        case let path where path.count >= 2 && path[0] == "jobs":
+            guard let number = Int(path[1]), number > 0 else { return .error(404, "not_found", "no job \(path[1])") }
+            let id = JobID(number)
+            if path.count == 2 {
+                return only(["GET", "DELETE"]) { request.method == "GET" ? showJob(id) : cancelJob(id) }
+            }
+            if path.count == 3 {
+                return only(["GET"]) { result(id, file: path[2]) }
+            }
+            return .error(404, "not_found", "no such resource: \(request.path)")
+        default:
+            return .error(404, "not_found", "no such resource: \(request.path)")
+        }
+    }
+
+    // MARK: Auth
+
+    private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
+        guard !configuration.tokens.isEmpty else { return nil }
+        let header = request.headers["authorization"] ?? ""
+        let prefix = "Bearer "
+        guard header.hasPrefix(prefix) else {
+            return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
+        }
+        let presented = Array(header.dropFirst(prefix.count).utf8)
+        var match = false
+        for token in configuration.tokens where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
+        return match ? nil : HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
+    }
+
+    /// Compares without an early exit on the first differing byte.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
+    }
+
+    // MARK: Upload
+
+    private func resolveModel(_ name: String?) -> (reference: ModelReference?, failure: HTTPResponse?) {
+        let requested = name ?? configuration.defaultModel
+        // Only names of shipped models: a client never points the server at a path.
+        guard !requested.contains("/"), !requested.hasPrefix(".") else {
+            return (nil, .error(400, "unknown_model", "model must be the name of a model in GET /v1/models"))
+        }
+        do {
+            return (try ModelCatalog.resolve(requested, in: configuration.modelsDirectory), nil)
+        } catch {
+            return (nil, .error(400, "unknown_model", "\(error)"))
+        }
+    }
+
+    private func upload(_ request: HTTPRequest) -> HTTPResponse {
+        guard let body = request.bodyFile else { return .error(400, "empty_body", "the slide body is missing") }
+        guard request.bodyBytes == request.contentLength else {
+            return .error(400, "short_body", "received \(request.bodyBytes) of \(request.contentLength ?? 0) bytes")
+        }
+        let (reference, failure) = resolveModel(request.query["model"])
+        guard let reference else { return failure ?? .error(400, "unknown_model", "unknown model") }
+        let name = Self.safeName(request.query["filename"] ?? "slide")
+        let fm = FileManager.default
+        let ext = (name as NSString).pathExtension.lowercased().filter { $0.isLetter || $0.isNumber }
+        // The slide readers pick formats by content and extension: check it under its own extension.
+        let candidate = uploads + "/check-\(UUID().uuidString)" + (ext.isEmpty ? "" : ".\(ext)")
+        do {
+            try fm.moveItem(atPath: body, toPath: candidate)
+        } catch {
+            return .error(500, "storage", "cannot keep the upload")
+        }
+        defer { try? fm.removeItem(atPath: candidate) }
+        let digest: String
+        do {
+            digest = try SHA256.hexDigest(ofFile: candidate)
+            _ = try Slide.open(path: candidate)
+        } catch let error as SlideError {
+            let message = error.description.replacingOccurrences(of: candidate, with: name)
+            return .error(422, "not_a_slide", message)
+        } catch {
+            return .error(500, "storage", "cannot read the upload back")
+        }
+        let stored = slides + "/" + digest + (ext.isEmpty ? "" : ".\(ext)")
+        if !fm.fileExists(atPath: stored) {
+            guard rename(candidate, stored) == 0 else { return .error(500, "storage", "cannot store the slide") }
+            Self.syncDirectory(slides)
+        }
+        metrics.addUploadBytes(request.bodyBytes)
+        do {
+            let slide = StoredSlide(sha256: digest, path: stored, originalName: name, size: request.bodyBytes)
+            let (job, created) = try store.enqueue(slide: slide, model: reference.name,
+                                                   idempotencyKey: request.headers["idempotency-key"])
+            return .json(created ? 202 : 200, Self.jobJSON(job), headers: [("Location", "/v1/jobs/\(job.id)")])
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    /// The basename of a client-given file name, with only safe characters.
+    static func safeName(_ raw: String) -> String {
+        let base = (raw.replacingOccurrences(of: "\\", with: "/") as NSString).lastPathComponent
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._- ")
+        var name = String(base.map { allowed.contains($0) ? $0 : "_" }.prefix(200))
+        while name.hasPrefix(".") { name.removeFirst() }
+        return name.trimmingCharacters(in: .whitespaces)
+    }
+
+    static func freeBytes(_ path: String) -> Int? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return Int(info.f_bavail) * Int(info.f_frsize)
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+
+    // MARK: Jobs
+
+    static func iso(_ seconds: Double?) -> Any {
+        guard let seconds else { return NSNull() }
+        return Date(timeIntervalSince1970: seconds).formatted(.iso8601)
+    }
+
+    static func jobObject(_ job: Job) -> [String: Any] {
+        let total = job.tilesTotal
+        var object: [String: Any] = [
+            "id": job.id.rawValue, "state": job.state.rawValue, "model": job.model,
+            "slide": ["name": job.slide.originalName, "sha256": job.slide.sha256, "size": job.slide.size],
+            "attempts": job.attempts, "max_attempts": job.maxAttempts,
+            "progress": ["tiles_done": job.tilesDone, "tiles_total": total.map { $0 as Any } ?? NSNull(),
+                         "fraction": total.map { $0 > 0 ? Double(job.tilesDone) / Double($0) : 1.0 } ?? 0.0],
+            "error": job.error ?? NSNull(),
+            "created_at": iso(job.createdAt), "started_at": iso(job.startedAt), "finished_at": iso(job.finishedAt),
+            "links": ["self": "/v1/jobs/\(job.id)", "result": "/v1/jobs/\(job.id)/result"],
+        ]
+        if let started = job.startedAt {
+            object["elapsed_seconds"] = (job.finishedAt ?? Date().timeIntervalSince1970) - started
+        }
+        return object
+    }
+
+    static func jobJSON(_ job: Job) -> Data {
+        (try? JSONSerialization.data(withJSONObject: jobObject(job), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
+    private func listJobs(_ request: HTTPRequest) -> HTTPResponse {
+        var state: JobState?
+        if let raw = request.query["state"] {
+            guard let parsed = JobState(rawValue: raw) else {
+                return .error(400, "bad_state", "state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            state = parsed
+        }
+        let limit = min(1000, max(1, Int(request.query["limit"] ?? "") ?? 100))
+        let offset = max(0, Int(request.query["offset"] ?? "") ?? 0)
+        do {
+            let jobs = try store.jobs(state: state, limit: limit, offset: offset)
+            let object: [String: Any] = ["jobs": jobs.map(Self.jobObject), "limit": limit, "offset": offset]
+            return .json(200, try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    private func showJob(_ id: JobID) -> HTTPResponse {
+        do {
+            return .json(200, Self.jobJSON(try store.job(id)))
+        } catch JobStoreError.notFound {
+            return .error(404, "not_found", "no job \(id)")
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    private func cancelJob(_ id: JobID) -> HTTPResponse {
+        do {
+            let job = try store.job(id)
+            if job.state == .done || job.state == .failed {
+                return .error(409, "already_finished", "job \(id) is \(job.state.rawValue)")
+            }
+            return .json(200, Self.jobJSON(try store.cancel(id)))
+        } catch JobStoreError.notFound {
+            return .error(404, "not_found", "no job \(id)")
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    static let resultFiles: [String: (String, String)] = [
+        "result": ("summary.json", "application/json"),
+        "tiles.csv": ("tiles.csv", "text/csv"),
+        "annotations.geojson": ("annotations.geojson", "application/geo+json"),
+        "heatmap.png": ("heatmap.png", "image/png"),
+        "overlay.png": ("overlay.png", "image/png"),
+    ]
+
+    private func result(_ id: JobID, file: String) -> HTTPResponse {
+        guard let (name, type) = Self.resultFiles[file] else { return .error(404, "not_found", "no result file \(file)") }
+        do {
+            let job = try store.job(id)
+            guard job.state == .done, let directory = job.outputDirectory else {
+                return .error(409, "not_ready", "job \(id) is \(job.state.rawValue); results exist once it is done")
+            }
+            let path = directory + "/" + name
+            guard FileManager.default.fileExists(atPath: path) else { return .error(404, "not_found", "\(name) is missing") }
+            return HTTPResponse(status: 200, headers: [("Content-Type", type)], body: .file(path))
+        } catch JobStoreError.notFound {
+            return .error(404, "not_found", "no job \(id)")
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    private func models() -> HTTPResponse {
+        var cards: [Any] = []
+        for name in ModelCatalog.names(in: configuration.modelsDirectory) {
+            if let reference = try? ModelCatalog.resolve(name, in: configuration.modelsDirectory),
+               let data = reference.cardJSON, let card = try? JSONSerialization.jsonObject(with: data) {
+                cards.append(["name": name, "default": name == configuration.defaultModel, "card": card])
+            }
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: ["models": cards], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return .json(200, data)
+    }
+}
+
+extension HTTPResponse {
+    func adding(_ header: (String, String)) -> HTTPResponse {
+        var copy = self
+        copy.headers.append(header)
+        return copy
+    }
+}

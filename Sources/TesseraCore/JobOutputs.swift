@@ -1,0 +1,233 @@
+import Foundation
+import SlideIO
+
+/// Everything the output files are made from.
+struct OutputInputs {
+    var jobID: Int
+    var slideName: String
+    var modelName: String
+    var classes: [String]
+    var grid: TileGrid
+    var mask: TissueMask
+    var scores: [[Float]]
+    var embeddings: [[Float]]?
+    var timings: [String: Double]
+    var slideWidth: Int
+    var slideHeight: Int
+}
+
+/// Per-job summary written to summary.json (and served by the API).
+public struct JobSummary: Codable, Sendable {
+    public var job: Int
+    public var slide: String
+    public var model: String
+    public var classes: [String]
+    public var slideWidth: Int
+    public var slideHeight: Int
+    public var level: Int
+    public var mpp: Double?
+    public var tileSize: Int
+    public var gridColumns: Int
+    public var gridRows: Int
+    public var tilesTotal: Int
+    public var tilesTissue: Int
+    public var classFractions: [String: Double]
+    public var meanProbabilities: [String: Double]
+    public var timings: [String: Double]
+    public var tilesPerSecond: Double
+
+    enum CodingKeys: String, CodingKey {
+        case job, slide, model, classes, level, mpp, timings
+        case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
+        case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total", tilesTissue = "tiles_tissue"
+        case classFractions = "class_fractions", meanProbabilities = "mean_probabilities", tilesPerSecond = "tiles_per_second"
+    }
+}
+
+/// Writes a job's output folder: summary.json, tiles.csv, annotations.geojson, heatmap.png,
+/// overlay.png and optionally embeddings.f32 + embeddings.csv. Files are written into a temporary
+/// folder next to the destination and renamed into place, so readers never see partial results.
+enum JobOutputs {
+    static func write(_ inputs: OutputInputs, to destination: String) throws -> JobSummary {
+        let fm = FileManager.default
+        let parent = (destination as NSString).deletingLastPathComponent
+        try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let base = ".\((destination as NSString).lastPathComponent).partial-"
+        // Folders left by a writer that was killed mid-way.
+        for stale in (try? fm.contentsOfDirectory(atPath: parent))?.filter({ $0.hasPrefix(base) }) ?? [] {
+            try? fm.removeItem(atPath: "\(parent)/\(stale)")
+        }
+        let staging = "\(parent)/\(base)\(UUID().uuidString.prefix(8))"
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        do {
+            let summary = makeSummary(inputs)
+            try writeJSON(summary, to: "\(staging)/summary.json")
+            try writeCSV(inputs, to: "\(staging)/tiles.csv")
+            try writeGeoJSON(inputs, to: "\(staging)/annotations.geojson")
+            try writeHeatmap(inputs, to: "\(staging)/heatmap.png")
+            try writeOverlay(inputs, to: "\(staging)/overlay.png")
+            if let embeddings = inputs.embeddings { try writeEmbeddings(embeddings, inputs, directory: staging) }
+            if fm.fileExists(atPath: destination) {
+                let old = "\(staging).old"
+                try fm.moveItem(atPath: destination, toPath: old)
+                try fm.moveItem(atPath: staging, toPath: destination)
+                try? fm.removeItem(atPath: old)
+            } else {
+                try fm.moveItem(atPath: staging, toPath: destination)
+            }
+            return summary
+        } catch {
+            try? fm.removeItem(atPath: staging)
+            throw error
+        }
+    }
+
+    static func argmax(_ scores: [Float]) -> Int {
+        var best = 0
+        for index in scores.indices where scores[index] > scores[best] { best = index }
+        return best
+    }
+
+    static func className(_ inputs: OutputInputs, _ index: Int) -> String {
+        index < inputs.classes.count ? inputs.classes[index] : "class_\(index)"
+    }
+
+    static func makeSummary(_ inputs: OutputInputs) -> JobSummary {
+        let classCount = inputs.scores.first?.count ?? inputs.classes.count
+        var counts = [Int](repeating: 0, count: classCount)
+        var sums = [Double](repeating: 0, count: classCount)
+        for scores in inputs.scores {
+            counts[argmax(scores)] += 1
+            for index in scores.indices where index < classCount { sums[index] += Double(scores[index]) }
+        }
+        let n = Double(max(1, inputs.scores.count))
+        var fractions: [String: Double] = [:], means: [String: Double] = [:]
+        for index in 0..<classCount {
+            fractions[className(inputs, index)] = inputs.scores.isEmpty ? 0 : Double(counts[index]) / n
+            means[className(inputs, index)] = inputs.scores.isEmpty ? 0 : sums[index] / n
+        }
+        let inference = inputs.timings["tiles_seconds"] ?? 0
+        return JobSummary(
+            job: inputs.jobID, slide: inputs.slideName, model: inputs.modelName, classes: inputs.classes,
+            slideWidth: inputs.slideWidth, slideHeight: inputs.slideHeight, level: inputs.grid.plan.level,
+            mpp: inputs.grid.plan.mpp, tileSize: inputs.grid.tileSize, gridColumns: inputs.grid.columns,
+            gridRows: inputs.grid.rows, tilesTotal: inputs.grid.totalCount, tilesTissue: inputs.grid.tiles.count,
+            classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
+            tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0)
+    }
+
+    static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        try encoder.encode(value).write(to: URL(fileURLWithPath: path))
+    }
+
+    static func writeCSV(_ inputs: OutputInputs, to path: String) throws {
+        let classCount = inputs.scores.first?.count ?? inputs.classes.count
+        var text = "tile,x,y,level,width,height,tissue_fraction,class,"
+            + (0..<classCount).map { "p_" + className(inputs, $0) }.joined(separator: ",") + "\n"
+        for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
+            let rect = inputs.grid.levelZeroRect(of: tile)
+            let scores = inputs.scores[index]
+            text += "\(index),\(Int(rect.x.rounded())),\(Int(rect.y.rounded())),\(inputs.grid.plan.level),"
+                + "\(Int(rect.width.rounded())),\(Int(rect.height.rounded())),"
+                + String(format: "%.4f", tile.tissueFraction) + "," + className(inputs, argmax(scores)) + ","
+                + scores.map { String(format: "%.6f", $0) }.joined(separator: ",") + "\n"
+        }
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+
+    /// GeoJSON in level-0 pixel coordinates, one Feature per tissue tile, in QuPath's
+    /// conventions (objectType, classification with name and colour, measurements).
+    static func writeGeoJSON(_ inputs: OutputInputs, to path: String) throws {
+        var text = "{\"type\":\"FeatureCollection\",\"features\":["
+        for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
+            let rect = inputs.grid.levelZeroRect(of: tile)
+            let x0 = rect.x.rounded(), y0 = rect.y.rounded()
+            let x1 = (rect.x + rect.width).rounded(), y1 = (rect.y + rect.height).rounded()
+            let scores = inputs.scores[index]
+            let best = argmax(scores)
+            let name = className(inputs, best)
+            let colour = ClassPalette.colour(best, name: name)
+            let measurements = scores.indices.map { "\"p_\(className(inputs, $0))\":" + String(format: "%.6f", scores[$0]) }
+                .joined(separator: ",")
+            if index > 0 { text += "," }
+            text += "{\"type\":\"Feature\",\"id\":\"tile-\(index)\",\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[["
+                + "[\(Int(x0)),\(Int(y0))],[\(Int(x1)),\(Int(y0))],[\(Int(x1)),\(Int(y1))],[\(Int(x0)),\(Int(y1))],[\(Int(x0)),\(Int(y0))]"
+                + "]]},\"properties\":{\"objectType\":\"tile\",\"classification\":{\"name\":\"\(name)\",\"color\":["
+                + "\(colour.0),\(colour.1),\(colour.2)]},\"class\":\"\(name)\",\"probability\":"
+                + String(format: "%.6f", scores[best]) + ",\"tissue_fraction\":" + String(format: "%.4f", tile.tissueFraction)
+                + ",\"measurements\":{\(measurements)}}}"
+        }
+        text += "]}\n"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+
+    /// The class map: one cell per grid tile, coloured by the most likely class, brighter with
+    /// higher probability; cells without tissue stay white.
+    static func writeHeatmap(_ inputs: OutputInputs, to path: String) throws {
+        let grid = inputs.grid
+        let columns = max(1, grid.columns), rows = max(1, grid.rows)
+        let cell = max(1, min(16, 1024 / max(columns, rows)))
+        let width = columns * cell, height = rows * cell
+        var pixels = [UInt8](repeating: 255, count: width * height * 3)
+        for (index, tile) in grid.tiles.enumerated() where index < inputs.scores.count {
+            let scores = inputs.scores[index]
+            let best = argmax(scores)
+            let colour = ClassPalette.colour(best, name: className(inputs, best))
+            let strength = Double(min(1, max(0, scores[best])))
+            let rgb = [colour.0, colour.1, colour.2].map { UInt8(255 - Double(255 - Int($0)) * (0.35 + 0.65 * strength)) }
+            let column = tile.x / max(1, grid.stride), row = tile.y / max(1, grid.stride)
+            for y in (row * cell)..<min(height, (row + 1) * cell) {
+                for x in (column * cell)..<min(width, (column + 1) * cell) {
+                    let i = 3 * (y * width + x)
+                    pixels[i] = rgb[0]; pixels[i + 1] = rgb[1]; pixels[i + 2] = rgb[2]
+                }
+            }
+        }
+        try PNGFile.write(rgb: pixels, width: width, height: height, to: path)
+    }
+
+    /// The class map blended over the slide thumbnail.
+    static func writeOverlay(_ inputs: OutputInputs, to path: String) throws {
+        let mask = inputs.mask, grid = inputs.grid
+        var pixels = mask.thumbnail
+        let step = Double(grid.stride) * grid.plan.downsample
+        let side = Double(grid.tileSize) * grid.plan.downsample
+        var cells = [Int: Int]()
+        for (index, tile) in grid.tiles.enumerated() where index < inputs.scores.count {
+            cells[tile.row * max(1, grid.columns) + tile.column] = index
+        }
+        for y in 0..<mask.height {
+            for x in 0..<mask.width {
+                let x0 = (Double(x) + 0.5) * mask.downsampleX, y0 = (Double(y) + 0.5) * mask.downsampleY
+                let column = Int(x0 / step), row = Int(y0 / step)
+                guard column < grid.columns, row < grid.rows,
+                      x0 < Double(column) * step + side, y0 < Double(row) * step + side,
+                      let index = cells[row * grid.columns + column] else { continue }
+                let scores = inputs.scores[index]
+                let best = argmax(scores)
+                let colour = ClassPalette.colour(best, name: className(inputs, best))
+                let alpha = 0.25 + 0.35 * Double(scores[best])
+                let i = 3 * (y * mask.width + x)
+                pixels[i] = UInt8(Double(pixels[i]) * (1 - alpha) + Double(colour.0) * alpha)
+                pixels[i + 1] = UInt8(Double(pixels[i + 1]) * (1 - alpha) + Double(colour.1) * alpha)
+                pixels[i + 2] = UInt8(Double(pixels[i + 2]) * (1 - alpha) + Double(colour.2) * alpha)
+            }
+        }
+        try PNGFile.write(rgb: pixels, width: mask.width, height: mask.height, to: path)
+    }
+
+    /// embeddings.f32: tiles x dims little-endian float32; embeddings.csv: tile, x, y per row.
+    static func writeEmbeddings(_ embeddings: [[Float]], _ inputs: OutputInputs, directory: String) throws {
+        var data = Data()
+        for row in embeddings { row.withUnsafeBufferPointer { data.append(Data(buffer: $0)) } }
+        try data.write(to: URL(fileURLWithPath: "\(directory)/embeddings.f32"))
+        var index = "tile,x,y,dims\n"
+        for (n, tile) in inputs.grid.tiles.enumerated() where n < embeddings.count {
+            let rect = inputs.grid.levelZeroRect(of: tile)
+            index += "\(n),\(Int(rect.x.rounded())),\(Int(rect.y.rounded())),\(embeddings[n].count)\n"
+        }
+        try index.write(toFile: "\(directory)/embeddings.csv", atomically: false, encoding: .utf8)
+    }
+}

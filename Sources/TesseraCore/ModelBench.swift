@@ -1,0 +1,117 @@
+import Dispatch
+import Engine
+import Foundation
+
+/// Options of `tessera models bench`.
+public struct ModelBenchOptions: Sendable {
+    /// Path to an `.onnx` file, or a name under `models/` (`models/<name>/model.onnx` or `models/<name>.onnx`).
+    public var model: String
+    public var batch: Int
+    public var threads: Int
+    /// Timed repeats after warm-up (fewer when a batch is slow, at least 3).
+    public var repeats: Int
+    public var warmup: Int
+    /// Per-worker micro-batch (nil = engine default).
+    public var microBatch: Int?
+    /// Seconds the timed phase aims not to exceed.
+    public var budgetSeconds: Double
+
+    public init(model: String, batch: Int = 16, threads: Int = 1, repeats: Int = 10, warmup: Int = 2,
+                microBatch: Int? = nil, budgetSeconds: Double = 10) {
+        self.model = model; self.batch = batch; self.threads = threads; self.repeats = repeats
+        self.warmup = warmup; self.microBatch = microBatch; self.budgetSeconds = budgetSeconds
+    }
+}
+
+/// Result of one model benchmark; the JSON keys are part of the CLI contract.
+public struct ModelBenchResult: Codable, Sendable {
+    public var model: String
+    public var batch: Int
+    public var threads: Int
+    public var images_per_second: Double
+    public var ms_per_batch: Double
+    public var gflops: Double
+    public var gflop_per_image: Double
+    public var input_shape: [Int]
+    public var micro_batch: Int
+    public var repeats: Int
+    public var steps: Int
+}
+
+/// `tessera models bench`: loads a model, times batches (median after warm-up), reports throughput.
+public enum ModelBench {
+    /// Resolves `model` to a file path (an existing path, or a name under `modelsDirectory`).
+    public static func resolve(_ model: String, modelsDirectory: String = "models") -> String {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: model) { return model }
+        for candidate in ["\(modelsDirectory)/\(model)/model.onnx", "\(modelsDirectory)/\(model).onnx"]
+        where fm.fileExists(atPath: candidate) {
+            return candidate
+        }
+        return model
+    }
+
+    public static func run(_ options: ModelBenchOptions) throws -> ModelBenchResult {
+        guard options.batch >= 1 else { throw ModelError.invalidArgument("--batch must be >= 1") }
+        let path = resolve(options.model)
+        let model = try Model(contentsOf: path)
+        let session = options.microBatch.map { try? Session(model: model, threads: options.threads, microBatch: $0) }
+            ?? (try? Session(model: model, threads: options.threads))
+        guard let session else { throw ModelError.invalidArgument("bad --threads \(options.threads) / --micro-batch") }
+        var seed: UInt64 = 0x2545_F491_4F6C_DD1D
+        let count = options.batch * model.inputShape.reduce(1, *)
+        let data = (0..<count).map { _ -> Float in
+            seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
+            return Float(seed % 2000) / 1000 - 1
+        }
+        let input = Tensor(shape: [options.batch] + model.inputShape, data: data)
+        for _ in 0..<max(1, options.warmup) { _ = try session.run(input) }
+        var times: [Double] = []
+        let begin = DispatchTime.now().uptimeNanoseconds
+        while times.count < max(1, options.repeats) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try session.run(input)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            times.append(Double(t1 - t0) / 1e9)
+            if times.count >= 3 && Double(t1 - begin) / 1e9 > options.budgetSeconds { break }
+        }
+        times.sort()
+        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        let ips = Double(options.batch) / median
+        return ModelBenchResult(model: options.model, batch: options.batch, threads: options.threads,
+                                images_per_second: ips, ms_per_batch: median * 1000,
+                                gflops: model.flopsPerImage * ips / 1e9, gflop_per_image: model.flopsPerImage / 1e9,
+                                input_shape: model.inputShape, micro_batch: session.microBatchSize(for: options.batch),
+                                repeats: times.count, steps: model.stepCount)
+    }
+
+    /// Per-step timings of one micro-batch (single worker), slowest first, as text lines.
+    public static func profile(_ options: ModelBenchOptions) throws -> [String] {
+        let model = try Model(contentsOf: resolve(options.model))
+        let session = try Session(model: model, threads: 1, microBatch: options.microBatch ?? 16)
+        let input = Tensor(shape: [options.batch] + model.inputShape,
+                           data: [Float](repeating: 0.5, count: options.batch * model.inputShape.reduce(1, *)))
+        _ = try session.profile(input)
+        let steps = try session.profile(input)
+        let total = steps.reduce(0) { $0 + $1.seconds }
+        return [String(format: "total %.2f ms for %d images", total * 1000, min(options.batch, session.microBatch))]
+            + steps.enumerated().sorted { $0.element.seconds > $1.element.seconds }.map {
+                String(format: "%4d %8.3f ms %5.1f%%  %@", $0.offset, $0.element.seconds * 1000,
+                       100 * $0.element.seconds / total, $0.element.step)
+            }
+    }
+
+    /// One-line JSON of a result (keys sorted).
+    public static func json(_ result: ModelBenchResult) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(result)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Human-readable summary.
+    public static func text(_ r: ModelBenchResult) -> String {
+        String(format: "%@  batch %d  threads %d  input %@\n  %.1f images/s   %.2f ms/batch (median of %d)   %.1f GFLOP/s (%.3f GFLOP/image)",
+               r.model, r.batch, r.threads, "\(r.input_shape)", r.images_per_second, r.ms_per_batch, r.repeats,
+               r.gflops, r.gflop_per_image)
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import HTTPServer
+import JobStore
+import Logging
+
+/// Options of `tessera serve`.
+public struct ServeOptions: Sendable {
+    public var api: APIConfiguration
+    public var http = HTTPServerConfiguration()
+    /// Inference workers (each a job at a time); cores are shared between them.
+    public var workers = 1
+    public var threads = ProcessInfo.processInfo.activeProcessorCount
+    public init(dataDirectory: String) { api = APIConfiguration(dataDirectory: dataDirectory) }
+
+    /// Address to listen on.
+    public var host: String {
+        get { http.host }
+        set { http.host = newValue }
+    }
+    /// Port (0 = any free one).
+    public var port: UInt16 {
+        get { http.port }
+        set { http.port = newValue }
+    }
+    /// HTTP server threads.
+    public var httpThreads: Int {
+        get { http.threads }
+        set { http.threads = newValue }
+    }
+}
+
+/// `tessera serve`: the HTTP API and the inference workers in one process.
+public final class Server: @unchecked Sendable {
+    // @unchecked: mutable state is only touched in start()/stop() from the owning thread.
+    public let api: APIService
+    public let store: JobStore
+    private let options: ServeOptions
+    private let logger: Logger
+    private let stopFlag = StopFlag()
+    private var http: HTTPServer?
+    private var workerThreads: [Thread] = []
+    private let finished = DispatchGroup()
+
+    public init(options: ServeOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        store = try DataDirectory.openStore(options.api.dataDirectory)
+        api = try APIService(configuration: options.api, store: store, stopping: stopFlag)
+    }
+
+    /// The bound port (after `start`).
+    public var port: UInt16 { http?.port ?? 0 }
+
+    /// Starts the workers and the HTTP server.
+    public func start() throws {
+        let models = ModelProvider(directory: options.api.modelsDirectory)
+        let perWorker = max(1, options.threads / max(1, options.workers))
+        for index in 0..<max(0, options.workers) {
+            let api = self.api
+            let configuration = WorkerConfiguration(threads: perWorker) { job in api.outputDirectory(for: job) }
+            let worker = Worker(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
+            finished.enter()
+            let group = finished
+            let thread = Thread {
+                defer { group.leave() }
+                Server.work(worker, metrics: api.metrics)
+            }
+            thread.name = "tessera-worker-\(index)"
+            thread.start()
+            workerThreads.append(thread)
+        }
+        http = try HTTPServer(configuration: options.http, handler: api)
+        logger.info("listening", metadata: ["host": "\(options.http.host)", "port": "\(port)", "workers": "\(options.workers)"])
+    }
+
+    private static func work(_ worker: Worker, metrics: APIMetrics) {
+        while !worker.stop.isSet {
+            do {
+                try worker.recoverLeases()
+                let progress: @Sendable (Job, Int, Int) -> Void = { job, done, _ in metrics.observe(job: job.id, tilesDone: done) }
+                if try worker.runNext(progress: progress) == nil { Thread.sleep(forTimeInterval: 0.5) }
+            } catch {
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+    }
+
+    /// Stops accepting work (new requests get 503), stops the workers at their next batch (their
+    /// jobs go back to the queue at the last checkpoint), then stops the HTTP server.
+    public func stop() {
+        stopFlag.set()
+        finished.wait()
+        http?.stop()
+        http = nil
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,12 @@
+@_exported import SlideIO
+
+/// Tessera's version.
+public enum Tessera {
+    /// The version string printed by `tessera --version`.
+    public static let version = "0.1.0"
+}
+
+@_exported import JobStore
+
+/// A queued slide analysis (`JobStore.Job`; named so it does not clash with Swift's own `Job`).
+public typealias SlideJob = Job

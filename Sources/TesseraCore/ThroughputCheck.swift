@@ -1,0 +1,185 @@
+import Foundation
+import Logging
+import SlideIO
+
+/// Options of `tessera throughput`.
+public struct ThroughputOptions: Sendable {
+    public var slides: [String] = []
+    public var model = ModelCatalog.defaultModel
+    public var modelsDirectory = ModelCatalog.directory
+    /// Slides per hour the scanners deliver; nil uses the scanner preset.
+    public var arrivalPerHour: Double?
+    public var scanner = "gt450"
+    /// Scanned area of the generated slide, millimetres.
+    public var slideArea = (width: 15.0, height: 15.0)
+    /// Share of the generated slide covered by tissue.
+    public var tissueFraction = 0.45
+    public var threads = ProcessInfo.processInfo.activeProcessorCount
+    /// Seconds each stage measurement may take (the end-to-end run always covers whole slides).
+    public var durationSeconds = 20.0
+    public init() {}
+}
+
+/// A scanner's delivery rate, with where the figure comes from.
+public struct ScannerPreset: Sendable {
+    public var name: String
+    public var slidesPerHour: Double
+    public var source: String
+
+    /// Known scanners.
+    public static let all: [ScannerPreset] = [
+        ScannerPreset(name: "gt450", slidesPerHour: 81,
+                      source: "Leica Aperio GT450 data sheet: up to 81 slides/hour, 15 x 15 mm at 40x"),
+    ]
+}
+
+/// `tessera throughput --json`: every stage, the verdict and the bottleneck.
+public struct ThroughputReport: Codable, Sendable {
+    public var model: String
+    public var threads: Int
+    public var slides: [String]
+    public var slideWidth: Int
+    public var slideHeight: Int
+    public var tissueTilesPerSlide: Double
+    public var decodeMegapixelsPerSecond: Double
+    public var tilingTilesPerSecond: Double
+    public var engineTilesPerSecond: Double
+    public var endToEndTilesPerSecond: Double
+    public var secondsPerSlide: Double
+    public var slidesPerHour: Double
+    public var arrivalSlidesPerHour: Double
+    public var arrivalSource: String
+    public var keepsPace: Bool
+    public var headroom: Double
+    public var bottleneck: String
+    public var cpuUtilisation: Double
+    public var peakRSSBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case model, threads, slides, bottleneck, headroom
+        case slideWidth = "slide_width", slideHeight = "slide_height", tissueTilesPerSlide = "tissue_tiles_per_slide"
+        case decodeMegapixelsPerSecond = "decode_megapixels_per_second", tilingTilesPerSecond = "tiling_tiles_per_second"
+        case engineTilesPerSecond = "engine_tiles_per_second", endToEndTilesPerSecond = "end_to_end_tiles_per_second"
+        case secondsPerSlide = "seconds_per_slide", slidesPerHour = "slides_per_hour"
+        case arrivalSlidesPerHour = "arrival_slides_per_hour", arrivalSource = "arrival_source", keepsPace = "keeps_pace"
+        case cpuUtilisation = "cpu_utilisation", peakRSSBytes = "peak_rss_bytes"
+    }
+
+    /// The table for people.
+    public var table: String {
+        let verdict = keepsPace
+            ? String(format: "KEEPS PACE: %.0f slides/h against %.0f arriving (headroom %+.0f%%)", slidesPerHour,
+                     arrivalSlidesPerHour, headroom * 100)
+            : String(format: "DOES NOT KEEP PACE: %.0f slides/h against %.0f arriving (%.0f%% short)", slidesPerHour,
+                     arrivalSlidesPerHour, -headroom * 100)
+        return [
+            "model \(model), \(threads) threads; slide \(slideWidth) x \(slideHeight) px, "
+                + String(format: "%.0f tissue tiles", tissueTilesPerSlide),
+            "stage                      rate",
+            "-------------------------  ------------------",
+            String(format: "decode                     %8.1f MP/s", decodeMegapixelsPerSecond),
+            String(format: "tiling (decode+normalise)  %8.1f tiles/s", tilingTilesPerSecond),
+            String(format: "engine                     %8.1f tiles/s", engineTilesPerSecond),
+            String(format: "end to end                 %8.1f tiles/s  (%.1f s/slide, CPU %.0f%%)", endToEndTilesPerSecond,
+                   secondsPerSlide, cpuUtilisation * 100),
+            String(format: "slides per hour            %8.1f", slidesPerHour),
+            String(format: "arrival                    %8.1f slides/h  (%@)", arrivalSlidesPerHour, arrivalSource as NSString),
+            String(format: "peak RSS                   %8.1f MiB", Double(peakRSSBytes) / 1_048_576),
+            "bottleneck                 \(bottleneck)",
+            verdict,
+        ].joined(separator: "\n")
+    }
+}
+
+/// Measures each stage separately and together on this machine and compares with the arrival rate.
+public enum ThroughputCheck {
+    public static func run(_ options: ThroughputOptions, stage: (String) -> Void = { _ in }) throws -> ThroughputReport {
+        let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
+        let card = reference.card
+        let arrival: Double
+        let source: String
+        if let explicit = options.arrivalPerHour {
+            (arrival, source) = (explicit, "given with --arrival")
+        } else if let preset = ScannerPreset.all.first(where: { $0.name == options.scanner.lowercased() }) {
+            (arrival, source) = (preset.slidesPerHour, preset.source)
+        } else {
+            throw ModelCatalogError(description: "unknown scanner '\(options.scanner)'; known: "
+                                    + ScannerPreset.all.map(\.name).joined(separator: ", ") + ", or give --arrival N")
+        }
+        var slides = options.slides
+        if slides.isEmpty {
+            stage("generating a realistic test slide (cached)")
+            slides = [try generatedSlide(options)]
+        }
+        let budget = max(2, options.durationSeconds / 3)
+        // Decode and tiling on the first slide, all cores.
+        stage("decode and tiling")
+        let slide = try Slide.open(path: slides[0])
+        let plan = try slide.plan(targetMPP: card.input.mpp ?? 0.5)
+        let grid = try TileGrid(plan: plan, tileSize: card.input.size, mask: try slide.detectTissue(), minimumTissue: 0.5)
+        func readRate(_ format: PatchFormat) throws -> Double {
+            guard !grid.tiles.isEmpty else { return 0 }
+            let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads)
+            let batch = PatchBatch(capacity: 64, tileSize: grid.tileSize, format: format)
+            let clock = Stopwatch()
+            var count = 0
+            while clock.seconds < budget, try reader.next(into: batch) { count += batch.count }
+            return Double(count) / max(clock.seconds, 1e-9)
+        }
+        let decodeTiles = try readRate(.rgb8)
+        let tiling = try readRate(.floatNCHW(card.normalisation))
+        stage("engine")
+        let engine = try ModelBench.run(ModelBenchOptions(model: reference.path, batch: 64, threads: options.threads, repeats: 10,
+                                                          warmup: 2, budgetSeconds: budget)).images_per_second
+        stage("end to end")
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-throughput-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var run = RunOptions()
+        run.model = reference.identifier
+        run.modelsDirectory = options.modelsDirectory
+        run.outputDirectory = scratch + "/out"
+        run.dataDirectory = scratch + "/data"
+        run.threads = options.threads
+        var logger = Logger(label: "tessera.throughput")
+        logger.logLevel = .error
+        let cpuBefore = ResourceUsage.cpuSeconds
+        let clock = Stopwatch()
+        let reports = try SlideRun.run(paths: slides, options: run, logger: logger)
+        let seconds = clock.seconds
+        let cpu = (ResourceUsage.cpuSeconds - cpuBefore) / max(seconds * Double(options.threads), 1e-9)
+        if let failed = reports.first(where: { $0.state != "done" }) {
+            throw ModelCatalogError(description: "end-to-end run failed on \(failed.slide): \(failed.error ?? failed.state)")
+        }
+        let tiles = reports.reduce(0) { $0 + ($1.tilesTissue ?? 0) }
+        let slidesPerHour = Double(slides.count) / seconds * 3600
+        // Reading and inference share the cores: each stage's share of a tile's time names the bottleneck.
+        let readShare = tiling > 0 ? 1 / tiling : 0, engineShare = engine > 0 ? 1 / engine : 0
+        let ideal = readShare + engineShare > 0 ? 1 / (readShare + engineShare) : 0
+        let endToEnd = Double(tiles) / seconds
+        var bottleneck = engineShare >= readShare ? "engine" : "tiling (decode + normalise)"
+        if ideal > 0 && endToEnd < 0.6 * ideal { bottleneck = "pipeline overhead (tissue detection, queue, outputs)" }
+        return ThroughputReport(
+            model: reference.name, threads: options.threads, slides: slides.map { ($0 as NSString).lastPathComponent },
+            slideWidth: slide.properties.width, slideHeight: slide.properties.height,
+            tissueTilesPerSlide: Double(tiles) / Double(slides.count),
+            decodeMegapixelsPerSecond: decodeTiles * Double(grid.tileSize * grid.tileSize) / 1e6,
+            tilingTilesPerSecond: tiling, engineTilesPerSecond: engine, endToEndTilesPerSecond: endToEnd,
+            secondsPerSlide: seconds / Double(slides.count), slidesPerHour: slidesPerHour, arrivalSlidesPerHour: arrival,
+            arrivalSource: source, keepsPace: slidesPerHour >= arrival, headroom: slidesPerHour / arrival - 1,
+            bottleneck: bottleneck, cpuUtilisation: cpu, peakRSSBytes: ResourceUsage.peakResidentBytes)
+    }
+
+    /// A 20x (0.5 um/px) pyramidal JPEG TIFF of the given area, tissue cut from a real slide when
+    /// `../shared/data` is present, white margins around tissue islands; cached between runs.
+    static func generatedSlide(_ options: ThroughputOptions) throws -> String {
+        let width = Int(options.slideArea.width * 1000 / 0.5), height = Int(options.slideArea.height * 1000 / 0.5)
+        let base = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")
+        let path = base + "/tessera/throughput-\(width)x\(height)-t\(Int(options.tissueFraction * 100)).tif"
+        if !FileManager.default.fileExists(atPath: path) {
+            try FileManager.default.createDirectory(atPath: base + "/tessera", withIntermediateDirectories: true)
+            try SyntheticSlide.write(to: path, width: width, height: height, texturePath: TileBenchmark.realTexturePath(),
+                                     mpp: 0.5, tissueFraction: options.tissueFraction, quality: 85)
+        }
+        return path
+    }
+}

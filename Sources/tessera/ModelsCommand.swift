@@ -1,0 +1,36 @@
+import ArgumentParser
+import TesseraCore
+
+/// `tessera models ...`: model utilities.
+struct ModelsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "models", abstract: "Inspect and benchmark models.", subcommands: [List.self, Inspect.self, Bench.self])
+
+    /// `tessera models bench MODEL [--batch N] [--threads N] [--json]`.
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure inference throughput of an ONNX model (images/s, ms/batch, GFLOP/s).")
+
+        @Argument(help: "Path to an .onnx file, or a model name under models/.")
+        var model: String
+        @Option(help: "Images per batch.") var batch: Int = 16
+        @Option(help: "Cores to use.") var threads: Int = 1
+        @Option(help: "Timed repeats after warm-up (median is reported).") var repeats: Int = 10
+        @Option(help: "Warm-up batches.") var warmup: Int = 2
+        @Option(name: .customLong("micro-batch"), help: "Images per worker pass (default: engine's choice).")
+        var microBatch: Int?
+        @Flag(help: "Print one JSON object.") var json = false
+        @Flag(help: "Print per-step timings of one micro-batch instead.") var profile = false
+
+        func run() throws {
+            if profile {
+                let options = ModelBenchOptions(model: model, batch: batch, microBatch: microBatch)
+                for line in try ModelBench.profile(options) { print(line) }
+                return
+            }
+            let result = try ModelBench.run(ModelBenchOptions(
+                model: model, batch: batch, threads: threads, repeats: repeats, warmup: warmup, microBatch: microBatch))
+            print(json ? ModelBench.json(result) : ModelBench.text(result))
+        }
+    }
+}

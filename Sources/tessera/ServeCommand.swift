@@ -1,0 +1,66 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import TesseraCore
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the HTTP upload API and the inference workers.")
+
+    @Option(help: "Data folder: job database, stored slides, outputs.")
+    var data = DataDirectory.defaultPath
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 picks a free one and prints it).")
+    var port: UInt16 = 8080
+
+    @Option(help: "Inference workers (jobs run at once).")
+    var workers = 1
+
+    @Option(help: "Cores for inference, shared by the workers.")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .customLong("max-upload"), help: "Largest accepted slide in bytes.")
+    var maxUpload = 20 * 1024 * 1024 * 1024
+
+    @Option(name: .customLong("http-threads"), help: "HTTP server threads.")
+    var httpThreads = 4
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() throws {
+        bootstrapLogging(level: logLevel)
+        var options = ServeOptions(dataDirectory: data)
+        options.host = host
+        options.port = port
+        options.httpThreads = max(1, httpThreads)
+        options.workers = max(0, workers)
+        options.threads = max(1, threads)
+        options.api.maxUploadBytes = maxUpload
+        // Bearer tokens: TESSERA_API_TOKENS (comma-separated) or a file named by TESSERA_API_TOKENS_FILE.
+        let environment = ProcessInfo.processInfo.environment
+        var tokens = (environment["TESSERA_API_TOKENS"] ?? "").split(separator: ",").map(String.init)
+        if let file = environment["TESSERA_API_TOKENS_FILE"], let text = try? String(contentsOfFile: file, encoding: .utf8) {
+            tokens += text.split(whereSeparator: \.isNewline).map(String.init)
+        }
+        options.api.tokens = tokens.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let server: Server
+        do {
+            server = try Server(options: options, logger: Logger(label: "tessera.serve"))
+            try server.start()
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+        FileHandle.standardOutput.write(Data("tessera: listening on http://\(host):\(server.port)\n".utf8))
+        let done = DispatchSemaphore(value: 0)
+        let sources = onTerminationSignal { done.signal() }
+        done.wait()
+        server.stop()
+        sources.forEach { $0.cancel() }
+    }
+}

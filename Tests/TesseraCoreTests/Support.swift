@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+@testable import TesseraCore
+
+enum Support {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let shared = root.deletingLastPathComponent().appendingPathComponent("shared/data")
+    static let sharedAvailable = FileManager.default.fileExists(atPath: shared.appendingPathComponent("slides").path)
+
+    static func temporaryDirectory() -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-core-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A models folder holding `tiny`: the small compact CNN test fixture (32 px input, 3 classes).
+    static func tinyModels() throws -> String {
+        let directory = temporaryDirectory() + "/models"
+        try FileManager.default.createDirectory(atPath: directory + "/tiny", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: root.appendingPathComponent("Tests/EngineTests/Fixtures/compact_cnn_32.onnx").path,
+                                         toPath: directory + "/tiny/model.onnx")
+        let card = """
+            {"name": "tiny", "task": "classification", "classes": ["A", "B", "C"],
+             "input": {"name": "input", "size": 32, "mpp": 2.0,
+                       "normalisation": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+             "output": {"kind": "logits"}}
+            """
+        try card.write(toFile: directory + "/tiny/model.json", atomically: true, encoding: .utf8)
+        return directory
+    }
+
+    /// A synthetic slide (cached per test process).
+    static func syntheticSlide(width: Int = 4000, height: Int = 3000, tissue: Double = 0.45, seed: UInt64 = 1) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tessera-synthetic-\(width)x\(height)-\(Int(tissue * 100))-\(seed)-\(getpid()).tif").path
+        if !FileManager.default.fileExists(atPath: path) {
+            try SyntheticSlide.write(to: path, width: width, height: height, mpp: 0.5, tissueFraction: tissue, seed: seed)
+        }
+        return path
+    }
+
+    /// The built `tessera` binary (scripts/test.sh builds it before the tests run).
+    static var binary: String? {
+        for configuration in ["debug", "release"] {
+            let path = root.appendingPathComponent(".build/\(configuration)/tessera").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+}

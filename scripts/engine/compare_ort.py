@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Tessera vs ONNX Runtime (FP32, CPU) throughput on the same ONNX models, threads and batch.
+
+Generates the benchmark models with torch (random weights) into a cache dir outside git,
+times ONNX Runtime (intra-op threads = --threads, sequential execution, all graph
+optimisations) and `tessera models bench --json` (a release build), alternating the two
+--rounds times and keeping each one's best median, and prints a table and one JSON line
+with the Tessera/ORT ratios (and Tessera's 2-thread / 1-thread scaling).
+
+  swift build -c release --scratch-path .build-engine-rel
+  python3 scripts/engine/compare_ort.py [--tessera .build-engine-rel/release/tessera]
+      [--models compact_cnn_96,compact_cnn_224,resnet18_224,path/to/any.onnx] [--batches 1,16,64] [--threads 1,2]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+MODELS = {
+    # name: (builder, input size)
+    "compact_cnn_96": (lambda tm: tm.compact_cnn(), 96),
+    "compact_cnn_224": (lambda tm: tm.compact_cnn(), 224),
+    "resnet18_224": (lambda tm: tm.resnet18(), 224),
+    "mobilenetv2_224": (lambda tm: tm.mobilenetv2(), 224),
+}
+
+
+def ensure_model(name, cache):
+    if name.endswith(".onnx"):  # an existing model file, e.g. models/<name>/model.onnx
+        return name
+    path = os.path.join(cache, name + ".onnx")
+    if not os.path.exists(path):
+        sys.path.insert(0, HERE)
+        import torch  # noqa: F401
+        import tessera_models as tm
+        build, size = MODELS[name]
+        torch.manual_seed(0)
+        tm.export(build(tm), path + ".tmp", size)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def bench_ort(path, batch, threads, repeats, warmup):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [batch] + [int(d) for d in inp.shape[1:]]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, {inp.name: x})
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        sess.run(None, {inp.name: x})
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start > 10:
+            break
+    ms = statistics.median(times) * 1000
+    return {"ms_per_batch": ms, "images_per_second": batch / ms * 1000}
+
+
+def bench_tessera(binary, path, batch, threads, repeats, warmup):
+    out = subprocess.run([binary, "models", "bench", path, "--batch", str(batch), "--threads", str(threads),
+                          "--repeats", str(repeats), "--warmup", str(warmup), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tessera", default=os.path.join(ROOT, ".build-engine-rel", "release", "tessera"))
+    ap.add_argument("--models", default="compact_cnn_96,compact_cnn_224,resnet18_224")
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternate ORT and Tessera this many times and keep each one's best median "
+                         "(robust to other load on a shared machine)")
+    ap.add_argument("--cache", default=os.environ.get("TESSERA_BENCH_CACHE",
+                                                      os.path.expanduser("~/.cache/tessera/engine-bench")))
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = ap.parse_args()
+    os.makedirs(args.cache, exist_ok=True)
+
+    rows = []
+    for name in args.models.split(","):
+        path = ensure_model(name, args.cache)
+        for threads in [int(t) for t in args.threads.split(",")]:
+            for batch in [int(b) for b in args.batches.split(",")]:
+                o = t = None
+                for _ in range(max(1, args.rounds)):
+                    oo = bench_ort(path, batch, threads, args.repeats, args.warmup)
+                    tt = bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup)
+                    if o is None or oo["images_per_second"] > o["images_per_second"]:
+                        o = oo
+                    if t is None or tt["images_per_second"] > t["images_per_second"]:
+                        t = tt
+                rows.append({"model": name, "batch": batch, "threads": threads,
+                             "ort_images_per_second": round(o["images_per_second"], 2),
+                             "tessera_images_per_second": round(t["images_per_second"], 2),
+                             "tessera_gflops": round(t["gflops"], 1),
+                             "ratio": round(t["images_per_second"] / o["images_per_second"], 3)})
+                r = rows[-1]
+                print(f"  {name:18s} b{batch:<3d} t{threads}  ORT {r['ort_images_per_second']:9.1f} img/s  "
+                      f"Tessera {r['tessera_images_per_second']:9.1f} img/s ({r['tessera_gflops']:.0f} GFLOP/s)  "
+                      f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
+
+    sep = "|" if args.markdown else " "
+    head = ["model", "batch", "threads", "ORT img/s", "Tessera img/s", "Tessera GFLOP/s", "Tessera/ORT"]
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join(["---"] * len(head)) + "|")
+    else:
+        print(f"{head[0]:18s} {head[1]:>5s} {head[2]:>7s} {head[3]:>10s} {head[4]:>14s} {head[5]:>16s} {head[6]:>12s}")
+    for r in rows:
+        cells = [r["model"], str(r["batch"]), str(r["threads"]), f"{r['ort_images_per_second']:.1f}",
+                 f"{r['tessera_images_per_second']:.1f}", f"{r['tessera_gflops']:.1f}", f"{r['ratio']:.2f}"]
+        if args.markdown:
+            print("| " + " | ".join(cells) + " |")
+        else:
+            print(f"{cells[0]:18s} {cells[1]:>5s} {cells[2]:>7s} {cells[3]:>10s} {cells[4]:>14s} {cells[5]:>16s} {cells[6]:>12s}")
+    scaling = {}
+    for r in rows:
+        if r["threads"] == 2:
+            one = next((q for q in rows if q["model"] == r["model"] and q["batch"] == r["batch"] and q["threads"] == 1), None)
+            if one:
+                scaling[f"{r['model']}@b{r['batch']}"] = round(r["tessera_images_per_second"] / one["tessera_images_per_second"], 3)
+    print(json.dumps({"rows": rows, "tessera_2t_over_1t": scaling}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Tessera builds against, when any is missing.
+# Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+set -euo pipefail
+packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tessera setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v swift >/dev/null 2>&1; then
+  echo "tessera setup: the Swift 6 toolchain (swift) is not on PATH" >&2
+  exit 1
+fi
