@@ -7,4 +7,5 @@ scripts/setup.sh
 scripts/check-layering.sh
 swift build
 scripts/cli-checks.sh
-swift test
+# A hung test must fail the run, not stall it: the suite takes a few minutes.
+timeout --kill-after=30 2400 swift test

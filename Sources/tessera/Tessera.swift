@@ -47,10 +47,20 @@ func bootstrapLogging(level name: String) {
 }
 
 /// Runs `handler` on SIGTERM or SIGINT instead of dying; keep the returned sources alive.
+///
+/// The signals are blocked on the calling thread first, never ignored: a signal that is already
+/// pending (a supervisor may stop us the moment we start, or a parent may have spawned us with
+/// them blocked) then stays pending and reaches the sources, where `SIG_IGN` would discard it.
+/// The sources run on their own serial queue so a busy worker pool cannot delay them.
 func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-    [SIGTERM, SIGINT].map { number in
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    sigaddset(&signals, SIGTERM)
+    sigaddset(&signals, SIGINT)
+    pthread_sigmask(SIG_BLOCK, &signals, nil)
+    let queue = DispatchQueue(label: "tessera.signals")
+    return [SIGTERM, SIGINT].map { number in
+        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
         source.setEventHandler(handler: handler)
         source.resume()
         return source

@@ -102,15 +102,27 @@ struct HTTPServerTests {
             Thread.sleep(forTimeInterval: 0.1)
             close(fd)
         }
+        #expect(waitUntil(5) { strayUploads().isEmpty }, "aborted uploads cleaned: \(strayUploads())")
         // A short body (fewer bytes than Content-Length, then silence) times out and is cleaned too.
         let fd = try client.connect()
         client.send(fd, Data("POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: 5000\r\n\r\n".utf8))
         client.send(fd, Data(repeating: 9, count: 100))
-        let deadline = Date().addingTimeInterval(10)
-        while !strayUploads().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
+        // The server has started storing it (the body file exists) ...
+        #expect(waitUntil(5) { !strayUploads().isEmpty })
+        // ... and its 3 s inactivity timeout removes it while the connection is still open.
+        #expect(waitUntil(10) { strayUploads().isEmpty }, "timed-out upload cleaned: \(strayUploads())")
         close(fd)
-        Thread.sleep(forTimeInterval: 0.3)
-        #expect(strayUploads().isEmpty)
+        #expect(waitUntil(5) { strayUploads().isEmpty })
+    }
+
+    /// Polls `condition` every 50 ms for up to `seconds`.
+    func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition()
     }
 
     @Test func manyConcurrentClients() throws {

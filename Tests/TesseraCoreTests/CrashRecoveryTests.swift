@@ -29,7 +29,7 @@ struct CrashRecoveryTests {
         }
         let reference = Support.temporaryDirectory()
         let clean = try run(binary, arguments(reference), environment: environment)
-        clean.waitUntilExit()
+        Support.finish(clean)
         #expect(clean.terminationStatus == 0)
 
         let crashed = Support.temporaryDirectory()
@@ -42,10 +42,10 @@ struct CrashRecoveryTests {
                 kill(process.processIdentifier, SIGKILL)
                 kills += 1
             }
-            process.waitUntilExit()
+            Support.finish(process)
         }
         let final = try run(binary, arguments(crashed), environment: environment)
-        final.waitUntilExit()
+        Support.finish(final)
         #expect(final.terminationStatus == 0)
         #expect(kills > 0)
 

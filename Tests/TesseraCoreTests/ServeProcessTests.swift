@@ -48,12 +48,12 @@ struct ServeProcessTests {
             }
             Thread.sleep(forTimeInterval: [0.05, 0.2, 0.5, 1.5][round])
             kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
+            Support.finish(server)
             done.wait()
             let (restarted, restartedClient) = try start(data: data, models: models)
             defer {
                 kill(restarted.processIdentifier, SIGTERM)
-                restarted.waitUntilExit()
+                Support.finish(restarted, within: 60)
             }
             let jobs = try restartedClient.json("GET", "/v1/jobs").1["jobs"] as? [[String: Any]] ?? []
             let acknowledged = outcome.value.map { $0.0 == 202 } ?? false

@@ -27,6 +27,11 @@ enum Support {
              "output": {"kind": "logits"}}
             """
         try card.write(toFile: directory + "/tiny/model.json", atomically: true, encoding: .utf8)
+        // The same network read at 0.5 um/px: 16x the tiles of "tiny", for runs that must last a few seconds.
+        try FileManager.default.createDirectory(atPath: directory + "/tiny-fine", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: directory + "/tiny/model.onnx", toPath: directory + "/tiny-fine/model.onnx")
+        try card.replacingOccurrences(of: "\"tiny\"", with: "\"tiny-fine\"").replacingOccurrences(of: "2.0", with: "0.5")
+            .write(toFile: directory + "/tiny-fine/model.json", atomically: true, encoding: .utf8)
         return directory
     }
 
@@ -38,6 +43,19 @@ enum Support {
             try SyntheticSlide.write(to: path, width: width, height: height, mpp: 0.5, tissueFraction: tissue, seed: seed)
         }
         return path
+    }
+
+    /// Waits for `process` to exit; one still running after `seconds` is killed and the test fails,
+    /// so a hung child can never hang the suite.
+    static func finish(_ process: Process, within seconds: Double = 120, sourceLocation: SourceLocation = #_sourceLocation) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("\(process.arguments?.first ?? "process") still running after \(Int(seconds)) s; killed",
+                         sourceLocation: sourceLocation)
+        }
+        process.waitUntilExit()
     }
 
     /// The built `tessera` binary (scripts/test.sh builds it before the tests run).

@@ -13,12 +13,12 @@ struct WatchFolderTests {
         var data: String { root + "/data" }
     }
 
-    func start(root: String, settle: Double = 2.5, poll: Double = 0.5) throws -> Daemon {
+    func start(root: String, settle: Double = 2.5, poll: Double = 0.5, model: String = "tiny", threads: Int = 2) throws -> Daemon {
         let models = try Support.tinyModels()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Support.binary!)
-        process.arguments = ["watch", root + "/in", "--out", root + "/out", "--data", root + "/data", "--model", "tiny",
-                             "--settle", "\(settle)", "--poll", "\(poll)", "--move", "--threads", "2"]
+        process.arguments = ["watch", root + "/in", "--out", root + "/out", "--data", root + "/data", "--model", model,
+                             "--settle", "\(settle)", "--poll", "\(poll)", "--move", "--threads", "\(threads)"]
         process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models, "CI": "1"]) { $1 }
         FileManager.default.createFile(atPath: root + "/watch.log", contents: nil)
         let log = FileHandle(forWritingAtPath: root + "/watch.log")
@@ -29,17 +29,25 @@ struct WatchFolderTests {
         return Daemon(process: process, root: root)
     }
 
+    /// SIGTERM, as systemd sends it; a daemon still running 60 s later is killed and the test fails.
     func stop(_ daemon: Daemon) {
         if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(60)
+        while daemon.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if daemon.process.isRunning {
+            kill(daemon.process.processIdentifier, SIGKILL)
+            let log = (try? String(contentsOfFile: daemon.root + "/watch.log", encoding: .utf8)) ?? ""
+            Issue.record("tessera watch ignored SIGTERM for 60 s; log:\n\(log.suffix(2000))")
+        }
         daemon.process.waitUntilExit()
     }
 
-    /// Polls `condition` every 0.2 s for up to `seconds`.
-    func waitFor(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    /// Polls `condition` every `interval` seconds for up to `seconds`.
+    func waitFor(_ seconds: Double, every interval: Double = 0.2, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.2)
+            Thread.sleep(forTimeInterval: interval)
         }
         return try condition()
     }
@@ -97,28 +105,41 @@ struct WatchFolderTests {
 
     @Test func restartMidJobResumesWithoutRepeating() throws {
         let root = Support.temporaryDirectory()
-        var daemon = try start(root: root, settle: 0.5)
+        // One thread and 0.5 um/px tiles of a 32 px network: thousands of tiles, a job of a few seconds.
+        var daemon = try start(root: root, settle: 0.5, model: "tiny-fine", threads: 1)
         let slide = try Support.syntheticSlide(width: 8000, height: 6000, tissue: 0.5, seed: 13)
         #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input) })
         try FileManager.default.copyItem(atPath: slide, toPath: daemon.input + "/big.tif.tmp")
         try FileManager.default.moveItem(atPath: daemon.input + "/big.tif.tmp", toPath: daemon.input + "/big.tif")
         // Wait until the job has checkpointed some tiles, then stop the daemon (SIGTERM) mid-job.
-        let progressed = waitFor(60) {
+        let progressed = waitFor(60, every: 0.02) {
             guard let store = try? DataDirectory.openStore(daemon.data), let job = try? store.jobs().first else { return false }
             return job.tilesDone > 0 && job.state == .running
         }
-        #expect(progressed)
+        try #require(progressed, "the job was seen running with checkpointed tiles")
         stop(daemon)
         #expect(daemon.process.terminationStatus == 0, "SIGTERM exits cleanly")
         let store = try DataDirectory.openStore(daemon.data)
         let interrupted = try #require(try store.jobs().first)
         #expect(interrupted.state == .queued && interrupted.tilesDone > 0, "returned to the queue with its progress")
-        daemon = try start(root: root, settle: 0.5)
+        daemon = try start(root: root, settle: 0.5, model: "tiny-fine")
         defer { stop(daemon) }
         #expect(waitFor(90) { FileManager.default.fileExists(atPath: daemon.output + "/big.tif/summary.json") })
         let jobs = try store.jobs()
         #expect(jobs.count == 1 && jobs[0].state == .done)
         #expect(try store.events(of: jobs[0].id).filter { $0.message == "done" }.count == 1)
+    }
+
+    @Test func sigtermTheMomentItStartsStillStopsIt() throws {
+        // A supervisor may stop the daemon before it has set up its signal handling; the
+        // signal must not be lost (the process would then run until killed).
+        for delay in [0.0, 0.05, 0.3] {
+            let daemon = try start(root: Support.temporaryDirectory())
+            Thread.sleep(forTimeInterval: delay)
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(waitFor(20, every: 0.05) { !daemon.process.isRunning }, "stopped when signalled after \(delay) s")
+            stop(daemon)
+        }
     }
 
     @Test func fiftySlidesDroppedAtOnceAreAllProcessed() throws {
