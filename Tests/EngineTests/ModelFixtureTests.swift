@@ -17,7 +17,7 @@ import Testing
         let model = try Model(contentsOf: fixtureURL("\(name).onnx").path)
         let input = Tensor(shape: entry.input_shape, data: try readFloats(fixtureURL("\(name).input.bin")))
         let expected = try readFloats(fixtureURL("\(name).output.bin"))
-        for (threads, micro) in [(1, 16), (2, 1)] {
+        for (threads, micro) in [(1, 16), (2, 1), (2, 16)] { // (2, 16): one micro-batch split inside each step
             let session = try Session(model: model, threads: threads, microBatch: micro)
             let result = try await session.run(input, embedding: true)
             #expect(result.outputs[0].shape == entry.output_shape)

@@ -43,6 +43,45 @@ void tessera_engine_wino43_output(const float *m, int nb, int cout, int oh, int 
                                   long t0, long tc, const float *bias, const float *residual,
                                   float lo, float hi, float *y);
 
+/**
+ * Depthwise convolution of (channel, image) planes [p0, p1) of a channel-major [C, nb, h, w]
+ * tensor (plane p = c * nb + b uses weights[c * kh * kw ...] and bias[c]):
+ * y = clamp(conv + bias (+ residual), lo, hi). `residual` (same layout as y) may be NULL.
+ */
+void tessera_engine_depthwise(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                              int pt, int pl, int oh, int ow, const float *weights, const float *bias,
+                              const float *residual, float lo, float hi, long p0, long p1, float *y);
+
+/** Floats of the packed weights of a dense convolution with `cout` outputs and `k = cin * kh * kw`. */
+long tessera_engine_conv_packed_count(int cout, int k);
+
+/** Packs [cout, k] weights into blocks of 8 output channels: packed[(block * k + p) * 8 + r]. */
+void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
+
+/**
+ * Dense (ungrouped) convolution of output rows [r0, r1) (of the nb * oh (image, oy) rows) and
+ * output channels [m0, m1) (m0 a multiple of 8) of a channel-major input, with the weights packed
+ * by tessera_engine_conv_pack: y = clamp(conv + bias (+ residual), lo, hi). Dilation 1 runs on
+ * phase-split zero-padded copies of the input rows (no im2col); other dilations use im2col panels.
+ * Uses per-thread scratch; thread-safe for disjoint (row, channel) ranges.
+ */
+void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                         const float *bias, const float *residual, float lo, float hi,
+                         long r0, long r1, int m0, int m1, float *y);
+
+/**
+ * Max / average pooling of planes [p0, p1) (plane p = c * nb + b of the channel-major output).
+ * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
+ * Average divides by max(row_count[oy] * col_count[ox], 1).
+ */
+void tessera_engine_pool(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                         const float *row_count, const float *col_count, long p0, long p1, float *y);
+
+/** Tests: 1 forces the portable builds of the direct kernels, 0 restores run-time dispatch. */
+void tessera_engine_force_portable(int on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,7 +45,14 @@ struct Compiler {
         if let embedding { protected.insert(embedding) }
         fuse(protected: protected)
         let finalSteps = steps.compactMap { $0 }.map { step -> Step in
-            guard case var .conv(c) = step, Winograd.eligible(c) else { return step }
+            guard case var .conv(c) = step else { return step }
+            guard Winograd.eligible(c) else {
+                if Self.directEligible(c) {
+                    c.weights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
+                    c.kind = .direct
+                }
+                return .conv(c)
+            }
             if Winograd.prefersF43(c) {
                 c.weights = Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin)
                 c.kind = .winograd43
@@ -58,8 +65,25 @@ struct Compiler {
         let (arena, planned) = Self.plan(slots: slots, steps: finalSteps, input: input, pinned: protected)
         var maxK = 0
         for case let .conv(cs) in finalSteps where cs.kind == .gemm { maxK = max(maxK, cs.k) }
-        return Program(slots: planned, steps: finalSteps, inputValue: input, outputValues: outputs,
-                       embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops)
+        var program = Program(slots: planned, steps: finalSteps, inputValue: input, outputValues: outputs,
+                              embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops)
+        let readers = finalSteps.indices.filter { finalSteps[$0].inputs.contains(input) }
+        if readers.count == 1, !protected.contains(input),
+           case let .pool(p) = finalSteps[readers[0]], p.input == input, planned[input].channelMajor {
+            program.directInputStep = readers[0]
+        }
+        return program
+    }
+
+    /// `TESSERA_ENGINE_DIRECT=0` keeps every dense convolution on im2col + OpenBLAS.
+    static let directDisabled = ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT"] == "0"
+
+    /// Largest output-channel count routed to the direct kernel (wider layers: OpenBLAS).
+    static let directMaxCout = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT_MAX_COUT"] ?? "") ?? 64
+
+    /// Ungrouped non-pointwise convolutions with few output channels run on the direct C kernel.
+    static func directEligible(_ c: ConvStep) -> Bool {
+        !directDisabled && c.kind == .gemm && c.groups == 1 && c.cout <= directMaxCout
     }
 
     // MARK: lowering

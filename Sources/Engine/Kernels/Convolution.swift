@@ -52,19 +52,33 @@ enum ConvKernels {
         }
     }
 
-    /// GEMM-based convolution (im2col unless pointwise) with fused bias/residual/activation.
+    /// Clamp bounds `[lo, hi]` that implement `act` inside a kernel epilogue, or nil when the
+    /// activation needs a separate pass (`Epilogue.apply`).
+    static func clampBounds(_ act: Activation) -> (Float, Float)? {
+        switch act {
+        case .none: (-.infinity, .infinity)
+        case .relu: (0, .infinity)
+        case let .clip(lo, hi): (lo, hi)
+        default: nil
+        }
+    }
+
+    /// GEMM-based convolution (im2col unless pointwise) with fused bias/residual/activation,
+    /// for output columns `[n0, n1)` (flattened (image, oy, ox)); `scratch` holds one im2col chunk.
     static func gemmConv(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                         residual: UnsafePointer<Float>?, nb: Int, scratch: UnsafeMutablePointer<Float>) {
+                         residual: UnsafePointer<Float>?, nb: Int, scratch: UnsafeMutablePointer<Float>,
+                         columns: Range<Int>? = nil) {
         let g = c.window
         let total = nb * g.oh * g.ow
+        let range = columns ?? 0..<total
         let cg = c.cin / c.groups, mg = c.cout / c.groups, k = c.k
         let chunk = c.kind == .pointwise ? pointwiseChunk(total: total) : columnChunk(k: k, total: total)
         c.weights.withUnsafeBufferPointer { wbuf in
             c.bias.withUnsafeBufferPointer { bias in
                 for grp in 0..<c.groups {
-                    var n0 = 0
-                    while n0 < total {
-                        let cols = min(chunk, total - n0)
+                    var n0 = range.lowerBound
+                    while n0 < range.upperBound {
+                        let cols = min(chunk, range.upperBound - n0)
                         let cOut = y + grp * mg * total + n0
                         if c.kind == .pointwise {
                             BLAS.sgemm(m: mg, n: cols, k: k, a: wbuf.baseAddress! + grp * mg * k, lda: k,
@@ -88,76 +102,85 @@ enum ConvKernels {
         }
     }
 
-    /// Direct depthwise convolution: one (channel, image) plane at a time, row accumulation.
-    static func depthwise(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                          residual: UnsafePointer<Float>?, nb: Int) {
+    /// Pointwise convolution of output channels `rows` over all columns (single micro-batch split).
+    static func pointwiseRows(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                              residual: UnsafePointer<Float>?, nb: Int, rows: Range<Int>) {
         let g = c.window
-        let hw = g.h * g.w, ohw = g.oh * g.ow, khw = g.kh * g.kw
+        let total = nb * g.oh * g.ow, k = c.k
         c.weights.withUnsafeBufferPointer { wbuf in
-            for ch in 0..<c.cout {
-                let w = wbuf.baseAddress! + ch * khw
-                let bias = c.bias[ch]
-                for b in 0..<nb {
-                    let plane = x + (ch * nb + b) * hw
-                    let out = y + (ch * nb + b) * ohw
-                    for oy in 0..<g.oh {
-                        let orow = out + oy * g.ow
-                        orow.update(repeating: bias, count: g.ow)
-                        for ky in 0..<g.kh {
-                            let iy = oy * g.sh - g.pt + ky * g.dh
-                            if iy < 0 || iy >= g.h { continue }
-                            let src = plane + iy * g.w
-                            for kx in 0..<g.kw {
-                                let (lo, hi) = g.validColumns(kx: kx)
-                                let wv = w[ky * g.kw + kx]
-                                let s = src + (kx * g.dw - g.pl)
-                                if g.sw == 1 {
-                                    for ox in lo..<hi { orow[ox] += wv * s[ox] }
-                                } else if g.sw == 2 {
-                                    for ox in lo..<hi { orow[ox] += wv * s[2 * ox] }
-                                } else {
-                                    for ox in lo..<hi { orow[ox] += wv * s[ox * g.sw] }
-                                }
-                            }
-                        }
-                        Epilogue.row(orow, g.ow, bias: 0,
-                                     residual: residual.map { $0 + (ch * nb + b) * ohw + oy * g.ow }, c.activation)
-                    }
-                }
+            BLAS.sgemm(m: rows.count, n: total, k: k, a: wbuf.baseAddress! + rows.lowerBound * k, lda: k,
+                       b: x, ldb: total, c: y + rows.lowerBound * total, ldc: total)
+        }
+        for o in rows {
+            Epilogue.row(y + o * total, total, bias: c.bias[o], residual: residual.map { $0 + o * total }, c.activation)
+        }
+    }
+
+    /// Dense convolution by the C direct kernel (`c.weights` packed by `tessera_engine_conv_pack`)
+    /// of output rows `outRows` (of the `nb * oh` (image, oy) rows) and output channels
+    /// `channels` (lower bound a multiple of 8).
+    static func direct(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                       residual: UnsafePointer<Float>?, nb: Int, outRows: Range<Int>, channels: Range<Int>) {
+        let g = c.window
+        let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
+        c.weights.withUnsafeBufferPointer { w in
+            c.bias.withUnsafeBufferPointer { b in
+                tessera_engine_conv(x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                                    Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
+                                    Int32(g.oh), Int32(g.ow), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
+                                    lo, hi, outRows.lowerBound, outRows.upperBound,
+                                    Int32(channels.lowerBound), Int32(channels.upperBound), y)
+            }
+        }
+        if clampBounds(c.activation) == nil {
+            let total = nb * g.oh * g.ow
+            for o in channels {
+                Epilogue.apply(c.activation, y + o * total + outRows.lowerBound * g.ow, outRows.count * g.ow)
             }
         }
     }
 
-    /// Max / average pooling over channel-major planes.
-    static func pool(_ p: PoolStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, planes: Int) {
+    /// Forces the portable (non-AVX-512) builds of the direct C kernels (tests only; process-global).
+    static func forcePortable(_ on: Bool) { tessera_engine_force_portable(on ? 1 : 0) }
+
+    /// Packs `[cout, k]` weights for ``direct(_:x:y:residual:nb:columns:rows:)``.
+    static func packDirect(_ w: [Float], cout: Int, k: Int) -> [Float] {
+        var packed = [Float](repeating: 0, count: tessera_engine_conv_packed_count(Int32(cout), Int32(k)))
+        w.withUnsafeBufferPointer { src in
+            packed.withUnsafeMutableBufferPointer { tessera_engine_conv_pack(src.baseAddress!, Int32(cout), Int32(k), $0.baseAddress!) }
+        }
+        return packed
+    }
+
+    /// Depthwise convolution of (channel, image) planes `planes` by the C kernel (16 planes per vector).
+    static func depthwise(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                          residual: UnsafePointer<Float>?, nb: Int, planes: Range<Int>) {
+        let g = c.window
+        let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
+        c.weights.withUnsafeBufferPointer { w in
+            c.bias.withUnsafeBufferPointer { b in
+                tessera_engine_depthwise(x, Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                                         Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
+                                         Int32(g.oh), Int32(g.ow), w.baseAddress!, b.baseAddress!, residual, lo, hi,
+                                         planes.lowerBound, planes.upperBound, y)
+            }
+        }
+        if clampBounds(c.activation) == nil {
+            let ohw = g.oh * g.ow
+            Epilogue.apply(c.activation, y + planes.lowerBound * ohw, planes.count * ohw)
+        }
+    }
+
+    /// Max / average pooling of output planes `planes`; `nchwChannels > 0` reads an NCHW input.
+    static func pool(_ p: PoolStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, nb: Int,
+                     planes: Range<Int>, nchwChannels: Int = 0) {
         let g = p.window
-        let hw = g.h * g.w, ohw = g.oh * g.ow
-        p.colCount.withUnsafeBufferPointer { colCount in
-            for pl in 0..<planes {
-                let plane = x + pl * hw, out = y + pl * ohw
-                for oy in 0..<g.oh {
-                    let orow = out + oy * g.ow
-                    orow.update(repeating: p.isMax ? -.infinity : 0, count: g.ow)
-                    for ky in 0..<g.kh {
-                        let iy = oy * g.sh - g.pt + ky * g.dh
-                        if iy < 0 || iy >= g.h { continue }
-                        let src = plane + iy * g.w
-                        for kx in 0..<g.kw {
-                            let (lo, hi) = g.validColumns(kx: kx)
-                            let s = src + (kx * g.dw - g.pl)
-                            let st = g.sw
-                            if p.isMax {
-                                for ox in lo..<hi { orow[ox] = max(orow[ox], s[ox * st]) }
-                            } else {
-                                for ox in lo..<hi { orow[ox] += s[ox * st] }
-                            }
-                        }
-                    }
-                    if !p.isMax {
-                        let rc = p.rowCount[oy]
-                        for ox in 0..<g.ow { orow[ox] /= max(rc * colCount[ox], 1) }
-                    }
-                }
+        p.rowCount.withUnsafeBufferPointer { rc in
+            p.colCount.withUnsafeBufferPointer { cc in
+                tessera_engine_pool(x, Int32(nchwChannels), Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                                    Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
+                                    Int32(g.oh), Int32(g.ow), p.isMax ? 1 : 0, rc.baseAddress!, cc.baseAddress!,
+                                    planes.lowerBound, planes.upperBound, y)
             }
         }
     }

@@ -90,29 +90,43 @@ enum Winograd {
         return e * (c.cin + c.cout) * tileChunk(cin: c.cin, cout: c.cout, tiles: tiles) + 64 // + vector overrun
     }
 
+    /// Runs the convolution; with `par.lanes > 1` the tiles (many) or the transform-domain
+    /// GEMMs (few tiles) are split across threads, lane `i` using `scratch(i)`.
     static func run(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                    residual: UnsafePointer<Float>?, nb: Int, scratch: UnsafeMutablePointer<Float>) {
+                    residual: UnsafePointer<Float>?, nb: Int, par: IntraOp,
+                    scratch: (Int) -> UnsafeMutablePointer<Float>) {
+        let g = c.window
+        let (mt, _) = shape(c)
+        let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
+        if par.lanes > 1 && tiles >= par.lanes * 32 {
+            par.ranges(tiles, grain: 16) { lane, r in
+                runTiles(c, x: x, y: y, residual: residual, nb: nb, tiles: r, scratch: scratch(lane), par: IntraOp(lanes: 1))
+            }
+        } else {
+            runTiles(c, x: x, y: y, residual: residual, nb: nb, tiles: 0..<tiles, scratch: scratch(0), par: par)
+        }
+        if ConvKernels.clampBounds(c.activation) == nil {
+            Epilogue.apply(c.activation, y, c.cout * nb * g.oh * g.ow)
+        }
+    }
+
+    /// Tiles `range` in chunks; `par` splits each chunk's GEMMs over the transform entries.
+    static func runTiles(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                         residual: UnsafePointer<Float>?, nb: Int, tiles range: Range<Int>,
+                         scratch: UnsafeMutablePointer<Float>, par: IntraOp) {
         let g = c.window
         let (mt, entries) = shape(c)
-        let th = (g.oh + mt - 1) / mt, tw = (g.ow + mt - 1) / mt, tpi = th * tw
-        let tiles = nb * tpi
+        let th = (g.oh + mt - 1) / mt, tw = (g.ow + mt - 1) / mt
+        let tiles = nb * th * tw
         let cin = c.cin, cout = c.cout
         let chunk = tileChunk(cin: cin, cout: cout, tiles: tiles)
         let v = scratch, m = scratch + entries * cin * chunk
-        let ohw = g.oh * g.ow
-        // ReLU / clip are applied by the output transform; other activations in a second pass.
-        var lo = -Float.infinity, hi = Float.infinity, clamps = true
-        switch c.activation {
-        case .none: break
-        case .relu: lo = 0
-        case let .clip(a, b): lo = a; hi = b
-        default: clamps = false
-        }
+        let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
         c.weights.withUnsafeBufferPointer { ubuf in
             let u = ubuf.baseAddress!
-            var t0 = 0
-            while t0 < tiles {
-                let tc = min(chunk, tiles - t0)
+            var t0 = range.lowerBound
+            while t0 < range.upperBound {
+                let tc = min(chunk, range.upperBound - t0)
                 if entries == 36 {
                     tessera_engine_wino43_input(x, Int32(nb), Int32(cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
                                                 Int32(th), Int32(tw), t0, tc, v)
@@ -120,10 +134,12 @@ enum Winograd {
                     tessera_engine_wino_input(x, Int32(nb), Int32(cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
                                               Int32(th), Int32(tw), t0, tc, v)
                 }
-                // 16 GEMMs: M[e] = U[e] (cout x cin) * V[e] (cin x tc).
-                for e in 0..<entries {
-                    BLAS.sgemm(m: cout, n: tc, k: cin, a: u + e * cout * cin, lda: cin,
-                               b: v + e * cin * tc, ldb: tc, c: m + e * cout * tc, ldc: tc)
+                // entries GEMMs: M[e] = U[e] (cout x cin) * V[e] (cin x tc).
+                par.ranges(entries) { _, es in
+                    for e in es {
+                        BLAS.sgemm(m: cout, n: tc, k: cin, a: u + e * cout * cin, lda: cin,
+                                   b: v + e * cin * tc, ldb: tc, c: m + e * cout * tc, ldc: tc)
+                    }
                 }
                 c.bias.withUnsafeBufferPointer { bias in
                     if entries == 36 {
@@ -136,9 +152,6 @@ enum Winograd {
                 }
                 t0 += tc
             }
-        }
-        if !clamps {
-            Epilogue.apply(c.activation, y, cout * nb * ohw)
         }
     }
 }

@@ -5,13 +5,17 @@ import LinearAlgebra
 /// maximum micro-batch. Owned by exactly one ``Session`` and used by one thread at a time.
 final class Workspace {
     let capacity: Int
+    /// Threads that may cooperate inside one step (each gets its own scratch slice).
+    let lanes: Int
     let arena: UnsafeMutablePointer<Float>
     let arenaCount: Int
     let scratch: UnsafeMutablePointer<Float>
+    /// Scratch floats per lane.
     let scratchCount: Int
 
-    init(program: Program, capacity: Int) {
+    init(program: Program, capacity: Int, lanes: Int = 1) {
         self.capacity = capacity
+        self.lanes = max(1, lanes)
         arenaCount = max(16, program.arenaUnits * capacity)
         arena = .allocate(capacity: arenaCount)
         arena.initialize(repeating: 0, count: arenaCount)
@@ -21,10 +25,13 @@ final class Workspace {
             if c.kind == .gemm { need = max(need, c.k * ConvKernels.columnChunk(k: c.k, total: total)) }
             if c.kind == .winograd || c.kind == .winograd43 { need = max(need, Winograd.scratchFloats(c, nb: capacity)) }
         }
-        scratchCount = need
-        scratch = .allocate(capacity: need)
-        scratch.initialize(repeating: 0, count: need)
+        scratchCount = (need + 15) / 16 * 16
+        scratch = .allocate(capacity: scratchCount * self.lanes)
+        scratch.initialize(repeating: 0, count: scratchCount * self.lanes)
     }
+
+    /// Lane `i`'s scratch.
+    func scratch(_ lane: Int) -> UnsafeMutablePointer<Float> { scratch + lane * scratchCount }
 
     deinit {
         arena.deallocate()
@@ -32,11 +39,40 @@ final class Workspace {
     }
 }
 
+/// Splits the work of one step across `lanes` threads (used when a batch is a single
+/// micro-batch, so the Session's other cores would otherwise idle).
+struct IntraOp {
+    let lanes: Int
+
+    /// Calls `body(lane, range)` for up to `lanes` contiguous pieces of `0..<n` (piece
+    /// boundaries are multiples of `grain`), in parallel when there is more than one piece.
+    func ranges(_ n: Int, grain: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+        let units = (n + grain - 1) / grain
+        let parts = min(lanes, units)
+        if parts <= 1 { body(0, 0..<n); return }
+        withoutActuallyEscaping(body) { body in
+            let shared = SharedBody(body: body)
+            DispatchQueue.concurrentPerform(iterations: parts) { i in
+                let lo = min(n, units * i / parts * grain), hi = min(n, units * (i + 1) / parts * grain)
+                shared.body(i, lo..<hi)
+            }
+        }
+    }
+}
+
+/// `@unchecked Sendable`: the pieces handed to the lanes write disjoint parts of the step's
+/// output (and per-lane scratch), and `concurrentPerform` returns only when all are done.
+private struct SharedBody: @unchecked Sendable {
+    let body: (Int, Range<Int>) -> Void
+}
+
 /// Runs a ``Program`` on one micro-batch inside a ``Workspace``.
 struct Executor {
     let program: Program
     let ws: Workspace
     let nb: Int
+    /// Intra-step parallelism (lanes <= `ws.lanes`).
+    var par = IntraOp(lanes: 1)
 
     func ptr(_ v: Int) -> UnsafeMutablePointer<Float> { ws.arena + program.slots[v].offset * nb }
 
@@ -68,36 +104,66 @@ struct Executor {
     }
 
     func run(input: UnsafePointer<Float>) throws {
-        load(program.inputValue, from: input)
-        for step in program.steps { try execute(step) }
+        if program.directInputStep == nil { load(program.inputValue, from: input) }
+        for (i, step) in program.steps.enumerated() { try execute(step, nchwInput: i == program.directInputStep ? input : nil) }
     }
 
     /// Runs the program and returns each step's label and wall time (single worker, for profiling).
     func profile(input: UnsafePointer<Float>) throws -> [(String, Double)] {
-        load(program.inputValue, from: input)
+        if program.directInputStep == nil { load(program.inputValue, from: input) }
         var result: [(String, Double)] = []
-        for step in program.steps {
+        for (i, step) in program.steps.enumerated() {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            try execute(step)
+            try execute(step, nchwInput: i == program.directInputStep ? input : nil)
             let t1 = DispatchTime.now().uptimeNanoseconds
             result.append((step.label(program), Double(t1 - t0) / 1e9))
         }
         return result
     }
 
-    func execute(_ step: Step) throws {
+    /// Executes one step. `nchwInput`: the step's input is the batch's NCHW input itself
+    /// (only for a pool that is the input's sole consumer, see `Program.directInputStep`).
+    func execute(_ step: Step, nchwInput: UnsafePointer<Float>? = nil) throws {
         switch step {
         case let .conv(c):
             let residual = c.residual.map { UnsafePointer(ptr($0)) }
-            if c.kind == .winograd || c.kind == .winograd43 {
-                Winograd.run(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb, scratch: ws.scratch)
-            } else if c.kind == .depthwise {
-                ConvKernels.depthwise(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb)
-            } else {
-                ConvKernels.gemmConv(c, x: ptr(c.input), y: ptr(c.output), residual: residual, nb: nb, scratch: ws.scratch)
+            let x = UnsafePointer(ptr(c.input)), y = ptr(c.output)
+            let g = c.window
+            let total = nb * g.oh * g.ow
+            switch c.kind {
+            case .winograd, .winograd43:
+                Winograd.run(c, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
+            case .depthwise:
+                par.ranges(c.cout * nb, grain: 16) { _, planes in
+                    ConvKernels.depthwise(c, x: x, y: y, residual: residual, nb: nb, planes: planes)
+                }
+            case .direct:
+                // Few output rows (batch 1, small maps): split output channels instead.
+                if par.lanes > 1 && nb * g.oh < par.lanes * 4 && c.cout >= 16 {
+                    par.ranges(c.cout, grain: 8) { _, channels in
+                        ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: 0..<(nb * g.oh), channels: channels)
+                    }
+                } else {
+                    par.ranges(nb * g.oh) { _, outRows in
+                        ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: outRows, channels: 0..<c.cout)
+                    }
+                }
+            case .pointwise where par.lanes > 1 && total < par.lanes * 256 && c.cout >= 2 * par.lanes:
+                par.ranges(c.cout, grain: 8) { _, rows in
+                    ConvKernels.pointwiseRows(c, x: x, y: y, residual: residual, nb: nb, rows: rows)
+                }
+            case .gemm, .pointwise:
+                par.ranges(total, grain: 64) { lane, cols in
+                    ConvKernels.gemmConv(c, x: x, y: y, residual: residual, nb: nb, scratch: ws.scratch(lane), columns: cols)
+                }
             }
         case let .pool(p):
-            ConvKernels.pool(p, x: ptr(p.input), y: ptr(p.output), planes: program.slots[p.input].channels * nb)
+            let s = program.slots[p.input]
+            let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)
+            let nchw = nchwInput != nil && nb > 1 ? s.channels : 0
+            par.ranges(s.channels * nb) { _, planes in
+                ConvKernels.pool(p, x: x, y: y, nb: nb, planes: planes, nchwChannels: nchw)
+            }
         case let .globalPool(isMax, input, output):
             let s = program.slots[input], x = ptr(input), y = ptr(output)
             let c = s.channels, sp = s.spatial, outCM = program.slots[output].channelMajor
@@ -146,9 +212,15 @@ struct Executor {
                 y[dst] = x[src]
             } }
         case let .gemm(g):
-            let x = ptr(g.input), y = ptr(g.output)
+            let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
+            let nbv = nb
             g.weights.withUnsafeBufferPointer { w in
-                BLAS.sgemm(transB: true, m: nb, n: g.n, k: g.k, a: x, lda: g.k, b: w.baseAddress!, ldb: g.k, c: y, ldc: g.n)
+                let wp = w.baseAddress!
+                let split = par.lanes > 1 && g.n * g.k >= 1 << 16 ? par : IntraOp(lanes: 1)
+                split.ranges(g.n, grain: 16) { _, cols in
+                    BLAS.sgemm(transB: true, m: nbv, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
+                               ldb: g.k, c: y + cols.lowerBound, ldc: g.n)
+                }
             }
             g.bias.withUnsafeBufferPointer { bias in
                 for b in 0..<nb {

@@ -37,11 +37,12 @@ enum BinaryKind: Sendable {
 }
 
 struct ConvStep: Sendable {
-    enum Kind: Sendable { case gemm, pointwise, depthwise, winograd, winograd43 }
+    enum Kind: Sendable { case gemm, pointwise, depthwise, winograd, winograd43, direct }
     var kind: Kind
     var window: Window2D
     var cin: Int, cout: Int, groups: Int
-    /// `[cout, cin / groups * kh * kw]` (Winograd F(2,3): `[16, cout, cin]`, F(4,3): `[36, cout, cin]`).
+    /// `[cout, cin / groups * kh * kw]` (Winograd F(2,3): `[16, cout, cin]`, F(4,3): `[36, cout, cin]`;
+    /// direct: packed by `tessera_engine_conv_pack`).
     var weights: [Float]
     var bias: [Float]
     var activation: Activation = .none
@@ -116,6 +117,9 @@ struct Program: Sendable {
     var inputValue: Int
     var outputValues: [Int]
     var embeddingValue: Int?
+    /// A pool step that is the input's only consumer: it reads the NCHW batch directly
+    /// (no conversion to channel-major).
+    var directInputStep: Int? = nil
     /// Arena size in per-image floats (multiply by the micro-batch size).
     var arenaUnits: Int
     /// im2col scratch floats needed per worker for a micro-batch of `n`: `scratchPerColumn * columns`.

@@ -5,7 +5,9 @@ import LinearAlgebra
 ///
 /// Threading is decided here and only here: a batch is split into micro-batches that
 /// `threads` Dispatch workers process in parallel with OpenBLAS single-threaded; when a
-/// batch has only one micro-batch, the one worker runs with `threads` OpenBLAS threads.
+/// batch has only one micro-batch, the one worker splits each step (output channels,
+/// columns, Winograd tiles or GEMMs, depthwise planes) across `threads` Dispatch lanes,
+/// still with OpenBLAS single-threaded.
 ///
 /// `@unchecked Sendable`: the mutable state (the workspaces, raw arena memory) is touched
 /// only inside `queue.sync` / `queue.async` blocks on the session's private serial queue, so
@@ -66,10 +68,15 @@ public final class Session: @unchecked Sendable {
         let mb = microBatchSize(for: batch)
         let chunks = (batch + mb - 1) / mb
         let workers = min(threads, chunks)
-        BLAS.setThreads(workers == 1 ? threads : 1)
-        if workspaces.count < workers || (workspaces.first?.capacity ?? 0) < mb {
+        // A single micro-batch: its steps are split across the cores (OpenBLAS stays at 1 thread).
+        let lanes = workers == 1 ? threads : 1
+        BLAS.setThreads(1)
+        if workspaces.count < workers || (workspaces.first?.capacity ?? 0) < mb || (workspaces.first?.lanes ?? 0) < lanes {
             let capacity = max(mb, workspaces.first?.capacity ?? 0)
-            workspaces = (0..<max(workers, workspaces.count)).map { _ in Workspace(program: program, capacity: capacity) }
+            let firstLanes = max(lanes, workspaces.first?.lanes ?? 1)
+            workspaces = (0..<max(workers, workspaces.count)).map { i in
+                Workspace(program: program, capacity: capacity, lanes: i == 0 ? firstLanes : 1)
+            }
         }
         let outShapes = program.outputValues.map { program.slots[$0].perImage }
         let embValue = wantEmbedding ? program.embeddingValue : nil
@@ -85,7 +92,7 @@ public final class Session: @unchecked Sendable {
             let job = BatchJob(program: program, workspaces: workspaces, input: inBuf.baseAddress!,
                                outputs: outBufs.map { $0.baseAddress! }, embedding: embBuf?.baseAddress,
                                embeddingValue: embValue, batch: batch, microBatch: mb, workers: workers,
-                               errors: errors)
+                               lanes: lanes, errors: errors)
             if workers == 1 { job.work(0) } else { DispatchQueue.concurrentPerform(iterations: workers) { job.work($0) } }
             if let error = errors.error { throw error }
         }
@@ -108,6 +115,8 @@ private struct BatchJob: @unchecked Sendable {
     let embedding: UnsafeMutablePointer<Float>?
     let embeddingValue: Int?
     let batch: Int, microBatch: Int, workers: Int
+    /// Threads inside each step (> 1 only with a single worker).
+    let lanes: Int
     let errors: ErrorBox
 
     func work(_ w: Int) {
@@ -116,7 +125,7 @@ private struct BatchJob: @unchecked Sendable {
         var chunk = w
         while chunk < chunks {
             let start = chunk * microBatch, nb = min(microBatch, batch - start)
-            let ex = Executor(program: program, ws: workspaces[w], nb: nb)
+            let ex = Executor(program: program, ws: workspaces[w], nb: nb, par: IntraOp(lanes: lanes))
             do {
                 try ex.run(input: input + start * inPerImage)
                 for (i, v) in program.outputValues.enumerated() {

@@ -1,0 +1,525 @@
+/*
+ * Direct kernels for small convolutions and pools (see tessera_engine_kernels.h):
+ *  - depthwise convolution with 16 (channel, image) planes per vector: a band of input rows of
+ *    16 planes is transposed to [row][col][16] (zero padded), so every tap is one vector FMA
+ *    whatever the map size (5x5 maps waste nothing), bias + clamp fused;
+ *  - dense convolution as im2col panels of 48 columns times weights packed in blocks of 8
+ *    output channels, an 8x48 AVX-512 register tile, bias + residual + clamp fused;
+ *  - max / average pooling reading channel-major or NCHW planes.
+ * Each entry point has an AVX-512 build and a portable one, chosen at run time.
+ */
+#include "tessera_engine_kernels.h"
+#include "tessera_shims.h"
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+/* ---------- dispatch ---------- */
+
+static int g_force_portable = 0;
+
+void tessera_engine_force_portable(int on) { __atomic_store_n(&g_force_portable, on, __ATOMIC_RELAXED); }
+
+static int direct_avx512(void) {
+    static int cached = -1;
+    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (c < 0) {
+        c = tessera_cpu_has_avx512f() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq");
+        __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
+    }
+    return c && !__atomic_load_n(&g_force_portable, __ATOMIC_RELAXED);
+}
+
+/* ---------- per-thread scratch (freed when the thread exits) ---------- */
+
+#define NBUF 3
+typedef struct { float *p[NBUF]; size_t cap[NBUF]; } tls_scratch;
+static pthread_key_t g_key;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) {
+    tls_scratch *s = v;
+    for (int i = 0; i < NBUF; i++) free(s->p[i]);
+    free(s);
+}
+static void scratch_key(void) { pthread_key_create(&g_key, scratch_free); }
+
+/* A 64-byte aligned per-thread buffer of at least n floats (slot `which`), or NULL. */
+static float *scratch(int which, size_t n) {
+    pthread_once(&g_once, scratch_key);
+    tls_scratch *s = pthread_getspecific(g_key);
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s) return NULL;
+        pthread_setspecific(g_key, s);
+    }
+    if (s->cap[which] < n) {
+        free(s->p[which]);
+        size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+        s->p[which] = aligned_alloc(64, bytes);
+        s->cap[which] = s->p[which] ? n : 0;
+    }
+    return s->p[which];
+}
+
+/* ---------- depthwise ---------- */
+
+static void dw_portable(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                        int pt, int pl, int oh, int ow, const float *wt, const float *bias,
+                        const float *residual, float lo, float hi, long p0, long p1, float *y) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    for (long p = p0; p < p1; p++) {
+        const long c = p / nb;
+        const float *wk = wt + c * kh * kw;
+        const float *plane = x + p * hw;
+        for (int oy = 0; oy < oh; oy++) {
+            for (int ox = 0; ox < ow; ox++) {
+                float acc = bias[c];
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = oy * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ox * sw - pl + kx * dw;
+                        if (ix < 0 || ix >= w) continue;
+                        acc += wk[ky * kw + kx] * plane[(long)iy * w + ix];
+                    }
+                }
+                const long o = p * ohw + (long)oy * ow + ox;
+                if (residual) acc += residual[o];
+                acc = acc < lo ? lo : acc;
+                acc = acc > hi ? hi : acc;
+                y[o] = acc;
+            }
+        }
+    }
+}
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+
+/* Taps of one output vector for a constant kernel size (dilation 1): one chain per kernel row. */
+#define DW_COMPUTE_FIXED(NAME, KH, KW) \
+AVX512 static void NAME(const float *T, int wt_, int nr, int ow, int sh, int sw, const __m512 *wv, __m512 bv, \
+                        int clamp, __m512 vlo, __m512 vhi, float *O) { \
+    const long WT = wt_; \
+    for (int r = 0; r < nr; r++) { \
+        for (int ox = 0; ox < ow; ox++) { \
+            const float *base = T + ((long)r * sh * WT + (long)ox * sw) * 16; \
+            __m512 acc[KH]; \
+            for (int ky = 0; ky < KH; ky++) { \
+                const float *row = base + ky * WT * 16; \
+                __m512 a = ky == 0 ? bv : _mm512_setzero_ps(); \
+                for (int kx = 0; kx < KW; kx++) a = _mm512_fmadd_ps(wv[ky * KW + kx], _mm512_load_ps(row + kx * 16), a); \
+                acc[ky] = a; \
+            } \
+            for (int s = 1; s < KH; s++) acc[0] = _mm512_add_ps(acc[0], acc[s]); \
+            if (clamp) acc[0] = _mm512_min_ps(_mm512_max_ps(acc[0], vlo), vhi); \
+            _mm512_store_ps(O + ((long)r * ow + ox) * 16, acc[0]); \
+        } \
+    } \
+}
+DW_COMPUTE_FIXED(dw_k3, 3, 3)
+DW_COMPUTE_FIXED(dw_k5, 5, 5)
+
+AVX512 static void dw_generic(const float *T, int wt_, int nr, int ow, int sh, int sw, int kh, int kw, int dh, int dw,
+                              const __m512 *wv, __m512 bv, int clamp, __m512 vlo, __m512 vhi, float *O) {
+    const long WT = wt_;
+    for (int r = 0; r < nr; r++) {
+        for (int ox = 0; ox < ow; ox++) {
+            const float *base = T + ((long)r * sh * WT + (long)ox * sw) * 16;
+            __m512 a0 = bv, a1 = _mm512_setzero_ps();
+            for (int ky = 0; ky < kh; ky++) {
+                const float *row = base + (long)ky * dh * WT * 16;
+                __m512 a = _mm512_setzero_ps();
+                for (int kx = 0; kx < kw; kx++) a = _mm512_fmadd_ps(wv[ky * kw + kx], _mm512_load_ps(row + (long)kx * dw * 16), a);
+                if (ky & 1) a1 = _mm512_add_ps(a1, a); else a0 = _mm512_add_ps(a0, a);
+            }
+            a0 = _mm512_add_ps(a0, a1);
+            if (clamp) a0 = _mm512_min_ps(_mm512_max_ps(a0, vlo), vhi);
+            _mm512_store_ps(O + ((long)r * ow + ox) * 16, a0);
+        }
+    }
+}
+
+AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                             int pt, int pl, int oh, int ow, const float *wt, const float *bias,
+                             const float *residual, float lo, float hi, long p0, long p1, float *y) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    const int khw = kh * kw;
+    const int WT = (ow - 1) * sw + (kw - 1) * dw + 1;     /* transposed band width (padded columns) */
+    const int eh = (kh - 1) * dh + 1;
+    /* output rows per band: transposed band <= 128 KB when possible */
+    int R = ((32768 / 16) / WT - eh) / sh + 1;
+    if (R < 1) R = 1;
+    if (R > oh) R = oh;
+    const long trows = (long)(R - 1) * sh + eh;
+    float *T = scratch(0, (size_t)(trows * WT * 16));
+    float *O = scratch(1, (size_t)R * ow * 16);
+    __m512 *wv = (__m512 *)scratch(2, (size_t)khw * 16);
+    if (!T || !O || !wv) { dw_portable(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt, bias, residual, lo, hi, p0, p1, y); return; }
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i inIdx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)hw));
+    const __m512i outIdx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)ohw));
+    const int a = pl < WT ? pl : WT;                     /* first transposed column inside the row */
+    int z = pl + w < WT ? pl + w : WT; if (z < a) z = a;  /* one past the last */
+    const int fused = residual == NULL;
+    for (long q = p0; q < p1; q += 16) {
+        const int cnt = p1 - q < 16 ? (int)(p1 - q) : 16;
+        const __mmask16 m = cnt == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
+        /* per-lane weights and bias */
+        float bl[16];
+        long chan[16];
+        for (int l = 0; l < 16; l++) { chan[l] = l < cnt ? (q + l) / nb : -1; bl[l] = l < cnt ? bias[chan[l]] : 0; }
+        if (chan[0] == chan[cnt - 1]) {
+            const float *wc = wt + chan[0] * khw;
+            for (int t = 0; t < khw; t++) wv[t] = _mm512_maskz_mov_ps(m, _mm512_set1_ps(wc[t]));
+        } else {
+            for (int t = 0; t < khw; t++) {
+                float tl[16];
+                for (int l = 0; l < 16; l++) tl[l] = l < cnt ? wt[chan[l] * khw + t] : 0;
+                wv[t] = _mm512_loadu_ps(tl);
+            }
+        }
+        const __m512 bv = _mm512_loadu_ps(bl);
+        const float *xq = x + q * hw;
+        for (int oy0 = 0; oy0 < oh; oy0 += R) {
+            const int nr = oh - oy0 < R ? oh - oy0 : R;
+            const int r0 = oy0 * sh - pt;
+            const int rows = (nr - 1) * sh + eh;
+            for (int i = 0; i < rows; i++) {
+                const int iy = r0 + i;
+                float *trow = T + (long)i * WT * 16;
+                if (iy < 0 || iy >= h) {
+                    for (int c = 0; c < WT; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
+                    continue;
+                }
+                for (int c = 0; c < a; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
+                const float *src = xq + (long)iy * w - pl;
+                for (int c = a; c < z; c++)
+                    _mm512_store_ps(trow + c * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, inIdx, src + c, 4));
+                for (int c = z; c < WT; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
+            }
+            if (kh == 3 && kw == 3 && dh == 1 && dw == 1) dw_k3(T, WT, nr, ow, sh, sw, wv, bv, fused, vlo, vhi, O);
+            else if (kh == 5 && kw == 5 && dh == 1 && dw == 1) dw_k5(T, WT, nr, ow, sh, sw, wv, bv, fused, vlo, vhi, O);
+            else dw_generic(T, WT, nr, ow, sh, sw, kh, kw, dh, dw, wv, bv, fused, vlo, vhi, O);
+            float *yq = y + q * ohw + (long)oy0 * ow;
+            const float *rq = residual ? residual + q * ohw + (long)oy0 * ow : NULL;
+            for (int i = 0; i < nr * ow; i++) {
+                __m512 v = _mm512_load_ps(O + (long)i * 16);
+                if (rq) {
+                    v = _mm512_add_ps(v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, outIdx, rq + i, 4));
+                    v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+                }
+                _mm512_mask_i32scatter_ps(yq + i, m, outIdx, v, 4);
+            }
+        }
+    }
+}
+
+void tessera_engine_depthwise(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                              int pt, int pl, int oh, int ow, const float *weights, const float *bias,
+                              const float *residual, float lo, float hi, long p0, long p1, float *y) {
+    const long maxIdx = (long)16 * (h * (long)w > oh * (long)ow ? h * (long)w : oh * (long)ow);
+    if (direct_avx512() && maxIdx < (1L << 30))
+        dw_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
+    else
+        dw_portable(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
+}
+
+/* ---------- dense convolution: im2col panels x packed weights ---------- */
+
+#define MR 8
+#define NR 48
+
+long tessera_engine_conv_packed_count(int cout, int k) { return (long)((cout + MR - 1) / MR) * MR * k; }
+
+void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed) {
+    const int blocks = (cout + MR - 1) / MR;
+    for (int b = 0; b < blocks; b++)
+        for (int p = 0; p < k; p++)
+            for (int r = 0; r < MR; r++) {
+                const int o = b * MR + r;
+                packed[((long)b * k + p) * MR + r] = o < cout ? w[(long)o * k + p] : 0;
+            }
+}
+
+AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
+                                    const float *bias, int rows, const float *residual, long ldy,
+                                    float lo, float hi, float *y) {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    __m512 c[MR][3];
+    for (int r = 0; r < MR; r++) {
+        const __m512 bv = _mm512_set1_ps(r < rows ? bias[r] : 0);
+        c[r][0] = bv; c[r][1] = bv; c[r][2] = bv;
+    }
+    for (int p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
+        for (int r = 0; r < MR; r++) {
+            const __m512 av = _mm512_set1_ps(a[r]);
+            c[r][0] = _mm512_fmadd_ps(av, b0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(av, b1, c[r][1]);
+            c[r][2] = _mm512_fmadd_ps(av, b2, c[r][2]);
+        }
+        a += MR;
+        b += ldb;
+    }
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + r * ldy;
+        const float *rr = residual ? residual + r * ldy : NULL;
+        __m512 v0 = c[r][0], v1 = c[r][1], v2 = c[r][2];
+        if (rr) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16));
+            v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32));
+        }
+        _mm512_mask_storeu_ps(yr, m0, _mm512_min_ps(_mm512_max_ps(v0, vlo), vhi));
+        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi));
+        _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi));
+    }
+}
+
+static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols,
+                               const float *bias, int rows, const float *residual, long ldy,
+                               float lo, float hi, float *y) {
+    float c[MR][NR];
+    for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) c[r][j] = r < rows ? bias[r] : 0;
+    for (int p = 0; p < k; p++) {
+        for (int r = 0; r < MR; r++) {
+            const float av = a[r];
+            for (int j = 0; j < cols; j++) c[r][j] += av * b[j];
+        }
+        a += MR;
+        b += ldb;
+    }
+    for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < cols; j++) {
+            float v = c[r][j];
+            if (residual) v += residual[r * ldy + j];
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            y[r * ldy + j] = v;
+        }
+    }
+}
+
+static void conv_im2col(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                        int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                        const float *bias, const float *residual, float lo, float hi,
+                        long n0, long n1, int m0, int m1, float *y) {
+    const int k = cin * kh * kw;
+    const long total = (long)nb * oh * ow;
+    const int avx = direct_avx512();
+    float *col = scratch(0, (size_t)k * NR + 16);
+    if (!col) abort();
+    for (long n = n0; n < n1; n += NR) {
+        const int cols = n1 - n < NR ? (int)(n1 - n) : NR;
+        tessera_engine_im2col(x, nb, 0, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
+        for (int mb = m0 / MR; mb * MR < m1; mb++) {
+            const int o0 = mb * MR;
+            const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+            const float *a = packed + (long)mb * k * MR;
+            const float *res = residual ? residual + o0 * total + n : NULL;
+            if (avx) conv_tile_avx512(a, col, k, cols, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+            else conv_tile_portable(a, col, k, cols, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+        }
+    }
+}
+
+/* 8 x 48 tile over a phase-split padded input: B row p is xb + off[p] + q (contiguous in q). */
+AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
+                                     const float *bias, int rows, float *tile) {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
+           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+#define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
+    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+#undef INIT
+    for (int p = 0; p < k; p++) {
+        const float *b = xb + off[p];
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
+#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
+        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
+        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
+        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+#undef FMA
+        a += MR;
+    }
+#define STORE(R) _mm512_store_ps(tile + R * NR, c##R##0); _mm512_store_ps(tile + R * NR + 16, c##R##1); \
+        _mm512_store_ps(tile + R * NR + 32, c##R##2);
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+#undef STORE
+}
+
+static void phase_tile_portable(const float *a, const float *xb, const int *off, int k, int cols,
+                                const float *bias, int rows, float *tile) {
+    for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows ? bias[r] : 0;
+    for (int p = 0; p < k; p++) {
+        const float *b = xb + off[p];
+        for (int r = 0; r < MR; r++) {
+            const float av = a[r];
+            for (int j = 0; j < cols; j++) tile[r * NR + j] += av * b[j];
+        }
+        a += MR;
+    }
+}
+
+void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                         const float *bias, const float *residual, float lo, float hi,
+                         long r0, long r1, int m0, int m1, float *y) {
+    if (m1 > cout) m1 = cout;
+    if (dh != 1 || dw != 1) {
+        conv_im2col(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cout, packed, bias, residual,
+                    lo, hi, r0 * ow, r1 * ow, m0, m1, y);
+        return;
+    }
+    /* Phase split: plane (ci, py, px) of a band holds x[(oy0 + i) * sh + py - pt][j * sw + px - pl]
+       for i < nr + ex, j < wq, so tap (ci, ky, kx) of output (oy0 + i, ox) is element
+       (i + ky / sh) * wq + ox + kx / sw of plane (ci, ky % sh, kx % sw): contiguous in (i, ox). */
+    const int k = cin * kh * kw;
+    const int wq = ow + (kw - 1) / sw, ex = (kh - 1) / sh;
+    const long hw = (long)h * w, ohw = (long)oh * ow, total = (long)nb * ohw;
+    const int phases = cin * sh * sw;
+    int R = (int)(65536 / ((long)phases * wq)) - ex;
+    if (R < 1) R = 1;
+    if (R > oh) R = oh;
+    const long planeMax = (long)(R + ex) * wq;
+    float *xb = scratch(0, (size_t)(phases * planeMax + wq + NR + 64));
+    float *tile = scratch(1, (size_t)MR * NR);
+    int *off = (int *)scratch(2, (size_t)k);
+    if (!xb || !tile || !off) abort();
+    const int avx = direct_avx512();
+    int offPlane = -1;
+    for (long row = r0; row < r1;) {
+        const long b = row / oh;
+        const int oy0 = (int)(row - b * oh);
+        int nr = oh - oy0;
+        if (nr > R) nr = R;
+        if (nr > r1 - row) nr = (int)(r1 - row);
+        const int hq = nr + ex;
+        const long plane = (long)hq * wq;
+        /* fill the phase planes of this band */
+        for (int ci = 0; ci < cin; ci++) {
+            const float *src = x + ((long)ci * nb + b) * hw;
+            for (int py = 0; py < sh; py++) for (int px = 0; px < sw; px++) {
+                float *dst = xb + ((long)(ci * sh + py) * sw + px) * plane;
+                /* columns j with 0 <= j * sw + px - pl < w */
+                const int c0 = pl - px > 0 ? (pl - px + sw - 1) / sw : 0;
+                int c1 = (w - 1 + pl - px) >= 0 ? (w - 1 + pl - px) / sw + 1 : 0;
+                if (c1 > wq) c1 = wq;
+                const int ca = c0 < c1 ? c0 : c1;
+                for (int i = 0; i < hq; i++) {
+                    float *d = dst + (long)i * wq;
+                    const int iy = (oy0 + i) * sh + py - pt;
+                    if (iy < 0 || iy >= h) { memset(d, 0, sizeof(float) * wq); continue; }
+                    const float *s = src + (long)iy * w + px - pl;
+                    for (int j = 0; j < ca; j++) d[j] = 0;
+                    if (sw == 1) memcpy(d + ca, s + ca, sizeof(float) * (c1 - ca));
+                    else for (int j = ca; j < c1; j++) d[j] = s[j * sw];
+                    for (int j = c1 > ca ? c1 : ca; j < wq; j++) d[j] = 0;
+                }
+            }
+        }
+        memset(xb + phases * plane, 0, sizeof(float) * (wq + NR + 64)); /* slack read by junk columns */
+        if (offPlane != plane) {
+            for (int ci = 0, p = 0; ci < cin; ci++)
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++, p++)
+                        off[p] = (int)(((long)(ci * sh + ky % sh) * sw + kx % sw) * plane + (ky / sh) * wq + kx / sw);
+            offPlane = (int)plane;
+        }
+        const long q1 = (long)nr * wq - (wq - ow); /* last valid output + 1 */
+        for (long q0 = 0; q0 < q1; q0 += NR) {
+            const int cols = q1 - q0 < NR ? (int)(q1 - q0) : NR;
+            for (int mb = m0 / MR; mb * MR < m1; mb++) {
+                const int o0 = mb * MR;
+                const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+                const float *a = packed + (long)mb * k * MR;
+                if (avx) phase_tile_avx512(a, xb + q0, off, k, cols, bias + o0, rows, tile);
+                else phase_tile_portable(a, xb + q0, off, k, cols, bias + o0, rows, tile);
+                /* scatter the valid columns (ox < ow) with residual + clamp */
+                int i = (int)(q0 / wq), ox = (int)(q0 - (long)i * wq);
+                for (int j = 0; j < cols;) {
+                    int run = ow - ox;
+                    if (ox >= ow) { j += wq - ox; i++; ox = 0; continue; }
+                    if (run > cols - j) run = cols - j;
+                    const long obase = b * ohw + (long)(oy0 + i) * ow + ox;
+                    for (int r = 0; r < rows; r++) {
+                        float *yr = y + (long)(o0 + r) * total + obase;
+                        const float *tr = tile + r * NR + j;
+                        const float *rr = residual ? residual + (long)(o0 + r) * total + obase : NULL;
+                        for (int t = 0; t < run; t++) {
+                            float v = tr[t];
+                            if (rr) v += rr[t];
+                            v = v < lo ? lo : v;
+                            v = v > hi ? hi : v;
+                            yr[t] = v;
+                        }
+                    }
+                    j += run; ox += run;
+                }
+            }
+        }
+        row += nr;
+    }
+}
+
+/* ---------- pooling ---------- */
+
+void tessera_engine_pool(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                         const float *row_count, const float *col_count, long p0, long p1, float *y) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    float *acc = scratch(1, (size_t)w + 16);
+    if (!acc) abort();
+    for (long p = p0; p < p1; p++) {
+        const float *plane = nchw_channels > 0
+            ? x + ((p % nb) * nchw_channels + p / nb) * hw
+            : x + p * hw;
+        float *out = y + p * ohw;
+        for (int oy = 0; oy < oh; oy++) {
+            int first = 1;
+            for (int ky = 0; ky < kh; ky++) {
+                const int iy = oy * sh - pt + ky * dh;
+                if (iy < 0 || iy >= h) continue;
+                const float *src = plane + (long)iy * w;
+                if (first) { memcpy(acc, src, sizeof(float) * w); first = 0; }
+                else if (is_max) { for (int i = 0; i < w; i++) acc[i] = acc[i] > src[i] ? acc[i] : src[i]; }
+                else { for (int i = 0; i < w; i++) acc[i] += src[i]; }
+            }
+            float *orow = out + (long)oy * ow;
+            if (first) {
+                for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
+                continue;
+            }
+            const float rc = row_count ? row_count[oy] : 1;
+            for (int ox = 0; ox < ow; ox++) {
+                float v = is_max ? -INFINITY : 0;
+                const int ix0 = ox * sw - pl;
+                for (int kx = 0; kx < kw; kx++) {
+                    const int ix = ix0 + kx * dw;
+                    if (ix < 0 || ix >= w) continue;
+                    if (is_max) v = v > acc[ix] ? v : acc[ix];
+                    else v += acc[ix];
+                }
+                if (!is_max) {
+                    float d = rc * (col_count ? col_count[ox] : 1);
+                    v /= d > 1 ? d : 1;
+                }
+                orow[ox] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Testing
+@testable import Engine
+
+/// The C direct kernels (dense conv on phase-split padded rows, depthwise over 16-plane
+/// vectors, pools reading NCHW input) and the single-micro-batch intra-step split, vs the
+/// reference, on random shapes; each case also runs the portable builds.
+@Suite(.serialized) struct DirectKernelTests {
+    /// Runs `check` with the AVX-512 kernels (where available) and with the portable ones.
+    func bothBuilds(_ check: () throws -> Void) rethrows {
+        try check()
+        ConvKernels.forcePortable(true)
+        defer { ConvKernels.forcePortable(false) }
+        try check()
+    }
+
+    @Test(arguments: 0..<20) func directConvRandomShapes(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(700 + seed))
+        var b = ONNXBuilder()
+        let cin = rng.int(1...30), cout = [1, 7, 8, 9, 16, 24, 33, 40][rng.int(0...7)]
+        let kh = [3, 5, 3, 2, 1][seed % 5], kw = [3, 5, 5, 3, 3][seed % 5]
+        let sh = rng.int(1...3), sw = rng.int(1...3)
+        let d = seed % 7 == 6 ? 2 : 1 // dilation 2: im2col fallback
+        let pads = (0..<4).map { _ in rng.int(0...2) }
+        let wide = seed % 4 == 3 // rows wider than one 48-column tile
+        let h = (kh - 1) * d + 1 + rng.int(0...14), w = (kw - 1) * d + 1 + (wide ? rng.int(40...70) : rng.int(0...14))
+        b.constant("w", [cout, cin, kh, kw], rng.floats(cout * cin * kh * kw))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [kh, kw], "strides": [sh, sw],
+               "dilations": [d, d], "pads": pads])
+        let act = ["Relu", "Clip", "Sigmoid", "Identity"][seed % 4]
+        if act == "Clip" { b.constant("lo", [], [-0.2]); b.constant("hi", [], [0.7]) }
+        b.node(act, act == "Clip" ? ["c", "lo", "hi"] : ["c"], ["y"])
+        let model = try b.model(inputShape: [cin, h, w])
+        guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(c.kind == (Winograd.eligible(ConvStep(kind: .gemm, window: c.window, cin: cin, cout: cout, groups: 1,
+                                                      weights: [], bias: [], input: 0, output: 0)) ? .winograd43 : .direct))
+        let batch = 1 + seed % 5
+        try bothBuilds { () throws in
+            // several micro-batches, and one micro-batch split across 2 lanes
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 2) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 16) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4, "seed \(seed)")
+        }
+    }
+
+    @Test(arguments: 0..<6) func directConvResidual(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(800 + seed))
+        var b = ONNXBuilder()
+        let c = [4, 8, 24, 12, 17, 32][seed], k = seed % 2 == 0 ? 5 : 3, h = rng.int(3...21), w = rng.int(3...60)
+        b.constant("w", [c, c, k, k], rng.floats(c * c * k * k, scale: 0.3))
+        b.constant("b", [c], rng.floats(c))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [k, k], "pads": [k / 2, k / 2, k / 2, k / 2]])
+        b.node("Add", ["c", "x"], ["a"])
+        b.node("Relu", ["a"], ["y"])
+        let model = try b.model(inputShape: [c, h, w])
+        guard case let .conv(cs)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(model.program.steps.count == 1)
+        #expect(cs.kind == .direct || cs.kind == .winograd || cs.kind == .winograd43)
+        try bothBuilds { () throws in
+            #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-4)
+            #expect(try compareWithReference(model, batch: 1, threads: 2) < 1e-4)
+        }
+    }
+
+    @Test(arguments: 0..<16) func depthwiseRandomShapes(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(900 + seed))
+        var b = ONNXBuilder()
+        let ch = [2, 3, 16, 17, 40][rng.int(0...4)]
+        let kh = [3, 5, 3, 5, 7, 3][seed % 6], kw = [3, 5, 5, 3, 7, 1][seed % 6]
+        let s = [1, 2, 1, 2, 3][rng.int(0...4)], d = seed % 5 == 4 ? 2 : 1
+        let pads = [rng.int(0...3), rng.int(0...3), rng.int(0...3), rng.int(0...3)]
+        let h = (kh - 1) * d + 1 + rng.int(0...12), w = (kw - 1) * d + 1 + rng.int(0...(seed % 3 == 0 ? 40 : 12))
+        b.constant("w", [ch, 1, kh, kw], rng.floats(ch * kh * kw))
+        b.constant("b", [ch], rng.floats(ch))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [kh, kw], "strides": [s, s], "dilations": [d, d],
+               "pads": pads], int: ["group": ch])
+        let act = ["Relu", "HardSwish", "Identity", "Clip"][seed % 4]
+        if act == "Clip" { b.constant("lo", [], [0]); b.constant("hi", [], [6]) }
+        b.node(act, act == "Clip" ? ["c", "lo", "hi"] : ["c"], ["y"])
+        let model = try b.model(inputShape: [ch, h, w])
+        guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(c.kind == .depthwise)
+        let batch = [1, 2, 5, 16, 19][seed % 5]
+        try bothBuilds { () throws in
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 3) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 32) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 1, microBatch: 16) < 1e-4, "seed \(seed)")
+        }
+    }
+
+    @Test(arguments: 0..<8) func poolReadingTheInput(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(1000 + seed))
+        var b = ONNXBuilder()
+        let c = rng.int(1...4), k = rng.int(1...4), s = rng.int(1...3)
+        let p = min(k - 1, rng.int(0...2)), h = k + rng.int(0...20), w = k + rng.int(0...20)
+        let op = seed % 2 == 0 ? "AveragePool" : "MaxPool"
+        b.node(op, ["x"], ["p"], ints: ["kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, 0, p]],
+               int: op == "AveragePool" ? ["count_include_pad": seed % 4 / 2, "ceil_mode": seed % 3 == 0 ? 1 : 0]
+                                        : ["ceil_mode": seed % 3 == 0 ? 1 : 0])
+        b.constant("w", [5, c, 3, 3], rng.floats(5 * c * 9))
+        b.node("Conv", ["p", "w"], ["y"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+        let model = try b.model(inputShape: [c, h, w])
+        #expect(model.program.directInputStep == 0)
+        #expect(try compareWithReference(model, batch: 5, threads: 2, microBatch: 2) < 1e-4)
+        #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 8) < 1e-4)
+        #expect(try compareWithReference(model, batch: 1) < 1e-4)
+    }
+
+    /// Batch 1 on 2 threads (one micro-batch, every step split) matches 1 thread on a
+    /// MobileNet-like block: pointwise, depthwise, Winograd, direct, global pool, Gemm.
+    @Test func singleMicroBatchSplitMatchesOneThread() throws {
+        var rng = TestRNG(seed: 11)
+        var b = ONNXBuilder()
+        b.constant("w0", [16, 3, 3, 3], rng.floats(16 * 27, scale: 0.5))
+        b.node("Conv", ["x", "w0"], ["a"], ints: ["kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]])
+        b.node("Relu", ["a"], ["a1"])
+        b.constant("w1", [64, 16, 1, 1], rng.floats(64 * 16, scale: 0.5))
+        b.node("Conv", ["a1", "w1"], ["p"], ints: ["kernel_shape": [1, 1]])
+        b.constant("w2", [64, 1, 5, 5], rng.floats(64 * 25, scale: 0.5))
+        b.node("Conv", ["p", "w2"], ["d"], ints: ["kernel_shape": [5, 5], "pads": [2, 2, 2, 2]], int: ["group": 64])
+        b.constant("w3", [64, 64, 3, 3], rng.floats(64 * 64 * 9, scale: 0.1))
+        b.node("Conv", ["d", "w3"], ["e"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+        b.node("Add", ["e", "d"], ["f"])
+        b.node("GlobalAveragePool", ["f"], ["g"])
+        b.node("Flatten", ["g"], ["h"])
+        b.constant("fc", [10, 64], rng.floats(640))
+        b.node("Gemm", ["h", "fc"], ["y"], int: ["transB": 1])
+        let model = try b.model(inputShape: [3, 40, 36])
+        #expect(try compareWithReference(model, batch: 1, threads: 2) < 1e-4)
+        var r2 = TestRNG(seed: 12)
+        let input = Tensor(shape: [1, 3, 40, 36], data: r2.floats(3 * 40 * 36))
+        let one = try Session(model: model, threads: 1).run(input)
+        let two = try Session(model: model, threads: 2).run(input)
+        #expect(relativeError(two.outputs[0].data, one.outputs[0].data) < 1e-5)
+    }
+}
