@@ -27,6 +27,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd",
                        providers: [.apt(["libmicrohttpd-dev"])]),
         // Non-variadic wrappers for the variadic / macro C APIs, CPU feature probes, SIMD kernels.
@@ -36,7 +38,7 @@ let package = Package(
         // ── thin Swift wrappers: own every pointer, expose Swift types ──
         .target(name: "SlideIO", dependencies: ["CVips", "CTesseraShims"], swiftSettings: swiftSettings),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
-        .target(name: "JobStore", dependencies: ["CSQLite", "CTesseraShims"], swiftSettings: swiftSettings),
+        .target(name: "JobStore", dependencies: ["CSQLite", "CLibPQ", "CTesseraShims"], swiftSettings: swiftSettings),
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "CTesseraShims"], swiftSettings: swiftSettings),
 
         // ── pure Swift ──

@@ -6,13 +6,13 @@ cd "$(dirname "$0")/.."
 declare -A allowed=(
   [SlideIO]="CVips CTesseraShims"
   [LinearAlgebra]="COpenBLAS CTesseraShims"
-  [JobStore]="CSQLite CTesseraShims"
+  [JobStore]="CSQLite CLibPQ CTesseraShims"
   [HTTPServer]="CMicroHTTPD CTesseraShims"
   [Engine]="LinearAlgebra CTesseraShims SwiftProtobuf"
   [TesseraCore]="SlideIO Engine JobStore HTTPServer Logging"
   [tessera]="TesseraCore ArgumentParser Logging"
 )
-project_modules="CVips COpenBLAS CSQLite CMicroHTTPD CTesseraShims SlideIO LinearAlgebra JobStore HTTPServer Engine TesseraCore SwiftProtobuf Logging ArgumentParser"
+project_modules="CVips COpenBLAS CSQLite CLibPQ CMicroHTTPD CTesseraShims SlideIO LinearAlgebra JobStore HTTPServer Engine TesseraCore SwiftProtobuf Logging ArgumentParser"
 status=0
 for target in "${!allowed[@]}"; do
   [ -d "Sources/$target" ] || continue
@@ -26,7 +26,7 @@ for target in "${!allowed[@]}"; do
   done < <(grep -rnE '^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*((public|package|internal)[[:space:]]+)?import[[:space:]]' "Sources/$target" --include='*.swift')
 done
 # Tests never reach into the C modules either.
-if grep -rnE '^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*import[[:space:]]+C(Vips|OpenBLAS|SQLite|MicroHTTPD)\b' Tests --include='*.swift'; then
+if grep -rnE '^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*import[[:space:]]+C(Vips|OpenBLAS|SQLite|LibPQ|MicroHTTPD)\b' Tests --include='*.swift'; then
   echo "layering: tests import a C module"
   status=1
 fi

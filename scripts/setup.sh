@@ -2,7 +2,7 @@
 # Installs the Debian packages Tessera builds against, when any is missing.
 # Used by scripts/demo.sh, scripts/test.sh and .ci/run.
 set -euo pipefail
-packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev)
+packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev libpq-dev postgresql)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -22,7 +22,7 @@ public struct WatchedFile: Sendable, Equatable {
     }
 }
 
-extension JobStore {
+extension JobStore: JobQueue {
     /// The record of a watched path, if any.
     public func watchedFile(path: String) throws(JobStoreError) -> WatchedFile? {
         try watchedFiles(where: "path = ?", [.text(path)]).first
@@ -52,10 +52,15 @@ extension JobStore {
     }
 
     private func watchedFiles(where condition: String, _ arguments: [SQLValue]) throws(JobStoreError) -> [WatchedFile] {
-        try rows("SELECT * FROM watched_files WHERE \(condition) ORDER BY path", arguments).map { row in
-            WatchedFile(path: row.string("path") ?? "", size: row.int("size") ?? 0, modified: row.double("mtime") ?? 0,
-                        sha256: row.string("sha256"), job: row.int("job_id").map(JobID.init), state: row.string("state") ?? "",
-                        reason: row.string("reason"))
-        }
+        try rows("SELECT * FROM watched_files WHERE \(condition) ORDER BY path", arguments).map(WatchedFile.init(row:))
+    }
+}
+
+extension WatchedFile {
+    /// A `watched_files` row.
+    init(row: SQLRow) {
+        self.init(path: row.string("path") ?? "", size: row.int("size") ?? 0, modified: row.double("mtime") ?? 0,
+                  sha256: row.string("sha256"), job: row.int("job_id").map(JobID.init), state: row.string("state") ?? "",
+                  reason: row.string("reason"))
     }
 }

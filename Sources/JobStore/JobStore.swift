@@ -325,7 +325,7 @@ public final class JobStore: @unchecked Sendable {
 
     /// Runs one statement under the lock.
     func execute(_ sql: String, _ arguments: [SQLValue]) throws(JobStoreError) {
-        try withConnection { db in try db.query(sql, arguments) }
+        try withConnection { db in _ = try db.query(sql, arguments) }
     }
 
     /// Runs one query under the lock and returns its rows.
@@ -379,7 +379,7 @@ public final class JobStore: @unchecked Sendable {
         }
     }
 
-    private static let jobColumns = """
+    static let jobColumns = """
         SELECT j.*, s.path AS slide_path, s.original_name AS slide_original_name, s.size AS slide_size
         FROM jobs j JOIN slides s ON s.sha256 = j.slide_sha256
         """
@@ -391,7 +391,7 @@ public final class JobStore: @unchecked Sendable {
         return Self.decodeJob(row)
     }
 
-    private static func decodeJob(_ row: SQLRow) -> Job {
+    static func decodeJob(_ row: SQLRow) -> Job {
         Job(id: JobID(row.int("id") ?? 0),
             slide: StoredSlide(sha256: row.string("slide_sha256") ?? "", path: row.string("slide_path") ?? "",
                                originalName: row.string("slide_name") ?? "", size: row.int("slide_size") ?? 0),

@@ -40,7 +40,7 @@ public final class APIMetrics: @unchecked Sendable {
     }
 
     /// The exposition text.
-    func prometheus(store: JobStore) -> String {
+    func prometheus(store: any JobQueue) -> String {
         let counts = (try? store.counts()) ?? [:]
         return lock.withLock {
             var lines = [

@@ -24,14 +24,14 @@ public struct APIConfiguration: Sendable {
 public final class APIService: HTTPHandler, @unchecked Sendable {
     // @unchecked: every stored property is immutable or Sendable; `metrics` locks itself.
     public let configuration: APIConfiguration
-    public let store: JobStore
+    public let store: any JobQueue
     public let metrics = APIMetrics()
     /// Set when the server is shutting down: new work gets 503.
     public let stopping: StopFlag
     private let uploads: String
     private let slides: String
 
-    public init(configuration: APIConfiguration, store: JobStore, stopping: StopFlag) throws {
+    public init(configuration: APIConfiguration, store: any JobQueue, stopping: StopFlag) throws {
         self.configuration = configuration
         self.store = store
         self.stopping = stopping

@@ -10,6 +10,8 @@ public struct ServeOptions: Sendable {
     /// Inference workers (each a job at a time); cores are shared between them.
     public var workers = 1
     public var threads = ProcessInfo.processInfo.activeProcessorCount
+    /// Job queue URL (`postgres://...`); nil keeps the SQLite queue in the data folder.
+    public var queue: String?
     public init(dataDirectory: String) { api = APIConfiguration(dataDirectory: dataDirectory) }
 
     /// Address to listen on.
@@ -33,7 +35,7 @@ public struct ServeOptions: Sendable {
 public final class Server: @unchecked Sendable {
     // @unchecked: mutable state is only touched in start()/stop() from the owning thread.
     public let api: APIService
-    public let store: JobStore
+    public let store: any JobQueue
     private let options: ServeOptions
     private let logger: Logger
     private let stopFlag = StopFlag()
@@ -44,7 +46,7 @@ public final class Server: @unchecked Sendable {
     public init(options: ServeOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        store = try DataDirectory.openStore(options.api.dataDirectory)
+        store = try DataDirectory.openStore(options.api.dataDirectory, queue: options.queue)
         api = try APIService(configuration: options.api, store: store, stopping: stopFlag)
     }
 

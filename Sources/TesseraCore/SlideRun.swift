@@ -7,6 +7,11 @@ public struct RunOptions: Sendable {
     public var model = ModelCatalog.defaultModel
     public var outputDirectory = "out"
     public var dataDirectory = DataDirectory.defaultPath
+    /// Job queue URL (`postgres://...`); nil keeps the SQLite queue in the data folder.
+    public var queue: String?
+    /// Recorded with the job's parameters so that repeated measurement runs of the same slide are
+    /// not deduplicated into one job (a shared queue outlives the run).
+    public var runTag: String?
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     public var batchSize = 64
     public var parameters = AnalysisParameters()
@@ -40,8 +45,15 @@ public enum DataDirectory {
         return NSHomeDirectory() + "/.local/share/tessera"
     }
 
-    /// Opens (creating) the job store in `path`.
-    public static func openStore(_ path: String) throws -> JobStore {
+    /// `$TESSERA_QUEUE`, when set: the job queue URL for processes not given `--queue`.
+    public static var defaultQueue: String? {
+        ProcessInfo.processInfo.environment["TESSERA_QUEUE"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Opens the job queue: the PostgreSQL (or SQLite) store `queue` names, else the SQLite
+    /// store in `path` (created when missing).
+    public static func openStore(_ path: String, queue: String? = nil) throws -> any JobQueue {
+        if let queue, !queue.isEmpty { return try JobQueueLocation(queue).open() }
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return try JobStore(path: path + "/jobs.sqlite")
     }
@@ -52,7 +64,7 @@ public enum DataDirectory {
 public enum SlideRun {
     public static func run(paths: [String], options: RunOptions, logger: Logger,
                            progress: (@Sendable (Job, Int, Int) -> Void)? = nil) throws -> [RunReport] {
-        let store = try DataDirectory.openStore(options.dataDirectory)
+        let store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
         let models = ModelProvider(directory: options.modelsDirectory)
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let output = (options.outputDirectory as NSString).standardizingPath
@@ -76,7 +88,12 @@ public enum SlideRun {
             let digest = try SHA256.hexDigest(ofFile: absolute)
             let slide = StoredSlide(sha256: digest, path: absolute, originalName: (absolute as NSString).lastPathComponent,
                                     size: size)
-            let (job, _) = try store.enqueue(slide: slide, model: reference.identifier, parameters: options.parameters.canonicalJSON)
+            var parameters = options.parameters.canonicalJSON
+            if let tag = options.runTag {
+                // Extra keys are ignored when the parameters are read back.
+                parameters = String(parameters.dropLast()) + (parameters == "{}" ? "" : ",") + "\"run\":\"\(tag)\"}"
+            }
+            let (job, _) = try store.enqueue(slide: slide, model: reference.identifier, parameters: parameters)
             jobs.append((index, job.id))
         }
         // Work the queue until every job of this run is finished (other jobs may be done on the way).

@@ -17,6 +17,8 @@ public struct ThroughputOptions: Sendable {
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     /// Seconds each stage measurement may take (the end-to-end run always covers whole slides).
     public var durationSeconds = 20.0
+    /// Job queue URL (`postgres://...`) for the end-to-end run; nil uses a scratch SQLite queue.
+    public var queue: String?
     public init() {}
 }
 
@@ -139,6 +141,8 @@ public enum ThroughputCheck {
         run.modelsDirectory = options.modelsDirectory
         run.outputDirectory = scratch + "/out"
         run.dataDirectory = scratch + "/data"
+        run.queue = options.queue
+        run.runTag = options.queue == nil ? nil : UUID().uuidString
         run.threads = options.threads
         var logger = Logger(label: "tessera.throughput")
         logger.logLevel = .error

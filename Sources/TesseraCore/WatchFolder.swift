@@ -8,6 +8,8 @@ public struct WatchOptions: Sendable {
     public var input: String
     public var output: String
     public var dataDirectory = DataDirectory.defaultPath
+    /// Job queue URL (`postgres://...`); nil keeps the SQLite queue in the data folder.
+    public var queue: String?
     public var model = ModelCatalog.defaultModel
     public var modelsDirectory = ModelCatalog.directory
     /// Seconds a file's size and mtime must stay unchanged before it is taken.
@@ -30,7 +32,7 @@ public struct WatchOptions: Sendable {
 public final class WatchFolder: @unchecked Sendable {
     // @unchecked: `pending` is only touched by the scanning thread; the rest is immutable or Sendable.
     public let options: WatchOptions
-    public let store: JobStore
+    public let store: any JobQueue
     public let worker: Worker
     private let logger: Logger
     private let reference: ModelReference
@@ -48,7 +50,7 @@ public final class WatchFolder: @unchecked Sendable {
         self.logger = logger
         try FileManager.default.createDirectory(atPath: options.input, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-        store = try DataDirectory.openStore(options.dataDirectory)
+        store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
         reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let output = (options.output as NSString).standardizingPath
         let configuration = WorkerConfiguration(threads: options.threads) { job in

@@ -57,14 +57,14 @@ struct WorkerStopped: Error {}
 /// Reading and inference overlap: a reader thread fills batches into a two-slot queue while the
 /// engine runs the previous batch (back-pressure when the engine is slower).
 public final class Worker: Sendable {
-    public let store: JobStore
+    public let store: any JobQueue
     public let models: ModelProvider
     public let configuration: WorkerConfiguration
     private let logger: Logger
     /// Set to stop at the next batch boundary (e.g. on SIGTERM).
     public let stop: StopFlag
 
-    public init(store: JobStore, models: ModelProvider, configuration: WorkerConfiguration, logger: Logger,
+    public init(store: any JobQueue, models: ModelProvider, configuration: WorkerConfiguration, logger: Logger,
                 stop: StopFlag = StopFlag()) {
         self.store = store
         self.models = models
@@ -328,7 +328,7 @@ final class Heartbeat: @unchecked Sendable {
     private var lost = false
     private let job: JobID
 
-    init(store: JobStore, lease: Lease, interval: Double) {
+    init(store: any JobQueue, lease: Lease, interval: Double) {
         job = lease.job
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
         timer.schedule(deadline: .now() + interval, repeating: interval)

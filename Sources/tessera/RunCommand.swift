@@ -20,6 +20,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Data folder holding the job database (default: $TESSERA_DATA or ~/.local/share/tessera).")
     var data = DataDirectory.defaultPath
 
+    @Option(help: "Job queue URL, e.g. postgres://user@host:5432/tessera, shared by worker replicas (default: $TESSERA_QUEUE, else SQLite in the data folder).")
+    var queue: String?
+
     @Option(help: "Cores to use.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -46,6 +49,7 @@ struct RunCommand: ParsableCommand {
         options.model = model
         options.outputDirectory = out
         options.dataDirectory = data
+        options.queue = queue ?? DataDirectory.defaultQueue
         options.threads = max(1, threads)
         options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings)
         var logger = Logger(label: "tessera.run")

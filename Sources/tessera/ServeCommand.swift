@@ -11,6 +11,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Data folder: job database, stored slides, outputs.")
     var data = DataDirectory.defaultPath
 
+    @Option(help: "Job queue URL, e.g. postgres://user@host:5432/tessera, shared by worker replicas (default: $TESSERA_QUEUE, else SQLite in the data folder).")
+    var queue: String?
+
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
 
@@ -35,6 +38,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         bootstrapLogging(level: logLevel)
         var options = ServeOptions(dataDirectory: data)
+        options.queue = queue ?? DataDirectory.defaultQueue
         options.host = host
         options.port = port
         options.httpThreads = max(1, httpThreads)

@@ -28,6 +28,9 @@ struct ThroughputCommand: ParsableCommand {
     @Option(name: .customLong("tissue-fraction"), help: "Share of the generated slide covered by tissue.")
     var tissueFraction = 0.45
 
+    @Option(help: "Job queue URL (postgres://...) for the end-to-end run, to include the shared queue in the measurement (default: $TESSERA_QUEUE, else a scratch SQLite queue).")
+    var queue: String?
+
     @Option(help: "Cores to use.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -43,6 +46,7 @@ struct ThroughputCommand: ParsableCommand {
         options.model = model
         options.scanner = scanner
         options.threads = max(1, threads)
+        options.queue = queue ?? DataDirectory.defaultQueue
         options.durationSeconds = max(3, duration)
         options.tissueFraction = min(1, max(0, tissueFraction))
         let area = slideArea.lowercased().replacingOccurrences(of: "mm", with: "").split(separator: "x").compactMap { Double($0) }

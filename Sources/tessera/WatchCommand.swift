@@ -18,6 +18,9 @@ struct WatchCommand: ParsableCommand {
     @Option(help: "Data folder holding the job database (default: $TESSERA_DATA or ~/.local/share/tessera).")
     var data = DataDirectory.defaultPath
 
+    @Option(help: "Job queue URL, e.g. postgres://user@host:5432/tessera, shared by worker replicas (default: $TESSERA_QUEUE, else SQLite in the data folder).")
+    var queue: String?
+
     @Option(help: "Model name under models/ or a path to an .onnx file.")
     var model = ModelCatalog.defaultModel
 
@@ -43,6 +46,7 @@ struct WatchCommand: ParsableCommand {
         bootstrapLogging(level: logLevel)
         var options = WatchOptions(input: input, output: out)
         options.dataDirectory = data
+        options.queue = queue ?? DataDirectory.defaultQueue
         options.model = model
         options.settleSeconds = max(0, settle)
         options.pollSeconds = max(0.1, poll)

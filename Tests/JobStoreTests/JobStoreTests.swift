@@ -25,24 +25,52 @@ func slide(_ n: Int) -> StoredSlide {
     #expect(SQLiteLibrary.versionNumber >= 3_035_000)
 }
 
-@Suite("Job store")
-struct JobStoreTests {
+/// Where a queue test keeps its jobs.
+enum Backend: String, Sendable {
+    case sqlite, postgres
+}
+
+/// The queue test suite, written once against `JobQueue` and run on each backend by the suites
+/// below: every test gets a fresh store location (an SQLite file, or a new PostgreSQL database).
+struct QueueCases {
+    let backend: Backend
     let clock = TestClock()
+    /// The SQLite file or the PostgreSQL database URL.
+    let location: String
 
-    func makeStore(path: String = temporaryDatabase(), lease: Double = 30) throws -> JobStore {
+    init(_ backend: Backend) throws {
+        self.backend = backend
+        switch backend {
+        case .sqlite: location = temporaryDatabase()
+        case .postgres: location = try PostgresTestServer.createDatabase()
+        }
+    }
+
+    /// Opens (another connection to) the test's store.
+    func makeStore(lease: Double = 30) throws -> any JobQueue {
         let clock = self.clock
-        return try JobStore(path: path, leaseSeconds: lease, backoffSeconds: 2, clock: { clock.now })
+        switch backend {
+        case .sqlite: return try JobStore(path: location, leaseSeconds: lease, backoffSeconds: 2, clock: { clock.now })
+        case .postgres: return try PostgresJobStore(url: location, leaseSeconds: lease, backoffSeconds: 2, clock: { clock.now })
+        }
     }
 
-    @Test func opensInWALWithSchemaVersion() throws {
-        let path = temporaryDatabase()
-        _ = try makeStore(path: path)
-        let reopened = try makeStore(path: path)
+    func opensWithCurrentSchema() throws {
+        _ = try makeStore()
+        let reopened = try makeStore()
         #expect(try reopened.integrityCheck() == "ok")
-        #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+        switch backend {
+        case .sqlite:
+            #expect(FileManager.default.fileExists(atPath: location + "-wal"))
+        case .postgres:
+            // Reopening migrated nothing twice: one version row, at the latest version (the SQLite one).
+            let versions = try PostgresConnection(url: location).query("SELECT version FROM tessera_schema")
+            #expect(versions.count == 1 && versions.first?.int("version") == Migrator.latestVersion)
+            #expect(try reopened.jobs().isEmpty)
+        }
     }
 
-    @Test func enqueueDeduplicatesByContentModelAndParameters() throws {
+    func enqueueDeduplicatesByContentModelAndParameters() throws {
         let store = try makeStore()
         let first = try store.enqueue(slide: slide(1), model: "compact")
         #expect(first.created && first.job.state == .queued && first.job.slide.originalName == "slide-1.svs")
@@ -56,7 +84,7 @@ struct JobStoreTests {
         #expect(try store.counts()[.queued] == 3)
     }
 
-    @Test func claimLeasesInOrderAndFencesStaleWorkers() throws {
+    func claimLeasesInOrderAndFencesStaleWorkers() throws {
         let store = try makeStore()
         let a = try store.enqueue(slide: slide(1), model: "m").job
         let b = try store.enqueue(slide: slide(2), model: "m").job
@@ -84,7 +112,7 @@ struct JobStoreTests {
         #expect(done.state == .done && done.outputDirectory == "/out/1" && done.finishedAt != nil)
     }
 
-    @Test func checkpointsAreIdempotentAndResumable() throws {
+    func checkpointsAreIdempotentAndResumable() throws {
         let store = try makeStore()
         let job = try store.enqueue(slide: slide(1), model: "m").job
         let (_, lease) = try #require(try store.claim(owner: "w"))
@@ -107,7 +135,7 @@ struct JobStoreTests {
         #expect(results[0].scores == [0.1, 0.9])
     }
 
-    @Test func failuresRetryWithBackoffThenFail() throws {
+    func failuresRetryWithBackoffThenFail() throws {
         let store = try makeStore()
         let job = try store.enqueue(slide: slide(1), model: "m", maxAttempts: 3).job
         var delays: [Double] = []
@@ -130,7 +158,7 @@ struct JobStoreTests {
         #expect(history.contains("decode error 1") && history.contains("decode error 3"))
     }
 
-    @Test func permanentFailureAndCancel() throws {
+    func permanentFailureAndCancel() throws {
         let store = try makeStore()
         let a = try store.enqueue(slide: slide(1), model: "m").job
         let b = try store.enqueue(slide: slide(2), model: "m").job
@@ -144,7 +172,7 @@ struct JobStoreTests {
         #expect(throws: JobStoreError.notFound(JobID(999))) { try store.job(JobID(999)) }
     }
 
-    @Test func progressLessCrashesUseUpAttempts() throws {
+    func progressLessCrashesUseUpAttempts() throws {
         let store = try makeStore()
         let job = try store.enqueue(slide: slide(1), model: "m", maxAttempts: 2).job
         for _ in 0..<2 {
@@ -157,12 +185,76 @@ struct JobStoreTests {
         #expect(failed.state == .failed && failed.error?.contains("lease expired") == true)
     }
 
-    @Test func concurrentClaimersNeverShareAJob() throws {
-        let path = temporaryDatabase()
-        let setup = try makeStore(path: path)
+    func leasesOfGoneOwnersAreReleased() throws {
+        let store = try makeStore()
+        let a = try store.enqueue(slide: slide(1), model: "m").job
+        let b = try store.enqueue(slide: slide(2), model: "m").job
+        _ = try #require(try store.claim(owner: "host:1:dead"))
+        let (_, live) = try #require(try store.claim(owner: "host:2:live"))
+        #expect(try store.leaseOwners().sorted() == ["host:1:dead", "host:2:live"])
+        #expect(try store.releaseLeases(ownedBy: ["host:1:dead", "host:3:none"], reason: "worker process ended") == [a.id])
+        let released = try store.job(a.id)
+        #expect(released.state == .queued && released.leaseOwner == nil && released.attempts == 1)
+        #expect(try store.leaseOwners() == ["host:2:live"])
+        #expect(try store.job(b.id).state == .running)
+        try store.heartbeat(live)
+        #expect(try store.events(of: a.id).map(\.message).contains("worker process ended (owner host:1:dead)"))
+    }
+
+    func resultsKeepScoresAndEmbeddings() throws {
+        let store = try makeStore()
+        let job = try store.enqueue(slide: slide(1), model: "m", parameters: #"{"embeddings":true}"#).job
+        let (_, lease) = try #require(try store.claim(owner: "w"))
+        let tiles = (0..<1200).map { TileResult(index: $0, scores: [Float($0), -0.5, .pi], embedding: $0 % 2 == 0 ? [1, 2, Float($0)] : nil) }
+        try store.checkpoint(lease, results: tiles, tilesDone: tiles.count)
+        try store.complete(lease, outputDirectory: nil)
+        #expect(try store.results(of: job.id) == tiles)
+        #expect(try store.job(job.id).parameters == #"{"embeddings":true}"#)
+        #expect(try store.jobs(state: .done).map(\.id) == [job.id] && store.jobs(state: .queued).isEmpty)
+    }
+
+    func watchedFilesAreRecordedOnce() throws {
+        let store = try makeStore()
+        let job = try store.enqueue(slide: slide(1), model: "m").job
+        #expect(try store.watchedFile(path: "/in/a.svs") == nil)
+        var file = WatchedFile(path: "/in/a.svs", size: 10, modified: 5.5, sha256: slide(1).sha256, job: job.id, state: "queued", reason: nil)
+        try store.recordWatchedFile(file)
+        try store.recordWatchedFile(WatchedFile(path: "/in/b.txt", size: 1, modified: 1, sha256: nil, job: nil, state: "rejected",
+                                                reason: "not a slide"))
+        #expect(try store.watchedFile(path: "/in/a.svs") == file)
+        #expect(try store.watchedFilesWithFinishedJobs().isEmpty)
+        let (_, lease) = try #require(try store.claim(owner: "w"))
+        try store.complete(lease, outputDirectory: "/out/a")
+        let finished = try store.watchedFilesWithFinishedJobs()
+        #expect(finished.map(\.0) == [file] && finished.map(\.1.state) == [.done])
+        file.state = "moved"
+        try store.recordWatchedFile(file)
+        #expect(try store.watchedFile(path: "/in/a.svs")?.state == "moved")
+        #expect(try store.watchedFilesWithFinishedJobs().isEmpty)
+    }
+
+    func concurrentEnqueuesOfOneSlideMakeOneJob() throws {
+        let stores = try (0..<4).map { _ in try makeStore() }
+        let created = ClaimLog()
+        DispatchQueue.concurrentPerform(iterations: stores.count) { worker in
+            for n in 0..<20 {
+                let slide = StoredSlide(sha256: "sha-\(n)", path: "/\(n)", originalName: "\(n)", size: n)
+                if let (job, isNew) = try? stores[worker].enqueue(slide: slide, model: "m", idempotencyKey: "key-\(n)") {
+                    created.add(job.id, attempt: isNew ? 1 : 0)
+                }
+            }
+        }
+        #expect(created.all.count == 80, "no enqueue failed")
+        #expect(created.all.filter { $0.1 == 1 }.count == 20, "each slide created once")
+        #expect(Set(created.all.map(\.0)).count == 20)
+        #expect(try stores[0].counts()[.queued] == 20)
+    }
+
+    func concurrentClaimersNeverShareAJob() throws {
+        let setup = try makeStore()
         for n in 0..<120 { _ = try setup.enqueue(slide: StoredSlide(sha256: "\(n)", path: "/\(n)", originalName: "\(n)", size: 1), model: "m") }
         let workers = 4
-        let stores = try (0..<workers).map { _ in try makeStore(path: path) }
+        let stores = try (0..<workers).map { _ in try makeStore() }
         let claims = ClaimLog()
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             while let (job, lease) = try? stores[worker].claim(owner: "w\(worker)") {
@@ -175,6 +267,43 @@ struct JobStoreTests {
         #expect(try setup.counts()[.done] == 120)
         #expect(try setup.integrityCheck() == "ok")
     }
+}
+
+// The same queue tests on each backend.
+
+@Suite("Job store (SQLite)")
+struct SQLiteJobStoreTests {
+    @Test func opensWithCurrentSchema() throws { try QueueCases(.sqlite).opensWithCurrentSchema() }
+    @Test func enqueueDeduplicatesByContentModelAndParameters() throws { try QueueCases(.sqlite).enqueueDeduplicatesByContentModelAndParameters() }
+    @Test func claimLeasesInOrderAndFencesStaleWorkers() throws { try QueueCases(.sqlite).claimLeasesInOrderAndFencesStaleWorkers() }
+    @Test func checkpointsAreIdempotentAndResumable() throws { try QueueCases(.sqlite).checkpointsAreIdempotentAndResumable() }
+    @Test func failuresRetryWithBackoffThenFail() throws { try QueueCases(.sqlite).failuresRetryWithBackoffThenFail() }
+    @Test func permanentFailureAndCancel() throws { try QueueCases(.sqlite).permanentFailureAndCancel() }
+    @Test func progressLessCrashesUseUpAttempts() throws { try QueueCases(.sqlite).progressLessCrashesUseUpAttempts() }
+    @Test func leasesOfGoneOwnersAreReleased() throws { try QueueCases(.sqlite).leasesOfGoneOwnersAreReleased() }
+    @Test func resultsKeepScoresAndEmbeddings() throws { try QueueCases(.sqlite).resultsKeepScoresAndEmbeddings() }
+    @Test func watchedFilesAreRecordedOnce() throws { try QueueCases(.sqlite).watchedFilesAreRecordedOnce() }
+    @Test func concurrentEnqueuesOfOneSlideMakeOneJob() throws { try QueueCases(.sqlite).concurrentEnqueuesOfOneSlideMakeOneJob() }
+    @Test func concurrentClaimersNeverShareAJob() throws { try QueueCases(.sqlite).concurrentClaimersNeverShareAJob() }
+}
+
+// Needs the PostgreSQL server binaries (Debian: apt-get install postgresql; scripts/setup.sh
+// installs them); without them these tests are skipped with this reason.
+@Suite("Job store (PostgreSQL)",
+       .enabled(if: PostgresTestServer.available, "PostgreSQL server binaries not installed (apt-get install postgresql)"))
+struct PostgresJobStoreTests {
+    @Test func opensWithCurrentSchema() throws { try QueueCases(.postgres).opensWithCurrentSchema() }
+    @Test func enqueueDeduplicatesByContentModelAndParameters() throws { try QueueCases(.postgres).enqueueDeduplicatesByContentModelAndParameters() }
+    @Test func claimLeasesInOrderAndFencesStaleWorkers() throws { try QueueCases(.postgres).claimLeasesInOrderAndFencesStaleWorkers() }
+    @Test func checkpointsAreIdempotentAndResumable() throws { try QueueCases(.postgres).checkpointsAreIdempotentAndResumable() }
+    @Test func failuresRetryWithBackoffThenFail() throws { try QueueCases(.postgres).failuresRetryWithBackoffThenFail() }
+    @Test func permanentFailureAndCancel() throws { try QueueCases(.postgres).permanentFailureAndCancel() }
+    @Test func progressLessCrashesUseUpAttempts() throws { try QueueCases(.postgres).progressLessCrashesUseUpAttempts() }
+    @Test func leasesOfGoneOwnersAreReleased() throws { try QueueCases(.postgres).leasesOfGoneOwnersAreReleased() }
+    @Test func resultsKeepScoresAndEmbeddings() throws { try QueueCases(.postgres).resultsKeepScoresAndEmbeddings() }
+    @Test func watchedFilesAreRecordedOnce() throws { try QueueCases(.postgres).watchedFilesAreRecordedOnce() }
+    @Test func concurrentEnqueuesOfOneSlideMakeOneJob() throws { try QueueCases(.postgres).concurrentEnqueuesOfOneSlideMakeOneJob() }
+    @Test func concurrentClaimersNeverShareAJob() throws { try QueueCases(.postgres).concurrentClaimersNeverShareAJob() }
 }
 
 final class ClaimLog: @unchecked Sendable {
