@@ -50,12 +50,18 @@ public enum DataDirectory {
         ProcessInfo.processInfo.environment["TESSERA_QUEUE"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
+    /// `$TESSERA_LEASE_SECONDS`, when set: how long a claimed job stays leased without a heartbeat
+    /// (default 30). Shorter leases hand a dead replica's jobs to others sooner.
+    public static var leaseSeconds: Double {
+        ProcessInfo.processInfo.environment["TESSERA_LEASE_SECONDS"].flatMap(Double.init).map { max(1, $0) } ?? 30
+    }
+
     /// Opens the job queue: the PostgreSQL (or SQLite) store `queue` names, else the SQLite
     /// store in `path` (created when missing).
     public static func openStore(_ path: String, queue: String? = nil) throws -> any JobQueue {
-        if let queue, !queue.isEmpty { return try JobQueueLocation(queue).open() }
+        if let queue, !queue.isEmpty { return try JobQueueLocation(queue).open(leaseSeconds: leaseSeconds) }
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return try JobStore(path: path + "/jobs.sqlite")
+        return try JobStore(path: path + "/jobs.sqlite", leaseSeconds: leaseSeconds)
     }
 }
 
