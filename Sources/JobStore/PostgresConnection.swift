@@ -52,7 +52,9 @@ final class PostgresConnection {
     }
 
     private static func trimmed(_ text: UnsafePointer<CChar>?) -> String {
-        text.map { String(cString: $0) }?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown error"
+        // libpq's messages can span lines (a hint on the next); errors here are one line.
+        text.map { String(cString: $0) }?.split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: " ") ?? "unknown error"
     }
 
     /// Re-establishes a broken connection (server restart, network); the failed statement is not retried.
