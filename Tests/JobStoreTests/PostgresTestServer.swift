@@ -2,7 +2,7 @@ import Foundation
 
 /// The PostgreSQL server the queue tests run against: started once per test process by
 /// scripts/pg-test-server.sh (initdb into a temporary folder, trust auth, unix socket and a free
-/// port on 127.0.0.1; as the `postgres` user when run as root) and stopped by that script's
+/// port on 127.0.0.1; as the `postgres` user when run as root) and stopped at exit or by that script's
 /// watchdog when the test process ends. Each test gets a fresh database.
 enum PostgresTestServer {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -43,8 +43,13 @@ enum PostgresTestServer {
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// The server URL, starting the server on first use.
-    static let server: Result<String, any Error> = Result { try script(["start", directory, "\(getpid())"]) }
+    /// The server URL, starting the server on first use; it is stopped when the process exits
+    /// (and by the script's watchdog should the process die).
+    static let server: Result<String, any Error> = Result {
+        let url = try script(["start", directory, "\(getpid())"])
+        atexit { _ = try? PostgresTestServer.script(["stop", PostgresTestServer.directory]) }
+        return url
+    }
 
     /// A fresh, empty database on the test server: its URL.
     static func createDatabase() throws -> String {
