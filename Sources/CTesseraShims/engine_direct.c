@@ -375,6 +375,26 @@ static void phase_tile_portable(const float *a, const float *xb, const int *off,
     }
 }
 
+/* y[t] = clamp(v[t] (+ res[t]), lo, hi) for t < n */
+AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    for (int t = 0; t < n; t += 16) {
+        const __mmask16 m = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(m, v + t);
+        if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + t));
+        _mm512_mask_storeu_ps(y + t, m, _mm512_min_ps(_mm512_max_ps(a, vlo), vhi));
+    }
+}
+
+static void store_run_portable(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    for (int t = 0; t < n; t++) {
+        float a = v[t];
+        if (res) a += res[t];
+        a = a < lo ? lo : a;
+        y[t] = a > hi ? hi : a;
+    }
+}
+
 void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
                          const float *bias, const float *residual, float lo, float hi,
@@ -458,15 +478,9 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
                     const long obase = b * ohw + (long)(oy0 + i) * ow + ox;
                     for (int r = 0; r < rows; r++) {
                         float *yr = y + (long)(o0 + r) * total + obase;
-                        const float *tr = tile + r * NR + j;
                         const float *rr = residual ? residual + (long)(o0 + r) * total + obase : NULL;
-                        for (int t = 0; t < run; t++) {
-                            float v = tr[t];
-                            if (rr) v += rr[t];
-                            v = v < lo ? lo : v;
-                            v = v > hi ? hi : v;
-                            yr[t] = v;
-                        }
+                        if (avx) store_run_avx512(tile + r * NR + j, run, rr, lo, hi, yr);
+                        else store_run_portable(tile + r * NR + j, run, rr, lo, hi, yr);
                     }
                     j += run; ox += run;
                 }
@@ -478,48 +492,117 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
 
 /* ---------- pooling ---------- */
 
-void tessera_engine_pool(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
-                         int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
-                         const float *row_count, const float *col_count, long p0, long p1, float *y) {
+/* Vertical pass of one output row: acc[i] = sum / max of the valid input rows; returns 0 if none. */
+static inline __attribute__((always_inline)) int
+pool_rows(const float *plane, int h, int w, int kh, int dh, int iy0, int is_max, float *acc) {
+    int first = 1;
+    for (int ky = 0; ky < kh; ky++) {
+        const int iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= h) continue;
+        const float *src = plane + (long)iy * w;
+        if (first) { memcpy(acc, src, sizeof(float) * w); first = 0; }
+        else if (is_max) { for (int i = 0; i < w; i++) acc[i] = acc[i] > src[i] ? acc[i] : src[i]; }
+        else { for (int i = 0; i < w; i++) acc[i] += src[i]; }
+    }
+    return !first;
+}
+
+/* Horizontal pass of output columns [ox0, ox1) (scalar, any geometry). */
+static inline __attribute__((always_inline)) void
+pool_cols(const float *acc, int w, int kw, int sw, int dw, int pl, int is_max, float rc,
+          const float *col_count, int ox0, int ox1, float *orow) {
+    for (int ox = ox0; ox < ox1; ox++) {
+        float v = is_max ? -INFINITY : 0;
+        const int ix0 = ox * sw - pl;
+        for (int kx = 0; kx < kw; kx++) {
+            const int ix = ix0 + kx * dw;
+            if (ix < 0 || ix >= w) continue;
+            if (is_max) v = v > acc[ix] ? v : acc[ix];
+            else v += acc[ix];
+        }
+        if (!is_max) {
+            float d = rc * (col_count ? col_count[ox] : 1);
+            v /= d > 1 ? d : 1;
+        }
+        orow[ox] = v;
+    }
+}
+
+static inline __attribute__((always_inline)) const float *
+pool_plane(const float *x, int nchw_channels, int nb, long hw, long p) {
+    return nchw_channels > 0 ? x + ((p % nb) * nchw_channels + p / nb) * hw : x + p * hw;
+}
+
+static void pool_portable(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                          const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
     const long hw = (long)h * w, ohw = (long)oh * ow;
-    float *acc = scratch(1, (size_t)w + 16);
-    if (!acc) abort();
     for (long p = p0; p < p1; p++) {
-        const float *plane = nchw_channels > 0
-            ? x + ((p % nb) * nchw_channels + p / nb) * hw
-            : x + p * hw;
-        float *out = y + p * ohw;
+        const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
         for (int oy = 0; oy < oh; oy++) {
-            int first = 1;
-            for (int ky = 0; ky < kh; ky++) {
-                const int iy = oy * sh - pt + ky * dh;
-                if (iy < 0 || iy >= h) continue;
-                const float *src = plane + (long)iy * w;
-                if (first) { memcpy(acc, src, sizeof(float) * w); first = 0; }
-                else if (is_max) { for (int i = 0; i < w; i++) acc[i] = acc[i] > src[i] ? acc[i] : src[i]; }
-                else { for (int i = 0; i < w; i++) acc[i] += src[i]; }
+            float *orow = y + p * ohw + (long)oy * ow;
+            if (!pool_rows(plane, h, w, kh, dh, oy * sh - pt, is_max, acc)) {
+                for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
+                continue;
             }
-            float *orow = out + (long)oy * ow;
-            if (first) {
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, row_count ? row_count[oy] : 1, col_count, 0, ow, orow);
+        }
+    }
+}
+
+AVX512 static void pool_avx512(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                               int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                               const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    /* output columns whose whole window lies inside the row: vectorised with strided gathers */
+    int a = pl > 0 ? (pl + sw - 1) / sw : 0;
+    int z = w - 1 - (kw - 1) * dw + pl >= 0 ? (w - 1 - (kw - 1) * dw + pl) / sw + 1 : 0;
+    if (z > ow) z = ow;
+    if (a > z) a = z;
+    const long span = (long)(16 - 1) * sw + (long)(kw - 1) * dw;
+    const int vec = span < (1L << 20);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(sw));
+    for (long p = p0; p < p1; p++) {
+        const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
+        for (int oy = 0; oy < oh; oy++) {
+            float *orow = y + p * ohw + (long)oy * ow;
+            if (!pool_rows(plane, h, w, kh, dh, oy * sh - pt, is_max, acc)) {
                 for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
                 continue;
             }
             const float rc = row_count ? row_count[oy] : 1;
-            for (int ox = 0; ox < ow; ox++) {
-                float v = is_max ? -INFINITY : 0;
-                const int ix0 = ox * sw - pl;
-                for (int kx = 0; kx < kw; kx++) {
-                    const int ix = ix0 + kx * dw;
-                    if (ix < 0 || ix >= w) continue;
-                    if (is_max) v = v > acc[ix] ? v : acc[ix];
-                    else v += acc[ix];
+            if (!vec) { pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, ow, orow); continue; }
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, a, orow);
+            for (int ox = a; ox < z; ox += 16) {
+                const int n = z - ox < 16 ? z - ox : 16;
+                const __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+                const float *base = acc + (long)ox * sw - pl;
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4);
+                for (int kx = 1; kx < kw; kx++) {
+                    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + kx * dw, 4);
+                    v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
                 }
                 if (!is_max) {
-                    float d = rc * (col_count ? col_count[ox] : 1);
-                    v /= d > 1 ? d : 1;
+                    __m512 d = _mm512_mul_ps(_mm512_set1_ps(rc),
+                                             col_count ? _mm512_maskz_loadu_ps(m, col_count + ox) : _mm512_set1_ps(1));
+                    d = _mm512_max_ps(d, _mm512_set1_ps(1));
+                    v = _mm512_div_ps(v, d);
                 }
-                orow[ox] = v;
+                _mm512_mask_storeu_ps(orow + ox, m, v);
             }
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, z, ow, orow);
         }
     }
+}
+
+void tessera_engine_pool(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                         const float *row_count, const float *col_count, long p0, long p1, float *y) {
+    float *acc = scratch(1, (size_t)w + 16);
+    if (!acc) abort();
+    if (direct_avx512())
+        pool_avx512(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
+    else
+        pool_portable(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
 }

@@ -99,7 +99,7 @@ enum Winograd {
         let (mt, _) = shape(c)
         let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
         if par.lanes > 1 && tiles >= par.lanes * 32 {
-            par.ranges(tiles, grain: 16) { lane, r in
+            par.ranges(tiles, grain: 16, piecesPerLane: 2) { lane, r in
                 runTiles(c, x: x, y: y, residual: residual, nb: nb, tiles: r, scratch: scratch(lane), par: IntraOp(lanes: 1))
             }
         } else {

@@ -1,5 +1,6 @@
 import Foundation
 import LinearAlgebra
+import Synchronization
 
 /// One worker's memory: the activation arena and the im2col scratch, sized once for a
 /// maximum micro-batch. Owned by exactly one ``Session`` and used by one thread at a time.
@@ -44,17 +45,25 @@ final class Workspace {
 struct IntraOp {
     let lanes: Int
 
-    /// Calls `body(lane, range)` for up to `lanes` contiguous pieces of `0..<n` (piece
-    /// boundaries are multiples of `grain`), in parallel when there is more than one piece.
-    func ranges(_ n: Int, grain: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+    /// Calls `body(lane, range)` on pieces of `0..<n` (boundaries are multiples of `grain`).
+    /// With several lanes the pieces (up to `piecesPerLane` per lane) are handed out
+    /// dynamically to `lanes` concurrent workers, so a lane slowed by other load on its core
+    /// takes fewer pieces; `lane` identifies the worker (for per-lane scratch).
+    func ranges(_ n: Int, grain: Int = 1, piecesPerLane: Int = 4, _ body: (Int, Range<Int>) -> Void) {
         let units = (n + grain - 1) / grain
-        let parts = min(lanes, units)
-        if parts <= 1 { body(0, 0..<n); return }
+        let workers = min(lanes, units)
+        if workers <= 1 { body(0, 0..<n); return }
+        let pieces = min(units, workers * max(1, piecesPerLane))
+        let next = Atomic<Int>(0)
         withoutActuallyEscaping(body) { body in
             let shared = SharedBody(body: body)
-            DispatchQueue.concurrentPerform(iterations: parts) { i in
-                let lo = min(n, units * i / parts * grain), hi = min(n, units * (i + 1) / parts * grain)
-                shared.body(i, lo..<hi)
+            DispatchQueue.concurrentPerform(iterations: workers) { lane in
+                while true {
+                    let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if i >= pieces { break }
+                    let lo = min(n, units * i / pieces * grain), hi = min(n, units * (i + 1) / pieces * grain)
+                    shared.body(lane, lo..<hi)
+                }
             }
         }
     }
@@ -73,6 +82,9 @@ struct Executor {
     let nb: Int
     /// Intra-step parallelism (lanes <= `ws.lanes`).
     var par = IntraOp(lanes: 1)
+
+    /// Steps with less work than this (in FLOPs, ~10-20 us on one core) are not split.
+    static let minSplitFlops = Double(ProcessInfo.processInfo.environment["TESSERA_ENGINE_SPLIT_MIN_FLOPS"] ?? "") ?? 2e6
 
     func ptr(_ v: Int) -> UnsafeMutablePointer<Float> { ws.arena + program.slots[v].offset * nb }
 
@@ -130,6 +142,8 @@ struct Executor {
             let x = UnsafePointer(ptr(c.input)), y = ptr(c.output)
             let g = c.window
             let total = nb * g.oh * g.ow
+            // Waking another thread costs more than a step this small gains from it.
+            let par = Double(2 * total * c.cout * c.k) >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
             switch c.kind {
             case .winograd, .winograd43:
                 Winograd.run(c, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
@@ -161,6 +175,8 @@ struct Executor {
             let s = program.slots[p.input]
             let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)
             let nchw = nchwInput != nil && nb > 1 ? s.channels : 0
+            let work = Double(s.channels * nb * p.window.oh * p.window.ow * p.window.kh * p.window.kw)
+            let par = work >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
             par.ranges(s.channels * nb) { _, planes in
                 ConvKernels.pool(p, x: x, y: y, nb: nb, planes: planes, nchwChannels: nchw)
             }
@@ -216,7 +232,7 @@ struct Executor {
             let nbv = nb
             g.weights.withUnsafeBufferPointer { w in
                 let wp = w.baseAddress!
-                let split = par.lanes > 1 && g.n * g.k >= 1 << 16 ? par : IntraOp(lanes: 1)
+                let split = Double(2 * nb * g.n * g.k) >= Self.minSplitFlops ? par : IntraOp(lanes: 1)
                 split.ranges(g.n, grain: 16) { _, cols in
                     BLAS.sgemm(transB: true, m: nbv, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
                                ldb: g.k, c: y + cols.lowerBound, ldc: g.n)

@@ -1,5 +1,6 @@
 import Dispatch
 import LinearAlgebra
+import Synchronization
 
 /// Executes a ``Model`` on batches, with preallocated per-worker workspaces.
 ///
@@ -92,7 +93,7 @@ public final class Session: @unchecked Sendable {
             let job = BatchJob(program: program, workspaces: workspaces, input: inBuf.baseAddress!,
                                outputs: outBufs.map { $0.baseAddress! }, embedding: embBuf?.baseAddress,
                                embeddingValue: embValue, batch: batch, microBatch: mb, workers: workers,
-                               lanes: lanes, errors: errors)
+                               lanes: lanes, errors: errors, next: MicroBatchCounter())
             if workers == 1 { job.work(0) } else { DispatchQueue.concurrentPerform(iterations: workers) { job.work($0) } }
             if let error = errors.error { throw error }
         }
@@ -102,7 +103,7 @@ public final class Session: @unchecked Sendable {
     }
 }
 
-/// One batch split into micro-batches; `work(w)` runs every `workers`-th micro-batch on workspace `w`.
+/// One batch split into micro-batches; `work(w)` runs micro-batches (taken from `next`) on workspace `w`.
 ///
 /// `@unchecked Sendable`: it carries raw pointers into the caller's input and output arrays, which
 /// outlive the (synchronous) `concurrentPerform`; workers write disjoint image ranges of the outputs
@@ -118,12 +119,16 @@ private struct BatchJob: @unchecked Sendable {
     /// Threads inside each step (> 1 only with a single worker).
     let lanes: Int
     let errors: ErrorBox
+    /// Next micro-batch to take.
+    let next: MicroBatchCounter
 
     func work(_ w: Int) {
         let chunks = (batch + microBatch - 1) / microBatch
         let inPerImage = program.slots[program.inputValue].count
-        var chunk = w
-        while chunk < chunks {
+        while true {
+            // Micro-batches are taken dynamically: a worker slowed by other load takes fewer.
+            let chunk = next.take()
+            if chunk >= chunks { return }
             let start = chunk * microBatch, nb = min(microBatch, batch - start)
             let ex = Executor(program: program, ws: workspaces[w], nb: nb, par: IntraOp(lanes: lanes))
             do {
@@ -138,9 +143,15 @@ private struct BatchJob: @unchecked Sendable {
                 errors.set(error)
                 return
             }
-            chunk += workers
         }
     }
+}
+
+/// Shared counter of the next micro-batch (an `Atomic` in a class, so the job can be copied).
+private final class MicroBatchCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    /// Returns the current value and increments it.
+    func take() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// First error raised by any worker. `@unchecked Sendable`: guarded by its lock.
