@@ -1,18 +1,18 @@
 import Foundation
 
-/// The PostgreSQL server the queue tests run against: started once per test process by
+/// The PostgreSQL server the queue tests (JobStoreTests, TesseraCoreTests) run against: started once per test process by
 /// scripts/pg-test-server.sh (initdb into a temporary folder, trust auth, unix socket and a free
 /// port on 127.0.0.1; as the `postgres` user when run as root) and stopped at exit or by that script's
 /// watchdog when the test process ends. Each test gets a fresh database.
-enum PostgresTestServer {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public enum PostgresTestServer {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
-    static let script = root.appendingPathComponent("scripts/pg-test-server.sh").path
+    static let scriptPath = root.appendingPathComponent("scripts/pg-test-server.sh").path
     /// One server folder per test process (shared by every test target in it).
-    static let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-pg-test-\(getpid())").path
+    public static let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-pg-test-\(getpid())").path
 
     /// Whether the PostgreSQL server binaries (initdb, pg_ctl) are installed.
-    static let available: Bool = {
+    public static let available: Bool = {
         if let bin = ProcessInfo.processInfo.environment["PG_BIN"] {
             return FileManager.default.isExecutableFile(atPath: bin + "/initdb")
         }
@@ -20,8 +20,8 @@ enum PostgresTestServer {
         return versions.contains { FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\($0)/bin/initdb") }
     }()
 
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
     }
 
     /// Runs the script with `system` (not `Process`, whose exit monitoring can starve when every
@@ -33,7 +33,7 @@ enum PostgresTestServer {
             try? FileManager.default.removeItem(atPath: output + ".err")
         }
         func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-        let command = ([script] + arguments).map(quoted).joined(separator: " ")
+        let command = ([scriptPath] + arguments).map(quoted).joined(separator: " ")
         let status = system("/bin/bash \(command) >\(quoted(output + ".out")) 2>\(quoted(output + ".err")) </dev/null")
         let text = (try? String(contentsOfFile: output + ".out", encoding: .utf8)) ?? ""
         guard status == 0 else {
@@ -45,14 +45,14 @@ enum PostgresTestServer {
 
     /// The server URL, starting the server on first use; it is stopped when the process exits
     /// (and by the script's watchdog should the process die).
-    static let server: Result<String, any Error> = Result {
+    public static let server: Result<String, any Error> = Result {
         let url = try script(["start", directory, "\(getpid())"])
         atexit { _ = try? PostgresTestServer.script(["stop", PostgresTestServer.directory]) }
         return url
     }
 
     /// A fresh, empty database on the test server: its URL.
-    static func createDatabase() throws -> String {
+    public static func createDatabase() throws -> String {
         _ = try server.get()
         return try script(["createdb", directory])
     }

@@ -20,7 +20,7 @@ struct WatchFolderTests {
         process.arguments = ["watch", root + "/in", "--out", root + "/out", "--data", root + "/data", "--model", model,
                              "--settle", "\(settle)", "--poll", "\(poll)", "--move", "--threads", "\(threads)"]
         process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models, "CI": "1"]) { $1 }
-        FileManager.default.createFile(atPath: root + "/watch.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: root + "/watch.log", contents: nil)
         let log = FileHandle(forWritingAtPath: root + "/watch.log")
         log?.seekToEndOfFile()
         process.standardError = log
@@ -64,7 +64,7 @@ struct WatchFolderTests {
         let source = try Data(contentsOf: URL(fileURLWithPath: try Support.syntheticSlide(width: 3000, height: 2000, seed: 11)))
         let target = daemon.input + "/slow.tif"
         #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input) })
-        FileManager.default.createFile(atPath: target, contents: nil)
+        _ = FileManager.default.createFile(atPath: target, contents: nil)
         let handle = try #require(FileHandle(forWritingAtPath: target))
         let chunk = source.count / 4 + 1
         for offset in stride(from: 0, to: source.count, by: chunk) {
