@@ -127,8 +127,13 @@ public enum SlideRun {
 
     /// The output folder name of a job: the slide's given name, made safe for a file system.
     public static func folderName(for job: Job) -> String {
+        folderName(forFileNamed: job.slide.originalName, job: job)
+    }
+
+    /// The output folder name for a slide file name: safe characters only, never hidden.
+    public static func folderName(forFileNamed fileName: String, job: Job) -> String {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        var name = String(job.slide.originalName.map { allowed.contains($0) ? $0 : "_" })
+        var name = String(fileName.map { allowed.contains($0) ? $0 : "_" })
         while name.hasPrefix(".") { name.removeFirst() }
         return name.isEmpty ? "job-\(job.id)" : name
     }

@@ -166,11 +166,32 @@ public final class WatchFolder: @unchecked Sendable {
             var record = file
             record.state = "moved"
             record.reason = job.error
+            let name = (file.path as NSString).lastPathComponent
+            if job.state == .done { deliver(job, as: name) }
             if options.moveProcessed, FileManager.default.fileExists(atPath: file.path) {
-                let name = (file.path as NSString).lastPathComponent
                 fileAway(path: file.path, name: name, into: job.state == .done ? "done" : "failed", reason: job.error)
             }
             try store.recordWatchedFile(record)
+        }
+    }
+
+    /// Makes sure OUT/<name>/ holds the job's outputs. A job done by another worker on the same
+    /// queue (`tessera serve`, another replica) or an earlier file with the same content has them
+    /// elsewhere: they are copied under a temporary name and renamed, so OUT never shows a partial folder.
+    private func deliver(_ job: Job, as name: String) {
+        let fm = FileManager.default
+        let folder = SlideRun.folderName(forFileNamed: name, job: job)
+        let target = (options.output as NSString).standardizingPath + "/" + folder
+        guard let source = job.outputDirectory, (source as NSString).standardizingPath != target,
+              !fm.fileExists(atPath: target), fm.fileExists(atPath: source) else { return }
+        let temporary = (options.output as NSString).standardizingPath + "/." + folder + ".copy-" + UUID().uuidString
+        do {
+            try fm.copyItem(atPath: source, toPath: temporary)
+            try fm.moveItem(atPath: temporary, toPath: target)
+            logger.info("outputs copied", metadata: ["file": "\(name)", "job.id": "\(job.id)", "from": "\(source)"])
+        } catch {
+            try? fm.removeItem(atPath: temporary)
+            logger.error("could not copy outputs", metadata: ["file": "\(name)", "job.id": "\(job.id)", "reason": "\(error)"])
         }
     }
 

@@ -130,6 +130,27 @@ struct WatchFolderTests {
         #expect(try store.events(of: jobs[0].id).filter { $0.message == "done" }.count == 1)
     }
 
+    @Test func sameContentUnderTwoNamesIsAnalysedOnceAndDeliveredTwice() throws {
+        let daemon = try start(root: Support.temporaryDirectory(), settle: 0.5)
+        defer { stop(daemon) }
+        let slide = try Support.syntheticSlide(width: 1500, height: 1000, seed: 14)
+        #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input) })
+        try FileManager.default.copyItem(atPath: slide, toPath: daemon.input + "/first.tif")
+        #expect(waitFor(60) { FileManager.default.fileExists(atPath: daemon.output + "/first.tif/summary.json") })
+        try FileManager.default.copyItem(atPath: slide, toPath: daemon.input + "/second copy.tif")
+        #expect(waitFor(60) { FileManager.default.fileExists(atPath: daemon.output + "/second_copy.tif/summary.json") })
+        let store = try DataDirectory.openStore(daemon.data)
+        #expect(try store.jobs().count == 1, "one analysis for one content")
+        for file in ["tiles.csv", "annotations.geojson"] {
+            let a = try Data(contentsOf: URL(fileURLWithPath: daemon.output + "/first.tif/" + file))
+            let b = try Data(contentsOf: URL(fileURLWithPath: daemon.output + "/second_copy.tif/" + file))
+            #expect(a == b && !a.isEmpty)
+        }
+        let hidden = try FileManager.default.contentsOfDirectory(atPath: daemon.output).filter { $0.hasPrefix(".") }
+        #expect(hidden.isEmpty, "no temporary copies left: \(hidden)")
+        #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input + "/done/second copy.tif") })
+    }
+
     @Test func sigtermTheMomentItStartsStillStopsIt() throws {
         // A supervisor may stop the daemon before it has set up its signal handling; the
         // signal must not be lost (the process would then run until killed).
