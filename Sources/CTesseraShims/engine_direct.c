@@ -411,7 +411,9 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
     const int k = cin * kh * kw;
     const int wq = ow + (kw - 1) / sw, ex = (kh - 1) / sh;
     const long hw = (long)h * w, ohw = (long)oh * ow, total = (long)nb * ohw;
-    const int phases = cin * sh * sw;
+    /* only the phases some tap reads (a 1x1 stride-2 kernel reads one of four) */
+    const int ny = sh < kh ? sh : kh, nx = sw < kw ? sw : kw;
+    const int phases = cin * ny * nx;
     int R = (int)(65536 / ((long)phases * wq)) - ex;
     if (R < 1) R = 1;
     if (R > oh) R = oh;
@@ -433,8 +435,8 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
         /* fill the phase planes of this band */
         for (int ci = 0; ci < cin; ci++) {
             const float *src = x + ((long)ci * nb + b) * hw;
-            for (int py = 0; py < sh; py++) for (int px = 0; px < sw; px++) {
-                float *dst = xb + ((long)(ci * sh + py) * sw + px) * plane;
+            for (int py = 0; py < ny; py++) for (int px = 0; px < nx; px++) {
+                float *dst = xb + ((long)(ci * ny + py) * nx + px) * plane;
                 /* columns j with 0 <= j * sw + px - pl < w */
                 const int c0 = pl - px > 0 ? (pl - px + sw - 1) / sw : 0;
                 int c1 = (w - 1 + pl - px) >= 0 ? (w - 1 + pl - px) / sw + 1 : 0;
@@ -457,7 +459,7 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
             for (int ci = 0, p = 0; ci < cin; ci++)
                 for (int ky = 0; ky < kh; ky++)
                     for (int kx = 0; kx < kw; kx++, p++)
-                        off[p] = (int)(((long)(ci * sh + ky % sh) * sw + kx % sw) * plane + (ky / sh) * wq + kx / sw);
+                        off[p] = (int)(((long)(ci * ny + ky % sh) * nx + kx % sw) * plane + (ky / sh) * wq + kx / sw);
             offPlane = (int)plane;
         }
         const long q1 = (long)nr * wq - (wq - ow); /* last valid output + 1 */

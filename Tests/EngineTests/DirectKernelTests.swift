@@ -106,6 +106,23 @@ import Testing
         #expect(try compareWithReference(model, batch: 1) < 1e-4)
     }
 
+    /// Winograd layers run direct when a micro-batch has few tiles; both paths agree.
+    @Test(arguments: [1, 16]) func winogradLayerRunsDirectOnSmallMicroBatches(batch: Int) throws {
+        var rng = TestRNG(seed: 21)
+        var b = ONNXBuilder()
+        b.constant("w", [64, 64, 3, 3], rng.floats(64 * 64 * 9, scale: 0.1))
+        b.constant("b", [64], rng.floats(64))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+        b.node("Relu", ["c"], ["y"])
+        let model = try b.model(inputShape: [64, 30, 30])
+        guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(c.kind == .winograd43 && c.directWeights != nil)
+        #expect(Winograd.worthIt(c, nb: 1) == false) // 64 tiles
+        #expect(Winograd.worthIt(c, nb: 16) == true) // 1024 tiles
+        #expect(try compareWithReference(model, batch: batch, threads: 2) < 1e-4)
+        #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4)
+    }
+
     /// Batch 1 on 2 threads (one micro-batch, every step split) matches 1 thread on a
     /// MobileNet-like block: pointwise, depthwise, Winograd, direct, global pool, Gemm.
     @Test func singleMicroBatchSplitMatchesOneThread() throws {

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import Engine
 
@@ -58,6 +59,8 @@ import Testing
     }
 
     @Test(arguments: 0..<6) func winogradConvRandomShapes(seed: Int) throws {
+        Winograd.forced.store(true, ordering: .relaxed) // small layers would otherwise run direct
+        defer { Winograd.forced.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(400 + seed))
         var b = ONNXBuilder()
         let cin = rng.int(8...20), cout = rng.int(8...20), h = rng.int(1...11)
@@ -76,6 +79,8 @@ import Testing
 
     @Test(arguments: [(6, 6, ConvStep.Kind.winograd43), (13, 70, .winograd43), (2, 2, .winograd), (8, 8, .winograd43), (2, 5, .winograd)])
     func winogradVariants(h: Int, w: Int, kind: ConvStep.Kind) throws {
+        Winograd.forced.store(true, ordering: .relaxed)
+        defer { Winograd.forced.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(h * 100 + w))
         var b = ONNXBuilder()
         b.constant("w", [12, 12, 3, 3], rng.floats(12 * 12 * 9))

@@ -53,6 +53,7 @@ struct Compiler {
                 }
                 return .conv(c)
             }
+            if !Self.directDisabled { c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k) }
             if Winograd.prefersF43(c) {
                 c.weights = Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin)
                 c.kind = .winograd43
@@ -78,12 +79,10 @@ struct Compiler {
     /// `TESSERA_ENGINE_DIRECT=0` keeps every dense convolution on im2col + OpenBLAS.
     static let directDisabled = ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT"] == "0"
 
-    /// Largest output-channel count routed to the direct kernel (wider layers: OpenBLAS).
-    static let directMaxCout = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT_MAX_COUT"] ?? "") ?? 64
-
-    /// Ungrouped non-pointwise convolutions with few output channels run on the direct C kernel.
+    /// Ungrouped convolutions that are not 1x1 run on the direct C kernel (1x1 strided ones
+    /// stay on a strided im2col + OpenBLAS, which measured faster).
     static func directEligible(_ c: ConvStep) -> Bool {
-        !directDisabled && c.kind == .gemm && c.groups == 1 && c.cout <= directMaxCout
+        !directDisabled && c.kind == .gemm && c.groups == 1 && c.window.kh * c.window.kw > 1
     }
 
     // MARK: lowering

@@ -123,7 +123,7 @@ enum ConvKernels {
                        residual: UnsafePointer<Float>?, nb: Int, outRows: Range<Int>, channels: Range<Int>) {
         let g = c.window
         let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
-        c.weights.withUnsafeBufferPointer { w in
+        (c.kind == .direct ? c.weights : c.directWeights!).withUnsafeBufferPointer { w in
             c.bias.withUnsafeBufferPointer { b in
                 tessera_engine_conv(x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
                                     Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),

@@ -1,6 +1,7 @@
 import CTesseraShims
 import Foundation
 import LinearAlgebra
+import Synchronization
 
 /// Winograd F(2x2, 3x3) convolution for 3x3 / stride 1 / dilation 1 / ungrouped layers:
 /// 16 GEMMs of `[cout x cin] x [cin x tiles]` replace one `[cout x 9cin] x [9cin x pixels]`
@@ -89,6 +90,24 @@ enum Winograd {
         let tiles = nb * ((g.oh + m - 1) / m) * ((g.ow + m - 1) / m)
         return e * (c.cin + c.cout) * tileChunk(cin: c.cin, cout: c.cout, tiles: tiles) + 64 // + vector overrun
     }
+
+    /// Whether Winograd beats the direct kernel for a micro-batch of `nb` images: its 16/36
+    /// GEMMs need enough tiles and channels (measured on resnet18 / compact CNNs: few tiles or
+    /// 32-channel layers are 1.2-10x faster direct). `TESSERA_ENGINE_WINO_TILES` overrides the
+    /// tile threshold.
+    static func worthIt(_ c: ConvStep, nb: Int) -> Bool {
+        guard c.directWeights != nil, !forced.load(ordering: .relaxed) else { return true }
+        let g = c.window
+        let (mt, _) = shape(c)
+        let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
+        let ch = min(c.cin, c.cout)
+        return (ch >= 64 && tiles >= minTiles) || (ch >= 384 && tiles >= minTiles / 4)
+    }
+
+    /// Tests: run every Winograd layer as Winograd regardless of `worthIt`'s estimate.
+    static let forced = Atomic<Bool>(false)
+
+    static let minTiles = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_TILES"] ?? "") ?? 256
 
     /// Runs the convolution; with `par.lanes > 1` the tiles (many) or the transform-domain
     /// GEMMs (few tiles) are split across threads, lane `i` using `scratch(i)`.

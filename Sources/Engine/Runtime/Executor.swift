@@ -128,7 +128,7 @@ struct Executor {
             let t0 = DispatchTime.now().uptimeNanoseconds
             try execute(step, nchwInput: i == program.directInputStep ? input : nil)
             let t1 = DispatchTime.now().uptimeNanoseconds
-            result.append((step.label(program), Double(t1 - t0) / 1e9))
+            result.append((step.label(program, nb: nb), Double(t1 - t0) / 1e9))
         }
         return result
     }
@@ -145,13 +145,13 @@ struct Executor {
             // Waking another thread costs more than a step this small gains from it.
             let par = Double(2 * total * c.cout * c.k) >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
             switch c.kind {
-            case .winograd, .winograd43:
+            case .winograd, .winograd43 where Winograd.worthIt(c, nb: nb):
                 Winograd.run(c, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
             case .depthwise:
                 par.ranges(c.cout * nb, grain: 16) { _, planes in
                     ConvKernels.depthwise(c, x: x, y: y, residual: residual, nb: nb, planes: planes)
                 }
-            case .direct:
+            case .direct, .winograd, .winograd43:
                 // Few output rows (batch 1, small maps): split output channels instead.
                 if par.lanes > 1 && nb * g.oh < par.lanes * 4 && c.cout >= 16 {
                     par.ranges(c.cout, grain: 8) { _, channels in

@@ -45,6 +45,9 @@ struct ConvStep: Sendable {
     /// direct: packed by `tessera_engine_conv_pack`).
     var weights: [Float]
     var bias: [Float]
+    /// Winograd layers: the weights also packed for the direct kernel, used when a
+    /// micro-batch has too few tiles for Winograd's GEMMs (see `Winograd.worthIt`).
+    var directWeights: [Float]? = nil
     var activation: Activation = .none
     var residual: Int?
     var input: Int, output: Int
@@ -129,11 +132,12 @@ struct Program: Sendable {
 
 extension Step {
     /// Short description for profiles, e.g. `conv.winograd 64->64 3x3/1 56x56 relu +res`.
-    func label(_ program: Program) -> String {
+    func label(_ program: Program, nb: Int = 1) -> String {
         switch self {
         case let .conv(c):
             let g = c.window
-            return "conv.\(c.kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+            let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb) ? "direct" : "\(c.kind)"
+            return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
         case let .activation(a, i, _): return "activation \(a) \(program.slots[i].perImage)"
