@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import Engine
 
@@ -5,8 +6,11 @@ import Testing
 /// vectors, pools reading NCHW input) and the single-micro-batch intra-step split, vs the
 /// reference, on random shapes; each case also runs the portable builds.
 @Suite(.serialized) struct DirectKernelTests {
-    /// Runs `check` with the AVX-512 kernels (where available) and with the portable ones.
+    /// Runs `check` with the AVX-512 kernels (where available) and with the portable ones,
+    /// splitting every step of a single micro-batch across lanes (however small).
     func bothBuilds(_ check: () throws -> Void) rethrows {
+        Executor.splitAll.store(true, ordering: .relaxed)
+        defer { Executor.splitAll.store(false, ordering: .relaxed) }
         try check()
         ConvKernels.forcePortable(true)
         defer { ConvKernels.forcePortable(false) }
@@ -89,6 +93,8 @@ import Testing
     }
 
     @Test(arguments: 0..<8) func poolReadingTheInput(seed: Int) throws {
+        Executor.splitAll.store(true, ordering: .relaxed)
+        defer { Executor.splitAll.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(1000 + seed))
         var b = ONNXBuilder()
         let c = rng.int(1...4), k = rng.int(1...4), s = rng.int(1...3)
@@ -126,6 +132,8 @@ import Testing
     /// Batch 1 on 2 threads (one micro-batch, every step split) matches 1 thread on a
     /// MobileNet-like block: pointwise, depthwise, Winograd, direct, global pool, Gemm.
     @Test func singleMicroBatchSplitMatchesOneThread() throws {
+        Executor.splitAll.store(true, ordering: .relaxed)
+        defer { Executor.splitAll.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: 11)
         var b = ONNXBuilder()
         b.constant("w0", [16, 3, 3, 3], rng.floats(16 * 27, scale: 0.5))

@@ -83,8 +83,14 @@ struct Executor {
     /// Intra-step parallelism (lanes <= `ws.lanes`).
     var par = IntraOp(lanes: 1)
 
-    /// Steps with less work than this (in FLOPs, ~10-20 us on one core) are not split.
-    static let minSplitFlops = Double(ProcessInfo.processInfo.environment["TESSERA_ENGINE_SPLIT_MIN_FLOPS"] ?? "") ?? 2e6
+    /// Steps with less work than this (FLOPs; ~60 us on one core) are not split: waking the
+    /// other lane costs tens of microseconds on this VM (tessera-crc-compact b1 measured slower).
+    static let defaultMinSplitFlops = Double(ProcessInfo.processInfo.environment["TESSERA_ENGINE_SPLIT_MIN_FLOPS"] ?? "") ?? 1.2e7
+
+    /// Tests: split every step whatever its size.
+    static let splitAll = Atomic<Bool>(false)
+
+    static var minSplitFlops: Double { splitAll.load(ordering: .relaxed) ? 0 : defaultMinSplitFlops }
 
     func ptr(_ v: Int) -> UnsafeMutablePointer<Float> { ws.arena + program.slots[v].offset * nb }
 
@@ -158,7 +164,11 @@ struct Executor {
                         ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: 0..<(nb * g.oh), channels: channels)
                     }
                 } else {
-                    par.ranges(nb * g.oh) { _, outRows in
+                    // Whole bands: each piece rebuilds its padded input rows and its 48-column tiles
+                    // straddle the band end, so pieces of fewer than ~8 rows lose efficiency.
+                    let rowsTotal = nb * g.oh
+                    let perLane = max(1, min(4, rowsTotal / (par.lanes * 8)))
+                    par.ranges(rowsTotal, piecesPerLane: perLane) { _, outRows in
                         ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: outRows, channels: 0..<c.cout)
                     }
                 }
