@@ -375,6 +375,18 @@ static void phase_tile_portable(const float *a, const float *xb, const int *off,
     }
 }
 
+/* d[j] = s[2 j] for j < n (reads s[0 .. 2n - 2] only) */
+AVX512 static void copy_stride2_avx512(float *d, const float *s, int n) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512 a = _mm512_loadu_ps(s + 2 * j);
+        const __m512 b = _mm512_maskz_loadu_ps((__mmask16)0x7FFF, s + 2 * j + 16);
+        _mm512_storeu_ps(d + j, _mm512_permutex2var_ps(a, even, b));
+    }
+    for (; j < n; j++) d[j] = s[2 * j];
+}
+
 /* y[t] = clamp(v[t] (+ res[t]), lo, hi) for t < n */
 AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y) {
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
@@ -449,6 +461,7 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
                     const float *s = src + (long)iy * w + px - pl;
                     for (int j = 0; j < ca; j++) d[j] = 0;
                     if (sw == 1) memcpy(d + ca, s + ca, sizeof(float) * (c1 - ca));
+                    else if (sw == 2 && avx) copy_stride2_avx512(d + ca, s + 2 * ca, c1 - ca);
                     else for (int j = ca; j < c1; j++) d[j] = s[j * sw];
                     for (int j = c1 > ca ? c1 : ca; j < wq; j++) d[j] = 0;
                 }
