@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tessera builds against, when any is missing.
-# Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+# Used by scripts/demo.sh, and with --tests by scripts/test.sh (which .ci/run calls).
 set -euo pipefail
-packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev libpq-dev postgresql)
+# What building Tessera needs (the Dockerfile's build stage installs the same).
+packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev libpq-dev)
+# The tests also start a real PostgreSQL server for the PostgreSQL job-queue tests.
+if [ "${1:-}" = "--tests" ]; then packages+=(postgresql); fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

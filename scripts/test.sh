@@ -3,7 +3,7 @@
 # checks, the deployment checks (systemd, Kubernetes, Dockerfile, Slurm) and the Swift test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 scripts/check-layering.sh
 swift build
 scripts/cli-checks.sh
