@@ -51,6 +51,28 @@ def colour_jitter(x, rng):
     return np.clip(f * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+# H&E stain matrix (Ruifrok & Johnston); rows = optical density of haematoxylin, eosin, DAB
+_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32)
+_HED /= np.linalg.norm(_HED, axis=1, keepdims=True)
+_HED_INV = np.linalg.inv(_HED).astype(np.float32)
+
+
+def stain_jitter(x, rng, sigma=0.25, bias=0.05):
+    """Stronger stain variation: scale/shift the haematoxylin, eosin and residual concentrations
+    (colour deconvolution), the usual HED augmentation for H&E; applied before the teacher labels it."""
+    od = -np.log(np.maximum(x.astype(np.float32), 1.0) / 255.0)
+    c = od.reshape(-1, 3) @ _HED_INV
+    c = c * rng.uniform(1 - sigma, 1 + sigma, size=3)[None, :] + rng.uniform(-bias, bias, size=3)[None, :]
+    rgb = 255.0 * np.exp(-np.maximum(c, 0.0) @ _HED)
+    return np.clip(rgb.reshape(x.shape) + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment_colour(x, rng, stain_share=0.5):
+    if rng.random() < stain_share:
+        x = stain_jitter(x, rng)
+    return colour_jitter(x, rng)
+
+
 def geo(x, rng):
     k = int(rng.integers(4))
     x = np.rot90(x, k)
@@ -96,7 +118,7 @@ def cut_train(slides_dir, n, seed, min_tissue=0.5, background_share=0.08):
             if n_bg >= background_share * n:
                 continue
             n_bg += 1
-        a = colour_jitter(geo(a, rng), rng)
+        a = augment_colour(geo(a, rng), rng)
         out.append(a); meta.append(src)
     return np.stack(out), meta
 
@@ -114,12 +136,18 @@ def cut_eval(slides_dir, name, levels, n_per_level, seed, y_from=0.0, x_from=0.0
         got, tries = 0, 0
         while got < n and tries < 50 * n:
             tries += 1
-            x = int(rng.integers(x0, x1 - P)); y = int(rng.integers(y0, h - P))
-            a = np.asarray(_read(s, lvl, x, y, P), dtype=np.uint8)
+            size = P
+            if augment and lvl == 0:   # 0.8-1.25x scale jitter at native resolution
+                size = int(round(P * float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))))
+            x = int(rng.integers(x0, x1 - size)); y = int(rng.integers(y0, h - size))
+            im = _read(s, lvl, x, y, size)
+            if size != P:
+                im = im.resize((P, P), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
             if tissue_fraction(a) < min_tissue:
                 continue
             if augment:
-                a = colour_jitter(geo(a, rng), rng)
+                a = augment_colour(geo(a, rng), rng)
             out.append(a); meta.append(f"{name}:L{lvl}:{x},{y}"); got += 1
     return np.stack(out), meta
 
@@ -146,7 +174,7 @@ TCGA_VAL_X = 0.72     # TCGA columns [0.60, 0.72) -> "tcga-val"   (used only by 
 
 def build(cache_dir, slides_dir, teacher_onnx, n_train, n_tcga_train, n_val, n_test_l0, n_test_l1, seed, threads=2):
     """Cut patches + run the teacher once; cached in cache_dir keyed by the settings."""
-    key = json.dumps([n_train, n_tcga_train, n_val, n_test_l0, n_test_l1, seed, os.path.getsize(teacher_onnx), 2])
+    key = json.dumps([n_train, n_tcga_train, n_val, n_test_l0, n_test_l1, seed, os.path.getsize(teacher_onnx), 3])
     tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = os.path.join(cache_dir, f"patches-{tag}.npz")
     if os.path.exists(path):

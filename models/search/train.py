@@ -74,6 +74,21 @@ def agreement(p_student, p_teacher):
     return float((p_student.argmax(1) == p_teacher.argmax(1)).mean())
 
 
+def balanced_agreement(p_student, p_teacher, min_count=5):
+    """Mean over teacher classes with >= min_count patches of the share the student agrees on
+    (a constant predictor scores 1/#classes, whatever the class mix)."""
+    cm = confusion(p_teacher, p_student)
+    rows = [cm[i, i] / cm[i].sum() for i in range(len(cm)) if cm[i].sum() >= min_count]
+    return float(np.mean(rows)) if rows else float("nan")
+
+
+def class_weights(p_teacher, power=0.5):
+    """Per-sample sampling weights ~ count(teacher argmax class)^-power (0 = uniform, 1 = fully balanced)."""
+    hard = p_teacher.argmax(1)
+    counts = np.bincount(hard, minlength=p_teacher.shape[1]).astype(np.float64)
+    return (np.maximum(counts, 1.0) ** -power)[hard]
+
+
 def confusion(p_teacher, p_student, k=9):
     """rows = teacher argmax, columns = student argmax."""
     m = np.zeros((k, k), dtype=int)
