@@ -310,6 +310,70 @@ static void conv_tile_portable(const float *a, const float *b, int k, int ldb, i
     }
 }
 
+AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
+                                     const float *bias, int rows, float *tile);
+static void tiles_blocked(int avx, const float *packed, int k, const float *xb, const int *off, int cols,
+                          int m0, int m1, const float *bias, float *tiles);
+AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y);
+
+/* Taps whose gather masks fit on the stack in im2col_gather_avx512 (7x7 kernels need 49). */
+#define GATHER_MAX_TAPS 64
+
+/* Dense im2col panel [k][NR] of output columns [n0, n0 + cols) by masked gathers straight from
+   the channel-major input: every column is a real output (no padding / row-junk columns), so
+   small maps (7x7, 4x4) and strided convs fill the whole 8 x 48 tile. */
+AVX512 static void im2col_gather_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw,
+                                        int sh, int sw, int dh, int dw, int pt, int pl, int oh, int ow,
+                                        long n0, int cols, float *col) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    const int taps = kh * kw;
+    int base[NR], iy0[NR], ix0[NR];
+    for (int j = 0; j < NR; j++) {
+        const long n = n0 + (j < cols ? j : 0);
+        const long b = n / ohw, rem = n - b * ohw;
+        const int oy = (int)(rem / ow), ox = (int)(rem - (long)oy * ow);
+        iy0[j] = oy * sh - pt;
+        ix0[j] = ox * sw - pl;
+        base[j] = (int)(b * hw) + iy0[j] * w + ix0[j];
+    }
+    __m512i idx[GATHER_MAX_TAPS][3];
+    __mmask16 msk[GATHER_MAX_TAPS][3];
+    for (int v = 0; v < 3; v++) {
+        const int valid = cols - 16 * v;
+        const __mmask16 cm = valid >= 16 ? (__mmask16)0xFFFF : valid <= 0 ? 0 : (__mmask16)((1u << valid) - 1);
+        const __m512i vb = _mm512_loadu_si512(base + 16 * v);
+        const __m512i vy = _mm512_loadu_si512(iy0 + 16 * v);
+        const __m512i vx = _mm512_loadu_si512(ix0 + 16 * v);
+        for (int ky = 0; ky < kh; ky++) {
+            const __m512i iy = _mm512_add_epi32(vy, _mm512_set1_epi32(ky * dh));
+            const __mmask16 my = _mm512_cmpge_epi32_mask(iy, _mm512_setzero_si512())
+                               & _mm512_cmplt_epi32_mask(iy, _mm512_set1_epi32(h));
+            for (int kx = 0; kx < kw; kx++) {
+                const __m512i ix = _mm512_add_epi32(vx, _mm512_set1_epi32(kx * dw));
+                const __mmask16 mx = _mm512_cmpge_epi32_mask(ix, _mm512_setzero_si512())
+                                   & _mm512_cmplt_epi32_mask(ix, _mm512_set1_epi32(w));
+                const int t = ky * kw + kx;
+                msk[t][v] = cm & my & mx;
+                idx[t][v] = _mm512_add_epi32(vb, _mm512_set1_epi32(ky * dh * w + kx * dw));
+            }
+        }
+    }
+    const __m512 z = _mm512_setzero_ps();
+    for (int ci = 0; ci < cin; ci++) {
+        const float *src = x + (long)ci * nb * hw;
+        float *d = col + (long)ci * taps * NR;
+        for (int t = 0; t < taps; t++, d += NR) {
+            _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, msk[t][0], idx[t][0], src, 4));
+            _mm512_store_ps(d + 16, _mm512_mask_i32gather_ps(z, msk[t][1], idx[t][1], src, 4));
+            _mm512_store_ps(d + 32, _mm512_mask_i32gather_ps(z, msk[t][2], idx[t][2], src, 4));
+        }
+    }
+}
+
+static int gather_ok(int nb, int h, int w, int kh, int kw) {
+    return direct_avx512() && kh * kw <= GATHER_MAX_TAPS && (long)nb * h * w < (1L << 30);
+}
+
 static void conv_im2col(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
                         int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
                         const float *bias, const float *residual, float lo, float hi,
@@ -317,20 +381,80 @@ static void conv_im2col(const float *x, int nb, int cin, int h, int w, int kh, i
     const int k = cin * kh * kw;
     const long total = (long)nb * oh * ow;
     const int avx = direct_avx512();
+    const int gather = gather_ok(nb, h, w, kh, kw);
     float *col = scratch(0, (size_t)k * NR + 16);
-    if (!col) abort();
+    float *tile = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    int *off = gather ? (int *)scratch(2, (size_t)k) : NULL;
+    if (!col || !tile || (gather && !off)) abort();
+    if (gather) for (int p = 0; p < k; p++) off[p] = p * NR;
     for (long n = n0; n < n1; n += NR) {
         const int cols = n1 - n < NR ? (int)(n1 - n) : NR;
+        const int ldb = gather ? NR : cols;
+        if (gather) {
+            im2col_gather_avx512(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
+            tiles_blocked(1, packed, k, col, off, cols, m0, m1, bias, tile);
+            for (int o = m0; o < m1; o++)
+                store_run_avx512(tile + (long)(o - m0 / MR * MR) * NR, cols,
+                                 residual ? residual + o * total + n : NULL, lo, hi, y + o * total + n);
+            continue;
+        }
         tessera_engine_im2col(x, nb, 0, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
         for (int mb = m0 / MR; mb * MR < m1; mb++) {
             const int o0 = mb * MR;
             const int rows = m1 - o0 < MR ? m1 - o0 : MR;
             const float *a = packed + (long)mb * k * MR;
             const float *res = residual ? residual + o0 * total + n : NULL;
-            if (avx) conv_tile_avx512(a, col, k, cols, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
-            else conv_tile_portable(a, col, k, cols, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+            if (avx) conv_tile_avx512(a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+            else conv_tile_portable(a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
         }
     }
+}
+
+/* Relative cost, in 8x48-tile k-steps, of gathering one k-row of a dense panel (tunable for
+   experiments with TESSERA_ENGINE_GATHER_COST; <= 0 disables the dense-panel path). Measured on
+   this Zen 5 host (cpu-time per layer, batch 16): 256->512 3x3/2 at 7x7 16.5 -> 10.0 ms,
+   128->256 3x3/2 at 14x14 13.4 -> 11.2, 512->512 3x3 at 7x7 31.8 -> 23.0, 256->256 3x3 at 6x6
+   4.2 -> 3.2, 128->128 3x3 at 12x12 4.5 -> 4.0; 64->128 3x3/2 at 28x28 13.0 -> 15.2 (stays on
+   phase planes with this cost). */
+static double g_gather_cost = 4.0;
+static pthread_once_t g_gather_once = PTHREAD_ONCE_INIT;
+static void gather_cost_init(void) {
+    const char *e = getenv("TESSERA_ENGINE_GATHER_COST");
+    if (e) g_gather_cost = atof(e);
+}
+static double gather_cost(void) {
+    pthread_once(&g_gather_once, gather_cost_init);
+    return g_gather_cost;
+}
+
+/* Whether rows [r0, r1) of a dilation-1 conv run faster on dense gathered panels than on the
+   phase planes, whose 48-column tiles also cover the padding columns of each row and the
+   rounding of each band (a 7x7 map uses 49 of 96 columns). */
+static int g_force_path = 0; /* tests: 1 = phase planes, 2 = dense gathered panels */
+void tessera_engine_conv_force_path(int path) { __atomic_store_n(&g_force_path, path, __ATOMIC_RELAXED); }
+
+static int prefer_dense(int cin, int kh, int kw, int sh, int sw, int oh, int ow, int nb, long r0, long r1, int m0, int m1) {
+    const int force = __atomic_load_n(&g_force_path, __ATOMIC_RELAXED);
+    if (force) return force == 2;
+    const double g = gather_cost();
+    if (g <= 0 || r1 <= r0) return 0;
+    const int wq = ow + (kw - 1) / sw, ex = (kh - 1) / sh;
+    const int ny = sh < kh ? sh : kh, nx = sw < kw ? sw : kw;
+    const long phases = (long)cin * ny * nx;
+    int R = (int)(65536 / (phases * wq)) - ex;
+    if (R < 1) R = 1;
+    if (R > oh) R = oh;
+    long tilesImg = 0;
+    for (int oy = 0; oy < oh; oy += R) {
+        const int nr = oh - oy < R ? oh - oy : R;
+        tilesImg += ((long)nr * wq - (wq - ow) + NR - 1) / NR;
+    }
+    const double imgs = (double)(r1 - r0) / oh;
+    const double phaseTiles = tilesImg * imgs;
+    const double denseTiles = ((r1 - r0) * (double)ow + NR - 1) / NR;
+    const double blocks = (m1 - m0 + MR - 1) / MR;
+    (void)nb;
+    return denseTiles * (blocks + g) < phaseTiles * blocks;
 }
 
 /* 8 x 48 tile over a phase-split padded input: B row p is xb + off[p] + q (contiguous in q). */
@@ -372,6 +496,20 @@ static void phase_tile_portable(const float *a, const float *xb, const int *off,
             for (int j = 0; j < cols; j++) tile[r * NR + j] += av * b[j];
         }
         a += MR;
+    }
+}
+
+/* tiles[(mb - m0 / MR) * MR * NR ...] = bias + A x B for the 8-channel blocks of [m0, m1) over
+   the 48 columns whose B row p is xb + off[p]. (Cutting k into L1-sized passes was tried: slower.) */
+static void tiles_blocked(int avx, const float *packed, int k, const float *xb, const int *off, int cols,
+                          int m0, int m1, const float *bias, float *tiles) {
+    for (int mb = m0 / MR; mb * MR < m1; mb++) {
+        const int o0 = mb * MR;
+        const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+        const float *a = packed + (long)mb * k * MR;
+        float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
+        if (avx) phase_tile_avx512(a, xb, off, k, cols, bias + o0, rows, tile);
+        else phase_tile_portable(a, xb, off, k, cols, bias + o0, rows, tile);
     }
 }
 
@@ -417,6 +555,11 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
                     lo, hi, r0 * ow, r1 * ow, m0, m1, y);
         return;
     }
+    if (gather_ok(nb, h, w, kh, kw) && prefer_dense(cin, kh, kw, sh, sw, oh, ow, nb, r0, r1, m0, m1)) {
+        conv_im2col(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cout, packed, bias, residual,
+                    lo, hi, r0 * ow, r1 * ow, m0, m1, y);
+        return;
+    }
     /* Phase split: plane (ci, py, px) of a band holds x[(oy0 + i) * sh + py - pt][j * sw + px - pl]
        for i < nr + ex, j < wq, so tap (ci, ky, kx) of output (oy0 + i, ox) is element
        (i + ky / sh) * wq + ox + kx / sw of plane (ci, ky % sh, kx % sw): contiguous in (i, ox). */
@@ -431,9 +574,9 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
     if (R > oh) R = oh;
     const long planeMax = (long)(R + ex) * wq;
     float *xb = scratch(0, (size_t)(phases * planeMax + wq + NR + 64));
-    float *tile = scratch(1, (size_t)MR * NR);
+    float *tiles = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
     int *off = (int *)scratch(2, (size_t)k);
-    if (!xb || !tile || !off) abort();
+    if (!xb || !tiles || !off) abort();
     const int avx = direct_avx512();
     int offPlane = -1;
     for (long row = r0; row < r1;) {
@@ -478,12 +621,11 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
         const long q1 = (long)nr * wq - (wq - ow); /* last valid output + 1 */
         for (long q0 = 0; q0 < q1; q0 += NR) {
             const int cols = q1 - q0 < NR ? (int)(q1 - q0) : NR;
+            tiles_blocked(avx, packed, k, xb + q0, off, cols, m0, m1, bias, tiles);
             for (int mb = m0 / MR; mb * MR < m1; mb++) {
                 const int o0 = mb * MR;
                 const int rows = m1 - o0 < MR ? m1 - o0 : MR;
-                const float *a = packed + (long)mb * k * MR;
-                if (avx) phase_tile_avx512(a, xb + q0, off, k, cols, bias + o0, rows, tile);
-                else phase_tile_portable(a, xb + q0, off, k, cols, bias + o0, rows, tile);
+                const float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
                 /* scatter the valid columns (ox < ow) with residual + clamp */
                 int i = (int)(q0 / wq), ox = (int)(q0 - (long)i * wq);
                 for (int j = 0; j < cols;) {

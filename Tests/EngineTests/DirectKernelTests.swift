@@ -4,7 +4,8 @@ import Testing
 
 /// The C direct kernels (dense conv on phase-split padded rows, depthwise over 16-plane
 /// vectors, pools reading NCHW input) and the single-micro-batch intra-step split, vs the
-/// reference, on random shapes; each case also runs the portable builds.
+/// reference, on random shapes; each case also runs the portable builds and both AVX-512 paths
+/// of the dense conv.
 @Suite(.serialized) struct DirectKernelTests {
     /// Runs `check` with the AVX-512 kernels (where available) and with the portable ones,
     /// splitting every step of a single micro-batch across lanes (however small).
@@ -12,6 +13,12 @@ import Testing
         Executor.splitAll.store(true, ordering: .relaxed)
         defer { Executor.splitAll.store(false, ordering: .relaxed) }
         try check()
+        // the dense conv's two AVX-512 paths (phase planes / gathered panels) whatever the shape
+        ConvKernels.forceDenseGather(true)
+        try check()
+        ConvKernels.forceDenseGather(false)
+        try check()
+        ConvKernels.forceDenseGather(nil)
         ConvKernels.forcePortable(true)
         defer { ConvKernels.forcePortable(false) }
         try check()

@@ -58,11 +58,16 @@ long tessera_engine_conv_packed_count(int cout, int k);
 /** Packs [cout, k] weights into blocks of 8 output channels: packed[(block * k + p) * 8 + r]. */
 void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
 
+/** Tests: 0 = choose per call, 1 = always phase planes, 2 = always dense gathered panels (AVX-512 only). */
+void tessera_engine_conv_force_path(int path);
+
 /**
  * Dense (ungrouped) convolution of output rows [r0, r1) (of the nb * oh (image, oy) rows) and
  * output channels [m0, m1) (m0 a multiple of 8) of a channel-major input, with the weights packed
  * by tessera_engine_conv_pack: y = clamp(conv + bias (+ residual), lo, hi). Dilation 1 runs on
- * phase-split zero-padded copies of the input rows (no im2col); other dilations use im2col panels.
+ * phase-split zero-padded copies of the input rows (no im2col), or, when those would waste many
+ * tile columns (small maps, stride 2, many output channels), on dense im2col panels of 48 output
+ * columns gathered across images (AVX-512); other dilations use im2col panels.
  * Uses per-thread scratch; thread-safe for disjoint (row, channel) ranges.
  */
 void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,

@@ -143,6 +143,10 @@ enum ConvKernels {
     /// Forces the portable (non-AVX-512) builds of the direct C kernels (tests only; process-global).
     static func forcePortable(_ on: Bool) { tessera_engine_force_portable(on ? 1 : 0) }
 
+    /// Forces the dense conv's path (tests only; process-global): nil = per-call choice,
+    /// false = phase-split planes, true = dense gathered panels (AVX-512 builds only).
+    static func forceDenseGather(_ on: Bool?) { tessera_engine_conv_force_path(on == nil ? 0 : on! ? 2 : 1) }
+
     /// Packs `[cout, k]` weights for ``direct(_:x:y:residual:nb:columns:rows:)``.
     static func packDirect(_ w: [Float], cout: Int, k: Int) -> [Float] {
         var packed = [Float](repeating: 0, count: tessera_engine_conv_packed_count(Int32(cout), Int32(k)))
