@@ -25,7 +25,7 @@ public struct WatchedFile: Sendable, Equatable {
 extension JobStore: JobQueue {
     /// The record of a watched path, if any.
     public func watchedFile(path: String) throws(JobStoreError) -> WatchedFile? {
-        try watchedFiles(where: "path = ?", [.text(path)]).first
+        try QueueReads.watchedFile(rows, path: path)
     }
 
     /// Records (or replaces) what was done with a watched path.
@@ -41,18 +41,7 @@ extension JobStore: JobQueue {
 
     /// Watched files whose job has finished but that have not been filed away yet.
     public func watchedFilesWithFinishedJobs() throws(JobStoreError) -> [(WatchedFile, Job)] {
-        let files = try watchedFiles(where: """
-            state = 'queued' AND job_id IN (SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled'))
-            """, [])
-        var result: [(WatchedFile, Job)] = []
-        for file in files {
-            if let id = file.job { result.append((file, try job(id))) }
-        }
-        return result
-    }
-
-    private func watchedFiles(where condition: String, _ arguments: [SQLValue]) throws(JobStoreError) -> [WatchedFile] {
-        try rows("SELECT * FROM watched_files WHERE \(condition) ORDER BY path", arguments).map(WatchedFile.init(row:))
+        try QueueReads.watchedFilesWithFinishedJobs(rows, job: job)
     }
 }
 

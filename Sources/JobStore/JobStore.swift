@@ -340,36 +340,17 @@ public final class JobStore: @unchecked Sendable {
 
     /// Jobs, newest first, optionally in one state.
     public func jobs(state: JobState? = nil, limit: Int = 100, offset: Int = 0) throws(JobStoreError) -> [Job] {
-        try withReader { db in
-            var sql = "\(Self.jobColumns) WHERE 1"
-            var arguments: [SQLValue] = []
-            if let state {
-                sql += " AND j.state = ?"
-                arguments.append(.text(state.rawValue))
-            }
-            sql += " ORDER BY j.id DESC LIMIT ? OFFSET ?"
-            arguments += [.integer(Int64(limit)), .integer(Int64(offset))]
-            return try db.query(sql, arguments).map(Self.decodeJob)
-        }
+        try QueueReads.jobs(rows, state: state, limit: limit, offset: offset)
     }
 
     /// Number of jobs in each state.
     public func counts() throws(JobStoreError) -> [JobState: Int] {
-        try withReader { db in
-            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
-            for row in try db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state") {
-                if let state = row.string("state").flatMap(JobState.init(rawValue:)) { counts[state] = row.int("n") ?? 0 }
-            }
-            return counts
-        }
+        try QueueReads.counts(rows)
     }
 
     /// The job's history: (attempt, message, time), oldest first.
     public func events(of id: JobID) throws(JobStoreError) -> [(attempt: Int?, message: String, at: Double)] {
-        try withReader { db in
-            try db.query("SELECT attempt, message, at FROM job_events WHERE job_id = ? ORDER BY id",
-                         [.integer(Int64(id.rawValue))]).map { ($0.int("attempt"), $0.string("message") ?? "", $0.double("at") ?? 0) }
-        }
+        try QueueReads.events(rows, of: id)
     }
 
     /// `PRAGMA integrity_check` result ("ok" when sound).

@@ -322,34 +322,20 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
     }
 
     public func jobs(state: JobState? = nil, limit: Int = 100, offset: Int = 0) throws(JobStoreError) -> [Job] {
-        try withReader { db in
-            var sql = "\(JobStore.jobColumns) WHERE true"
-            var arguments: [SQLValue] = []
-            if let state {
-                sql += " AND j.state = $1"
-                arguments.append(.text(state.rawValue))
-            }
-            sql += " ORDER BY j.id DESC LIMIT $\(arguments.count + 1) OFFSET $\(arguments.count + 2)"
-            arguments += [.integer(Int64(limit)), .integer(Int64(offset))]
-            return try db.query(sql, arguments).map(JobStore.decodeJob)
-        }
+        try QueueReads.jobs(rows, state: state, limit: limit, offset: offset)
     }
 
     public func counts() throws(JobStoreError) -> [JobState: Int] {
-        try withReader { db in
-            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
-            for row in try db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state") {
-                if let state = row.string("state").flatMap(JobState.init(rawValue:)) { counts[state] = row.int("n") ?? 0 }
-            }
-            return counts
-        }
+        try QueueReads.counts(rows)
     }
 
     public func events(of id: JobID) throws(JobStoreError) -> [(attempt: Int?, message: String, at: Double)] {
-        try withReader { db in
-            try db.query("SELECT attempt, message, at FROM job_events WHERE job_id = $1 ORDER BY id",
-                         [.integer(Int64(id.rawValue))]).map { ($0.int("attempt"), $0.string("message") ?? "", $0.double("at") ?? 0) }
-        }
+        try QueueReads.events(rows, of: id)
+    }
+
+    /// Runs one query on the reader connection and returns its rows.
+    func rows(_ sql: String, _ arguments: [SQLValue]) throws(JobStoreError) -> [SQLRow] {
+        try withReader { db in try db.query(sql, arguments) }
     }
 
     /// "ok" when the schema is current and the queue's invariants hold (PostgreSQL looks after
@@ -381,9 +367,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
     // MARK: Watched files
 
     public func watchedFile(path: String) throws(JobStoreError) -> WatchedFile? {
-        try withReader { db in
-            try db.query("SELECT * FROM watched_files WHERE path = $1", [.text(path)]).first.map(WatchedFile.init(row:))
-        }
+        try QueueReads.watchedFile(rows, path: path)
     }
 
     public func recordWatchedFile(_ file: WatchedFile) throws(JobStoreError) {
@@ -400,17 +384,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
     }
 
     public func watchedFilesWithFinishedJobs() throws(JobStoreError) -> [(WatchedFile, Job)] {
-        let files = try withReader { db in
-            try db.query("""
-                SELECT * FROM watched_files WHERE state = 'queued'
-                    AND job_id IN (SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled')) ORDER BY path
-                """).map(WatchedFile.init(row:))
-        }
-        var result: [(WatchedFile, Job)] = []
-        for file in files {
-            if let id = file.job { result.append((file, try job(id))) }
-        }
-        return result
+        try QueueReads.watchedFilesWithFinishedJobs(rows, job: job)
     }
 
     // MARK: Rows

@@ -77,6 +77,7 @@ struct WatchFolderTests {
         try handle.close()
         #expect(waitFor(60) { FileManager.default.fileExists(atPath: daemon.output + "/slow.tif/summary.json") })
         let store = try DataDirectory.openStore(daemon.data)
+        #expect(waitFor(10) { (try? store.jobs().first?.state) == .done })
         let jobs = try store.jobs()
         #expect(jobs.count == 1 && jobs.first?.state == .done)
         #expect(jobs.first?.slide.size == source.count, "the job saw the complete file")
@@ -124,7 +125,9 @@ struct WatchFolderTests {
         #expect(interrupted.state == .queued && interrupted.tilesDone > 0, "returned to the queue with its progress")
         daemon = try start(root: root, settle: 0.5, model: "tiny-fine")
         defer { stop(daemon) }
-        #expect(waitFor(90) { FileManager.default.fileExists(atPath: daemon.output + "/big.tif/summary.json") })
+        // Outputs are renamed into place just before the job is marked done: wait for both.
+        #expect(waitFor(90) { (try? store.jobs().first?.state) == .done })
+        #expect(FileManager.default.fileExists(atPath: daemon.output + "/big.tif/summary.json"))
         let jobs = try store.jobs()
         #expect(jobs.count == 1 && jobs[0].state == .done)
         #expect(try store.events(of: jobs[0].id).filter { $0.message == "done" }.count == 1)
@@ -180,7 +183,7 @@ struct WatchFolderTests {
         }
         #expect(all)
         let store = try DataDirectory.openStore(daemon.data)
-        #expect(try store.counts()[.done] == 50)
+        #expect(waitFor(10) { (try? store.counts()[.done]) == 50 })
         #expect(waitFor(10) { (try? FileManager.default.contentsOfDirectory(atPath: daemon.input + "/done").count) == 50 })
     }
 }
