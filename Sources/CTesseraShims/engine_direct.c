@@ -486,6 +486,57 @@ AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int 
 #undef STORE
 }
 
+/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb): the phase tile with masked
+   stores straight into C (row stride ldc). */
+AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
+                                    float *c, long ldc) {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
+           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+#define INIT(R) c##R##0 = _mm512_setzero_ps(); c##R##1 = _mm512_setzero_ps(); c##R##2 = _mm512_setzero_ps();
+    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+#undef INIT
+    for (int p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
+#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
+        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
+        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
+        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+#undef FMA
+        a += MR;
+        b += ldb;
+    }
+#define STORE(R) if (R < rows) { float *cr = c + R * ldc; _mm512_mask_storeu_ps(cr, m0, c##R##0); \
+        _mm512_mask_storeu_ps(cr + 16, m1, c##R##1); _mm512_mask_storeu_ps(cr + 32, m2, c##R##2); }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+#undef STORE
+}
+
+void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
+                                 float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    const int avx = direct_avx512();
+    for (int q0 = 0; q0 < n; q0 += NR) {
+        const int cols = n - q0 < NR ? n - q0 : NR;
+        for (int mb = 0; mb * MR < m; mb++) {
+            const int rows = m - mb * MR < MR ? m - mb * MR : MR;
+            const float *a = packed + (long)mb * k * MR;
+            float *cb = c + (long)mb * MR * ldc + q0;
+            if (avx) { gemm_tile_avx512(a, b + q0, ldb, k, cols, rows, cb, ldc); continue; }
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < cols; j++) {
+                    float acc = 0;
+                    for (int p = 0; p < k; p++) acc += a[(long)p * MR + r] * b[(long)p * ldb + q0 + j];
+                    cb[(long)r * ldc + j] = acc;
+                }
+        }
+    }
+}
+
 static void phase_tile_portable(const float *a, const float *xb, const int *off, int k, int cols,
                                 const float *bias, int rows, float *tile) {
     for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows ? bias[r] : 0;

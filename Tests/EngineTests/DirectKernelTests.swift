@@ -54,6 +54,39 @@ import Testing
         }
     }
 
+    /// The packed GEMM of the Winograd transform domain vs a naive product (AVX-512 and portable),
+    /// leaving the columns past `n` of each C row alone.
+    @Test(arguments: 0..<12) func packedGemmRandomShapes(seed: Int) {
+        var rng = TestRNG(seed: UInt64(650 + seed))
+        let m = rng.int(1...40), k = rng.int(1...70), n = rng.int(1...130)
+        let ldb = n + rng.int(0...5), ldc = n + rng.int(0...5)
+        let a = rng.floats(m * k), b = rng.floats(k * ldb)
+        let packed = Winograd.packEntries(a, cout: m, cin: k)
+        for portable in [false, true] {
+            ConvKernels.forcePortable(portable)
+            defer { ConvKernels.forcePortable(false) }
+            var c = [Float](repeating: 7, count: m * ldc)
+            packed.withUnsafeBufferPointer { p in
+                b.withUnsafeBufferPointer { bp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        Winograd.gemm(packed: p.baseAddress!, m: m, k: k, b: bp.baseAddress!, ldb: ldb, n: n,
+                                      c: cp.baseAddress!, ldc: ldc)
+                    }
+                }
+            }
+            var worst: Float = 0
+            for i in 0..<m {
+                for j in 0..<ldc {
+                    if j >= n { #expect(c[i * ldc + j] == 7); continue }
+                    var ref: Float = 0
+                    for p in 0..<k { ref += a[i * k + p] * b[p * ldb + j] }
+                    worst = max(worst, abs(c[i * ldc + j] - ref) / max(1, abs(ref)))
+                }
+            }
+            #expect(worst < 1e-5, "seed \(seed) m \(m) k \(k) n \(n) portable \(portable)")
+        }
+    }
+
     @Test(arguments: 0..<6) func directConvResidual(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(800 + seed))
         var b = ONNXBuilder()

@@ -58,6 +58,17 @@ long tessera_engine_conv_packed_count(int cout, int k);
 /** Packs [cout, k] weights into blocks of 8 output channels: packed[(block * k + p) * 8 + r]. */
 void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
 
+/**
+ * C (m x n, row stride ldc) = A x B with A (m x k) packed by tessera_engine_conv_pack and B (k x n,
+ * row stride ldb): the direct conv's 8 x 48 AVX-512 tile (portable loop otherwise), for the
+ * Winograd transform-domain GEMMs (small m, k, n where OpenBLAS's per-call packing dominates).
+ */
+void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
+                                 float *c, long ldc);
+
+/** OpenBLAS's own core choice before engine_blas_core.c re-selected SkylakeX ("" if not looked at). */
+const char *tessera_engine_blas_core_before(void);
+
 /** Tests: 0 = choose per call, 1 = always phase planes, 2 = always dense gathered panels (AVX-512 only). */
 void tessera_engine_conv_force_path(int path);
 

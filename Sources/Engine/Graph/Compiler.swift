@@ -55,10 +55,12 @@ struct Compiler {
             }
             if !Self.directDisabled { c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k) }
             if Winograd.prefersF43(c) {
-                c.weights = Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin)
+                c.weights = Winograd.packEntries(Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin),
+                                                 cout: c.cout, cin: c.cin)
                 c.kind = .winograd43
             } else {
-                c.weights = Winograd.transformWeights(c.weights, cout: c.cout, cin: c.cin)
+                c.weights = Winograd.packEntries(Winograd.transformWeights(c.weights, cout: c.cout, cin: c.cin),
+                                                 cout: c.cout, cin: c.cin)
                 c.kind = .winograd
             }
             return .conv(c)

@@ -81,6 +81,30 @@ enum Winograd {
         return min(tiles, byBuffer)
     }
 
+    /// Floats of one transform entry's weights packed for `tessera_engine_sgemm_packed`.
+    static func packedCount(cout: Int, cin: Int) -> Int { tessera_engine_conv_packed_count(Int32(cout), Int32(cin)) }
+
+    /// `C (m x n) = A (m x k, packed by packEntries) * B (k x n)`, row strides `ldb` / `ldc`.
+    static func gemm(packed: UnsafePointer<Float>, m: Int, k: Int, b: UnsafePointer<Float>, ldb: Int, n: Int,
+                     c: UnsafeMutablePointer<Float>, ldc: Int) {
+        tessera_engine_sgemm_packed(packed, Int32(m), Int32(k), b, ldb, Int32(n), c, ldc)
+    }
+
+    /// Packs transformed weights `[entries][cout][cin]` entry by entry into 8-output-channel blocks
+    /// (the transform-domain GEMMs run on the direct conv's register tile, not OpenBLAS).
+    static func packEntries(_ u: [Float], cout: Int, cin: Int) -> [Float] {
+        let entries = u.count / (cout * cin), per = packedCount(cout: cout, cin: cin)
+        var out = [Float](repeating: 0, count: per * entries)
+        u.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for e in 0..<entries {
+                    tessera_engine_conv_pack(src.baseAddress! + e * cout * cin, Int32(cout), Int32(cin), dst.baseAddress! + e * per)
+                }
+            }
+        }
+        return out
+    }
+
     /// (output tile size, transform entries) of the step's variant.
     static func shape(_ c: ConvStep) -> (Int, Int) { c.kind == .winograd43 ? (4, 36) : (2, 16) }
 
@@ -153,11 +177,12 @@ enum Winograd {
                     tessera_engine_wino_input(x, Int32(nb), Int32(cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
                                               Int32(th), Int32(tw), t0, tc, v)
                 }
-                // entries GEMMs: M[e] = U[e] (cout x cin) * V[e] (cin x tc).
+                // entries GEMMs: M[e] = U[e] (cout x cin, packed in 8-row blocks) * V[e] (cin x tc).
+                let per = packedCount(cout: cout, cin: cin)
                 par.ranges(entries) { _, es in
                     for e in es {
-                        BLAS.sgemm(m: cout, n: tc, k: cin, a: u + e * cout * cin, lda: cin,
-                                   b: v + e * cin * tc, ldb: tc, c: m + e * cout * tc, ldc: tc)
+                        gemm(packed: u + e * per, m: cout, k: cin, b: v + e * cin * tc, ldb: tc, n: tc,
+                             c: m + e * cout * tc, ldc: tc)
                     }
                 }
                 c.bias.withUnsafeBufferPointer { bias in
