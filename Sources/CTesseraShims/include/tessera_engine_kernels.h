@@ -66,9 +66,6 @@ void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
 void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
                                  float *c, long ldc);
 
-/** OpenBLAS's own core choice before engine_blas_core.c re-selected SkylakeX ("" if not looked at). */
-const char *tessera_engine_blas_core_before(void);
-
 /** Tests: 0 = choose per call, 1 = always phase planes, 2 = always dense gathered panels (AVX-512 only). */
 void tessera_engine_conv_force_path(int path);
 
