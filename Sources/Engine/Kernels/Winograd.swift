@@ -125,7 +125,7 @@ enum Winograd {
         let (mt, _) = shape(c)
         let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
         let ch = min(c.cin, c.cout)
-        return (ch >= 64 && tiles >= minTiles) || (ch >= 384 && tiles >= minTiles / 4)
+        return (ch >= minChannels && tiles >= minTiles) || (ch >= 384 && tiles >= minTiles / 4)
     }
 
     /// Tests: run every Winograd layer as Winograd regardless of `worthIt`'s estimate.
@@ -134,6 +134,9 @@ enum Winograd {
     /// 64 since the transform-domain GEMMs run on the packed AVX-512 tile (256 with OpenBLAS):
     /// batch 64 on 1 thread, compact_cnn_96 606 -> 693 img/s, compact_cnn_224 121 -> 144, resnet18
     /// equal; batch 1 equal or faster (resnet18_224 40.7 -> 45.0).
+    /// Fewest input / output channels of a Winograd layer (`TESSERA_ENGINE_WINO_MINCH`).
+    static let minChannels = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_MINCH"] ?? "") ?? 64
+
     static let minTiles = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_TILES"] ?? "") ?? 64
 
     /// Runs the convolution; with `par.lanes > 1` the tiles (many) or the transform-domain
