@@ -33,6 +33,55 @@ struct HTTPClient {
         return box.value!
     }
 
+    /// Sends only the request head (announcing `contentLength` body bytes, sending none) and returns
+    /// the server's answer: what a server that decides before the body must be able to give. (A full
+    /// upload through URLSession may instead fail with a broken pipe when the server answers early.)
+    func beforeBody(_ method: String, _ path: String, contentLength: Int, contentType: String = "application/octet-stream")
+        throws -> (status: Int, headers: [String: String], body: Data) {
+        let url = URL(string: base)!
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(url.port ?? 80).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(contentLength)\r\n"
+        head += "Content-Type: \(contentType)\r\n"
+        if let token { head += "Authorization: Bearer \(token)\r\n" }
+        head += "\r\n"
+        _ = head.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        // Read until the head and the announced body have arrived (or the server closes / 10 s pass).
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var headers: [String: String] = [:]
+        var status = 0
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received.append(contentsOf: buffer.prefix(count))
+            guard let end = received.range(of: Data("\r\n\r\n".utf8)) else { continue }
+            let lines = String(decoding: received[..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+            status = Int(lines.first?.split(separator: " ").dropFirst().first ?? "") ?? 0
+            for line in lines.dropFirst() {
+                if let colon = line.firstIndex(of: ":") {
+                    headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                }
+            }
+            let length = Int(headers["content-length"] ?? "") ?? 0
+            if received.count - end.upperBound >= length {
+                return (status, headers, Data(received[end.upperBound..<(end.upperBound + length)]))
+            }
+        }
+        return (status, headers, Data())
+    }
+
     func json(_ method: String, _ path: String, body: Data? = nil) throws -> (Int, [String: Any]) {
         let response = try call(method, path, body: body)
         return (response.status, (try? JSONSerialization.jsonObject(with: response.body)) as? [String: Any] ?? [:])
@@ -123,13 +172,14 @@ struct APITests {
         let tiff = try Data(contentsOf: URL(fileURLWithPath: try Support.syntheticSlide(width: 1500, height: 1000, seed: 22)))
         response = try client.call("POST", "/v1/slides?filename=cut.tif", body: tiff.prefix(3000))
         #expect(response.status == 422)
-        response = try client.call("POST", "/v1/slides?filename=a.tif", body: tiff, contentType: "text/plain")
+        // Decided from the head: answered before the client sends the body.
+        response = try client.beforeBody("POST", "/v1/slides?filename=a.tif", contentLength: tiff.count, contentType: "text/plain")
         #expect(response.status == 415)
-        response = try client.call("POST", "/v1/slides", body: tiff)
+        response = try client.beforeBody("POST", "/v1/slides", contentLength: tiff.count)
         #expect(response.status == 400 && code(response) == "missing_filename")
-        response = try client.call("POST", "/v1/slides?filename=a.tif&model=../../etc", body: tiff)
+        response = try client.beforeBody("POST", "/v1/slides?filename=a.tif&model=../../etc", contentLength: tiff.count)
         #expect(response.status == 400 && code(response) == "unknown_model")
-        response = try client.call("POST", "/v1/slides?filename=big.tif", body: Data(count: 6_000_000))
+        response = try client.beforeBody("POST", "/v1/slides?filename=big.tif", contentLength: 6_000_000)
         #expect(response.status == 413)
         #expect(try client.call("GET", "/v1/jobs/99").status == 404)
         #expect(try client.call("GET", "/v1/nothing").status == 404)
@@ -154,7 +204,8 @@ struct APITests {
         let (server, client, root) = try Self.startServer(workers: 0, tokens: ["s3cret", "other"])
         defer { server.stop() }
         let tiff = try Data(contentsOf: URL(fileURLWithPath: try Support.syntheticSlide(width: 1500, height: 1000, seed: 22)))
-        #expect(try client.call("POST", "/v1/slides?filename=a.tif", body: tiff).status == 401)
+        // Refused from the head alone: the client is told before it sends a byte of the body.
+        #expect(try client.beforeBody("POST", "/v1/slides?filename=a.tif", contentLength: tiff.count).status == 401)
         var wrong = client
         wrong.token = "s3crex"
         #expect(try wrong.call("GET", "/v1/jobs").status == 401)
