@@ -82,7 +82,7 @@ public final class JobStore: @unchecked Sendable {
                 if let idempotencyKey,
                    let existing = try db.query("SELECT id FROM jobs WHERE idempotency_key = ?", [.text(idempotencyKey)])
                     .first?.int("id") {
-                    return (try self.fetch(db, JobID(existing)), false)
+                    return (try QueueWrites.fetch(db, JobID(existing)), false)
                 }
                 try db.query("""
                     INSERT INTO slides(sha256, path, original_name, size, created_at) VALUES (?, ?, ?, ?, ?)
@@ -98,14 +98,14 @@ public final class JobStore: @unchecked Sendable {
                     """, [.text(slide.sha256), .text(slide.originalName), .text(model), .text(parameters),
                           .integer(Int64(maxAttempts)), .real(now), SQLValue(idempotencyKey), .real(now), .real(now)])
                 if let id = inserted.first?.int("id") {
-                    try self.recordEvent(db, JobID(id), attempt: 0, message: "queued", at: now)
-                    return (try self.fetch(db, JobID(id)), true)
+                    try QueueWrites.recordEvent(db, JobID(id), attempt: 0, message: "queued", at: now)
+                    return (try QueueWrites.fetch(db, JobID(id)), true)
                 }
                 let existing = try db.query(
                     "SELECT id FROM jobs WHERE slide_sha256 = ? AND model = ? AND parameters = ?",
                     [.text(slide.sha256), .text(model), .text(parameters)])
                 guard let id = existing.first?.int("id") else { throw JobStoreError.database("enqueue lost its row") }
-                return (try self.fetch(db, JobID(id)), false)
+                return (try QueueWrites.fetch(db, JobID(id)), false)
             }
         }
     }
@@ -127,8 +127,8 @@ public final class JobStore: @unchecked Sendable {
                     RETURNING id, lease_token
                     """, [.text(owner), .real(now + self.leaseSeconds), .real(now), .real(now), .real(now), .real(now)])
                 guard let row = rows.first, let id = row.int("id"), let token = row.int("lease_token") else { return nil }
-                let job = try self.fetch(db, JobID(id))
-                try self.recordEvent(db, job.id, attempt: job.attempts, message: "claimed by \(owner)", at: now)
+                let job = try QueueWrites.fetch(db, JobID(id))
+                try QueueWrites.recordEvent(db, job.id, attempt: job.attempts, message: "claimed by \(owner)", at: now)
                 return (job, Lease(job: JobID(id), token: token, owner: owner))
             }
         }
@@ -137,14 +137,7 @@ public final class JobStore: @unchecked Sendable {
     /// Extends the lease. - Throws: `.leaseLost` when the lease was taken over or the job cancelled.
     public func heartbeat(_ lease: Lease) throws(JobStoreError) {
         let now = clock()
-        try withConnection { db in
-            try db.query("""
-                UPDATE jobs SET lease_expires = ?, heartbeat_at = ?, updated_at = ?
-                WHERE id = ? AND lease_token = ? AND state = 'running'
-                """, [.real(now + self.leaseSeconds), .real(now), .real(now), .integer(Int64(lease.job.rawValue)),
-                      .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-        }
+        try withConnection { db in try QueueWrites.heartbeat(db, lease, now: now, leaseSeconds: self.leaseSeconds) }
     }
 
     /// Returns expired leases to the queue (or fails jobs out of attempts). A job that made
@@ -156,7 +149,9 @@ public final class JobStore: @unchecked Sendable {
             try db.immediateTransaction {
                 let expired = try db.query(
                     "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ?", [.real(now)]).compactMap { $0.int("id") }
-                for id in expired { try self.releaseLease(db, JobID(id), reason: "lease expired", now: now) }
+                for id in expired {
+                    try QueueWrites.releaseLease(db, JobID(id), reason: "lease expired", now: now, backoffBase: self.backoffSeconds)
+                }
                 return expired.map(JobID.init)
             }
         }
@@ -172,7 +167,9 @@ public final class JobStore: @unchecked Sendable {
                 let marks = Array(repeating: "?", count: owners.count).joined(separator: ",")
                 let ids = try db.query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner IN (\(marks))",
                                        owners.map { .text($0) }).compactMap { $0.int("id") }
-                for id in ids { try self.releaseLease(db, JobID(id), reason: reason, now: now) }
+                for id in ids {
+                    try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds)
+                }
                 return ids.map(JobID.init)
             }
         }
@@ -180,35 +177,7 @@ public final class JobStore: @unchecked Sendable {
 
     /// Owners holding running leases.
     public func leaseOwners() throws(JobStoreError) -> [String] {
-        try withConnection { db in
-            try db.query("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL")
-                .compactMap { $0.string("lease_owner") }
-        }
-    }
-
-    private func releaseLease(_ db: SQLiteConnection, _ id: JobID, reason: String, now: Double) throws {
-        let job = try fetch(db, id)
-        let progressed = try db.query("SELECT tiles_done > claim_progress AS p FROM jobs WHERE id = ?",
-                                      [.integer(Int64(id.rawValue))]).first?.int("p") == 1
-        let attempts = progressed ? job.attempts - 1 : job.attempts
-        let message = "\(reason) (owner \(job.leaseOwner ?? "?"))"
-        try recordEvent(db, id, attempt: job.attempts, message: message, at: now)
-        if attempts >= job.maxAttempts {
-            try db.query("""
-                UPDATE jobs SET state = 'failed', attempts = ?, lease_owner = NULL, lease_expires = NULL, error = ?,
-                    finished_at = ?, updated_at = ? WHERE id = ?
-                """, [.integer(Int64(attempts)), .text(message), .real(now), .real(now), .integer(Int64(id.rawValue))])
-        } else {
-            try db.query("""
-                UPDATE jobs SET state = 'queued', attempts = ?, lease_owner = NULL, lease_expires = NULL, run_after = ?,
-                    updated_at = ? WHERE id = ?
-                """, [.integer(Int64(attempts)), .real(progressed ? now : now + backoff(attempts)), .real(now),
-                      .integer(Int64(id.rawValue))])
-        }
-    }
-
-    private func backoff(_ attempts: Int) -> Double {
-        min(3600, backoffSeconds * pow(2, Double(max(0, attempts - 1))))
+        try QueueReads.leaseOwners(rows)
     }
 
     // MARK: Progress, results, completion
@@ -216,11 +185,7 @@ public final class JobStore: @unchecked Sendable {
     /// Records the tile total of a running job (known once the tile grid is built).
     public func setTotal(_ lease: Lease, tiles: Int) throws(JobStoreError) {
         let now = clock()
-        try withConnection { db in
-            try db.query("UPDATE jobs SET tiles_total = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
-                         [.integer(Int64(tiles)), .real(now), .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-        }
+        try withConnection { db in try QueueWrites.setTotal(db, lease, tiles: tiles, now: now) }
     }
 
     /// Commits a chunk of tile results and the new progress in one transaction, fenced by the
@@ -229,12 +194,7 @@ public final class JobStore: @unchecked Sendable {
         let now = clock()
         try withConnection { db in
             try db.immediateTransaction {
-                try db.query("""
-                    UPDATE jobs SET tiles_done = ?, lease_expires = ?, heartbeat_at = ?, updated_at = ?
-                    WHERE id = ? AND lease_token = ? AND state = 'running'
-                    """, [.integer(Int64(tilesDone)), .real(now + self.leaseSeconds), .real(now), .real(now),
-                          .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-                if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+                try QueueWrites.progress(db, lease, tilesDone: tilesDone, now: now, leaseSeconds: self.leaseSeconds)
                 for result in results {
                     let blob = result.scores.withUnsafeBufferPointer { Data(buffer: $0) }
                     let embedding = result.embedding.map { values in values.withUnsafeBufferPointer { SQLValue.blob(Data(buffer: $0)) } }
@@ -249,33 +209,14 @@ public final class JobStore: @unchecked Sendable {
 
     /// Tile results of a job, by tile index.
     public func results(of id: JobID) throws(JobStoreError) -> [TileResult] {
-        try withReader { db in
-            try db.query("SELECT tile_index, scores, embedding FROM tile_results WHERE job_id = ? ORDER BY tile_index",
-                         [.integer(Int64(id.rawValue))]).map { row in
-                func floats(_ data: Data) -> [Float] {
-                    var values = [Float](repeating: 0, count: data.count / MemoryLayout<Float>.size)
-                    _ = values.withUnsafeMutableBytes { data.copyBytes(to: $0) }
-                    return values
-                }
-                return TileResult(index: row.int("tile_index") ?? 0, scores: floats(row.data("scores") ?? Data()),
-                                  embedding: row.data("embedding").map(floats))
-            }
-        }
+        try withReader { db in try QueueWrites.results(db, of: id) }
     }
 
     /// Marks the job done (fenced by the lease).
     public func complete(_ lease: Lease, outputDirectory: String?) throws(JobStoreError) {
         let now = clock()
         try withConnection { db in
-            try db.immediateTransaction {
-                try db.query("""
-                    UPDATE jobs SET state = 'done', output_dir = ?, error = NULL, lease_owner = NULL, lease_expires = NULL,
-                        finished_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'
-                    """, [SQLValue(outputDirectory), .real(now), .real(now), .integer(Int64(lease.job.rawValue)),
-                          .integer(Int64(lease.token))])
-                if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-                try self.recordEvent(db, lease.job, attempt: nil, message: "done", at: now)
-            }
+            try db.immediateTransaction { try QueueWrites.complete(db, lease, outputDirectory: outputDirectory, now: now) }
         }
     }
 
@@ -286,21 +227,7 @@ public final class JobStore: @unchecked Sendable {
         let now = clock()
         try withConnection { db in
             try db.immediateTransaction {
-                let job = try self.fetch(db, lease.job)
-                guard job.state == .running, job.leaseToken == lease.token else { throw JobStoreError.leaseLost(lease.job) }
-                try self.recordEvent(db, lease.job, attempt: job.attempts, message: reason, at: now)
-                if permanent || job.attempts >= job.maxAttempts {
-                    try db.query("""
-                        UPDATE jobs SET state = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL,
-                            finished_at = ?, updated_at = ? WHERE id = ?
-                        """, [.text(reason), .real(now), .real(now), .integer(Int64(lease.job.rawValue))])
-                } else {
-                    try db.query("""
-                        UPDATE jobs SET state = 'queued', error = ?, lease_owner = NULL, lease_expires = NULL,
-                            run_after = ?, updated_at = ? WHERE id = ?
-                        """, [.text(reason), .real(now + self.backoff(job.attempts)), .real(now),
-                              .integer(Int64(lease.job.rawValue))])
-                }
+                try QueueWrites.fail(db, lease, reason: reason, permanent: permanent, now: now, backoffBase: self.backoffSeconds)
             }
         }
     }
@@ -309,16 +236,7 @@ public final class JobStore: @unchecked Sendable {
     @discardableResult
     public func cancel(_ id: JobID) throws(JobStoreError) -> Job {
         let now = clock()
-        return try withConnection { db in
-            try db.immediateTransaction {
-                try db.query("""
-                    UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires = NULL, finished_at = ?,
-                        updated_at = ? WHERE id = ? AND state IN ('queued', 'running')
-                    """, [.real(now), .real(now), .integer(Int64(id.rawValue))])
-                if db.changes > 0 { try self.recordEvent(db, id, attempt: nil, message: "cancelled", at: now) }
-                return try self.fetch(db, id)
-            }
-        }
+        return try withConnection { db in try db.immediateTransaction { try QueueWrites.cancel(db, id, now: now) } }
     }
 
     // MARK: Reading
@@ -335,7 +253,7 @@ public final class JobStore: @unchecked Sendable {
 
     /// One job. - Throws: `.notFound`.
     public func job(_ id: JobID) throws(JobStoreError) -> Job {
-        try withReader { db in try self.fetch(db, id) }
+        try withReader { db in try QueueWrites.fetch(db, id) }
     }
 
     /// Jobs, newest first, optionally in one state.
@@ -365,13 +283,6 @@ public final class JobStore: @unchecked Sendable {
         FROM jobs j JOIN slides s ON s.sha256 = j.slide_sha256
         """
 
-    private func fetch(_ db: SQLiteConnection, _ id: JobID) throws -> Job {
-        guard let row = try db.query("\(Self.jobColumns) WHERE j.id = ?", [.integer(Int64(id.rawValue))]).first else {
-            throw JobStoreError.notFound(id)
-        }
-        return Self.decodeJob(row)
-    }
-
     static func decodeJob(_ row: SQLRow) -> Job {
         Job(id: JobID(row.int("id") ?? 0),
             slide: StoredSlide(sha256: row.string("slide_sha256") ?? "", path: row.string("slide_path") ?? "",
@@ -387,8 +298,4 @@ public final class JobStore: @unchecked Sendable {
             finishedAt: row.double("finished_at"), updatedAt: row.double("updated_at") ?? 0)
     }
 
-    private func recordEvent(_ db: SQLiteConnection, _ id: JobID, attempt: Int?, message: String, at time: Double) throws {
-        try db.query("INSERT INTO job_events(job_id, attempt, message, at) VALUES (?, ?, ?, ?)",
-                     [.integer(Int64(id.rawValue)), SQLValue(attempt), .text(message), .real(time)])
-    }
 }

@@ -97,7 +97,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
                 return try db.query("SELECT id FROM jobs WHERE slide_sha256 = $1 AND model = $2 AND parameters = $3",
                                     [.text(slide.sha256), .text(model), .text(parameters)]).first?.int("id").map(JobID.init)
             }
-            if idempotencyKey != nil, let id = try existing() { return (try self.fetch(db, id), false) }
+            if idempotencyKey != nil, let id = try existing() { return (try QueueWrites.fetch(db, id), false) }
             try db.query("""
                 INSERT INTO slides(sha256, path, original_name, size, created_at) VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT (sha256) DO NOTHING
@@ -113,11 +113,11 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
                 """, [.text(slide.sha256), .text(slide.originalName), .text(model), .text(parameters),
                       .integer(Int64(maxAttempts)), .real(now), SQLValue(idempotencyKey)])
             if let id = inserted.first?.int("id") {
-                try self.recordEvent(db, JobID(id), attempt: 0, message: "queued", at: now)
-                return (try self.fetch(db, JobID(id)), true)
+                try QueueWrites.recordEvent(db, JobID(id), attempt: 0, message: "queued", at: now)
+                return (try QueueWrites.fetch(db, JobID(id)), true)
             }
             guard let id = try existing() else { throw JobStoreError.database("enqueue lost its row") }
-            return (try self.fetch(db, id), false)
+            return (try QueueWrites.fetch(db, id), false)
         }
     }
 
@@ -135,21 +135,15 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
                 RETURNING id, lease_token
                 """, [.text(owner), .real(now + self.leaseSeconds), .real(now)])
             guard let row = rows.first, let id = row.int("id"), let token = row.int("lease_token") else { return nil }
-            let job = try self.fetch(db, JobID(id))
-            try self.recordEvent(db, job.id, attempt: job.attempts, message: "claimed by \(owner)", at: now)
+            let job = try QueueWrites.fetch(db, JobID(id))
+            try QueueWrites.recordEvent(db, job.id, attempt: job.attempts, message: "claimed by \(owner)", at: now)
             return (job, Lease(job: JobID(id), token: token, owner: owner))
         }
     }
 
     public func heartbeat(_ lease: Lease) throws(JobStoreError) {
         let now = clock()
-        try withConnection { db in
-            try db.query("""
-                UPDATE jobs SET lease_expires = $1, heartbeat_at = $2, updated_at = $2
-                WHERE id = $3 AND lease_token = $4 AND state = 'running'
-                """, [.real(now + self.leaseSeconds), .real(now), .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-        }
+        try withConnection { db in try QueueWrites.heartbeat(db, lease, now: now, leaseSeconds: self.leaseSeconds) }
     }
 
     @discardableResult
@@ -160,7 +154,9 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
             let expired = try db.query("""
                 SELECT id FROM jobs WHERE state = 'running' AND lease_expires < $1 ORDER BY id FOR UPDATE SKIP LOCKED
                 """, [.real(now)]).compactMap { $0.int("id") }
-            for id in expired { try self.releaseLease(db, JobID(id), reason: "lease expired", now: now) }
+            for id in expired {
+                try QueueWrites.releaseLease(db, JobID(id), reason: "lease expired", now: now, backoffBase: self.backoffSeconds)
+            }
             return expired.map(JobID.init)
         }
     }
@@ -173,53 +169,22 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
             let marks = (1...owners.count).map { "$\($0)" }.joined(separator: ",")
             let ids = try db.query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner IN (\(marks)) ORDER BY id FOR UPDATE",
                                    owners.map { .text($0) }).compactMap { $0.int("id") }
-            for id in ids { try self.releaseLease(db, JobID(id), reason: reason, now: now) }
+            for id in ids {
+                try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds)
+            }
             return ids.map(JobID.init)
         }
     }
 
     public func leaseOwners() throws(JobStoreError) -> [String] {
-        try withConnection { db in
-            try db.query("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL")
-                .compactMap { $0.string("lease_owner") }
-        }
-    }
-
-    /// Returns a running job (row locked by the caller) to the queue, or fails it out of attempts.
-    private func releaseLease(_ db: PostgresConnection, _ id: JobID, reason: String, now: Double) throws {
-        let job = try fetch(db, id)
-        let progressed = try db.query("SELECT tiles_done > claim_progress AS p FROM jobs WHERE id = $1",
-                                      [.integer(Int64(id.rawValue))]).first?.int("p") == 1
-        let attempts = progressed ? job.attempts - 1 : job.attempts
-        let message = "\(reason) (owner \(job.leaseOwner ?? "?"))"
-        try recordEvent(db, id, attempt: job.attempts, message: message, at: now)
-        if attempts >= job.maxAttempts {
-            try db.query("""
-                UPDATE jobs SET state = 'failed', attempts = $1, lease_owner = NULL, lease_expires = NULL, error = $2,
-                    finished_at = $3, updated_at = $3 WHERE id = $4
-                """, [.integer(Int64(attempts)), .text(message), .real(now), .integer(Int64(id.rawValue))])
-        } else {
-            try db.query("""
-                UPDATE jobs SET state = 'queued', attempts = $1, lease_owner = NULL, lease_expires = NULL, run_after = $2,
-                    updated_at = $3 WHERE id = $4
-                """, [.integer(Int64(attempts)), .real(progressed ? now : now + backoff(attempts)), .real(now),
-                      .integer(Int64(id.rawValue))])
-        }
-    }
-
-    private func backoff(_ attempts: Int) -> Double {
-        min(3600, backoffSeconds * pow(2, Double(max(0, attempts - 1))))
+        try QueueReads.leaseOwners(rows)
     }
 
     // MARK: Progress, results, completion
 
     public func setTotal(_ lease: Lease, tiles: Int) throws(JobStoreError) {
         let now = clock()
-        try withConnection { db in
-            try db.query("UPDATE jobs SET tiles_total = $1, updated_at = $2 WHERE id = $3 AND lease_token = $4 AND state = 'running'",
-                         [.integer(Int64(tiles)), .real(now), .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-        }
+        try withConnection { db in try QueueWrites.setTotal(db, lease, tiles: tiles, now: now) }
     }
 
     public func checkpoint(_ lease: Lease, results: [TileResult], tilesDone: Int) throws(JobStoreError) {
@@ -229,12 +194,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
         for result in results { latest[result.index] = result }
         let rows = latest.values.sorted { $0.index < $1.index }
         try inTransaction { db in
-            try db.query("""
-                UPDATE jobs SET tiles_done = $1, lease_expires = $2, heartbeat_at = $3, updated_at = $3
-                WHERE id = $4 AND lease_token = $5 AND state = 'running'
-                """, [.integer(Int64(tilesDone)), .real(now + self.leaseSeconds), .real(now),
-                      .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
+            try QueueWrites.progress(db, lease, tilesDone: tilesDone, now: now, leaseSeconds: self.leaseSeconds)
             for start in stride(from: 0, to: rows.count, by: 500) {
                 let batch = rows[start..<min(rows.count, start + 500)]
                 var arguments: [SQLValue] = [.integer(Int64(lease.job.rawValue))]
@@ -255,70 +215,32 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
     }
 
     public func results(of id: JobID) throws(JobStoreError) -> [TileResult] {
-        try withReader { db in
-            try db.query("SELECT tile_index, scores, embedding FROM tile_results WHERE job_id = $1 ORDER BY tile_index",
-                         [.integer(Int64(id.rawValue))]).map { row in
-                func floats(_ data: Data) -> [Float] {
-                    var values = [Float](repeating: 0, count: data.count / MemoryLayout<Float>.size)
-                    _ = values.withUnsafeMutableBytes { data.copyBytes(to: $0) }
-                    return values
-                }
-                return TileResult(index: row.int("tile_index") ?? 0, scores: floats(row.data("scores") ?? Data()),
-                                  embedding: row.data("embedding").map(floats))
-            }
-        }
+        try withReader { db in try QueueWrites.results(db, of: id) }
     }
 
     public func complete(_ lease: Lease, outputDirectory: String?) throws(JobStoreError) {
         let now = clock()
-        try inTransaction { db in
-            try db.query("""
-                UPDATE jobs SET state = 'done', output_dir = $1, error = NULL, lease_owner = NULL, lease_expires = NULL,
-                    finished_at = $2, updated_at = $2 WHERE id = $3 AND lease_token = $4 AND state = 'running'
-                """, [SQLValue(outputDirectory), .real(now), .integer(Int64(lease.job.rawValue)), .integer(Int64(lease.token))])
-            if db.changes == 0 { throw JobStoreError.leaseLost(lease.job) }
-            try self.recordEvent(db, lease.job, attempt: nil, message: "done", at: now)
-        }
+        try inTransaction { db in try QueueWrites.complete(db, lease, outputDirectory: outputDirectory, now: now) }
     }
 
     public func fail(_ lease: Lease, reason: String, permanent: Bool = false) throws(JobStoreError) {
         let now = clock()
         try inTransaction { db in
             try self.lockRow(db, lease.job)
-            let job = try self.fetch(db, lease.job)
-            guard job.state == .running, job.leaseToken == lease.token else { throw JobStoreError.leaseLost(lease.job) }
-            try self.recordEvent(db, lease.job, attempt: job.attempts, message: reason, at: now)
-            if permanent || job.attempts >= job.maxAttempts {
-                try db.query("""
-                    UPDATE jobs SET state = 'failed', error = $1, lease_owner = NULL, lease_expires = NULL,
-                        finished_at = $2, updated_at = $2 WHERE id = $3
-                    """, [.text(reason), .real(now), .integer(Int64(lease.job.rawValue))])
-            } else {
-                try db.query("""
-                    UPDATE jobs SET state = 'queued', error = $1, lease_owner = NULL, lease_expires = NULL,
-                        run_after = $2, updated_at = $3 WHERE id = $4
-                    """, [.text(reason), .real(now + self.backoff(job.attempts)), .real(now), .integer(Int64(lease.job.rawValue))])
-            }
+            try QueueWrites.fail(db, lease, reason: reason, permanent: permanent, now: now, backoffBase: self.backoffSeconds)
         }
     }
 
     @discardableResult
     public func cancel(_ id: JobID) throws(JobStoreError) -> Job {
         let now = clock()
-        return try inTransaction { db in
-            try db.query("""
-                UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires = NULL, finished_at = $1,
-                    updated_at = $1 WHERE id = $2 AND state IN ('queued', 'running')
-                """, [.real(now), .integer(Int64(id.rawValue))])
-            if db.changes > 0 { try self.recordEvent(db, id, attempt: nil, message: "cancelled", at: now) }
-            return try self.fetch(db, id)
-        }
+        return try inTransaction { db in try QueueWrites.cancel(db, id, now: now) }
     }
 
     // MARK: Reading
 
     public func job(_ id: JobID) throws(JobStoreError) -> Job {
-        try withReader { db in try self.fetch(db, id) }
+        try withReader { db in try QueueWrites.fetch(db, id) }
     }
 
     public func jobs(state: JobState? = nil, limit: Int = 100, offset: Int = 0) throws(JobStoreError) -> [Job] {
@@ -393,17 +315,6 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
         try db.query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", [.integer(Int64(id.rawValue))])
     }
 
-    private func fetch(_ db: PostgresConnection, _ id: JobID) throws -> Job {
-        guard let row = try db.query("\(JobStore.jobColumns) WHERE j.id = $1", [.integer(Int64(id.rawValue))]).first else {
-            throw JobStoreError.notFound(id)
-        }
-        return JobStore.decodeJob(row)
-    }
-
-    private func recordEvent(_ db: PostgresConnection, _ id: JobID, attempt: Int?, message: String, at time: Double) throws {
-        try db.query("INSERT INTO job_events(job_id, attempt, message, at) VALUES ($1, $2, $3, $4)",
-                     [.integer(Int64(id.rawValue)), SQLValue(attempt), .text(message), .real(time)])
-    }
 }
 
 /// The PostgreSQL schema: the SQLite tables with PostgreSQL types, versioned in `tessera_schema`.

@@ -19,6 +19,12 @@ enum QueueReads {
         return try rows(sql, arguments).map(JobStore.decodeJob)
     }
 
+    /// Owners holding running leases.
+    static func leaseOwners(_ rows: Rows) throws(JobStoreError) -> [String] {
+        try rows("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL", [])
+            .compactMap { $0.string("lease_owner") }
+    }
+
     /// Number of jobs in each state.
     static func counts(_ rows: Rows) throws(JobStoreError) -> [JobState: Int] {
         var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
