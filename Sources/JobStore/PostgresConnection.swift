@@ -164,14 +164,6 @@ final class PostgresConnection {
 
     /// Runs `body` inside `BEGIN` ... `COMMIT` (read committed), rolling back on any error.
     func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
+        try transaction(begin: "BEGIN", body)
     }
 }

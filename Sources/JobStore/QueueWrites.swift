@@ -3,8 +3,25 @@ import Foundation
 /// What the queue statements need of a connection; SQLite's and PostgreSQL's both have it.
 protocol QueueConnection: AnyObject {
     @discardableResult func query(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow]
+    /// Runs statements without arguments (and without results).
+    func execute(_ sql: String) throws
     /// Rows changed by the last statement.
     var changes: Int { get }
+}
+
+extension QueueConnection {
+    /// Runs `body` between `begin` (e.g. `BEGIN IMMEDIATE`) and `COMMIT`, rolling back on any error.
+    func transaction<T>(begin: String, _ body: () throws -> T) throws -> T {
+        try execute(begin)
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
 }
 
 extension SQLiteConnection: QueueConnection {}

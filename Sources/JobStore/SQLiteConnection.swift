@@ -106,15 +106,7 @@ final class SQLiteConnection {
 
     /// Runs `body` inside `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on any error.
     func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
+        try transaction(begin: "BEGIN IMMEDIATE", body)
     }
 }
 
