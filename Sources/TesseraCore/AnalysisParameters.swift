@@ -13,6 +13,9 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     public var overlap: Int
     /// Whether to write per-tile embeddings.
     public var embeddings: Bool
+    /// Marks the job as one measurement run's own, so a repeated measurement of the same slide on
+    /// a shared queue (which outlives the run) is not deduplicated into an earlier job. Usually nil.
+    public var run: String?
 
     public init(mpp: Double? = nil, slideMPP: Double? = nil, minTissue: Double = 0.5, overlap: Int = 0, embeddings: Bool = false) {
         self.mpp = mpp
@@ -23,7 +26,7 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case mpp, overlap, embeddings
+        case mpp, overlap, embeddings, run
         case slideMPP = "slide_mpp", minTissue = "min_tissue"
     }
 

@@ -9,9 +9,6 @@ public struct RunOptions: Sendable {
     public var dataDirectory = DataDirectory.defaultPath
     /// Job queue URL (`postgres://...`); nil keeps the SQLite queue in the data folder.
     public var queue: String?
-    /// Recorded with the job's parameters so that repeated measurement runs of the same slide are
-    /// not deduplicated into one job (a shared queue outlives the run).
-    public var runTag: String?
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     public var batchSize = 64
     public var parameters = AnalysisParameters()
@@ -94,12 +91,7 @@ public enum SlideRun {
             let digest = try SHA256.hexDigest(ofFile: absolute)
             let slide = StoredSlide(sha256: digest, path: absolute, originalName: (absolute as NSString).lastPathComponent,
                                     size: size)
-            var parameters = options.parameters.canonicalJSON
-            if let tag = options.runTag {
-                // Extra keys are ignored when the parameters are read back.
-                parameters = String(parameters.dropLast()) + (parameters == "{}" ? "" : ",") + "\"run\":\"\(tag)\"}"
-            }
-            let (job, _) = try store.enqueue(slide: slide, model: reference.identifier, parameters: parameters)
+            let (job, _) = try store.enqueue(slide: slide, model: reference.identifier, parameters: options.parameters.canonicalJSON)
             jobs.append((index, job.id))
         }
         // Work the queue until every job of this run is finished (other jobs may be done on the way).

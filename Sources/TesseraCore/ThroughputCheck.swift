@@ -142,7 +142,7 @@ public enum ThroughputCheck {
         run.outputDirectory = scratch + "/out"
         run.dataDirectory = scratch + "/data"
         run.queue = options.queue
-        run.runTag = options.queue == nil ? nil : UUID().uuidString
+        run.parameters.run = options.queue == nil ? nil : UUID().uuidString
         run.threads = options.threads
         var logger = Logger(label: "tessera.throughput")
         logger.logLevel = .error
