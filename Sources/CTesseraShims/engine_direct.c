@@ -246,12 +246,16 @@ void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed) {
             }
 }
 
+/* Lanes of the 16-column group starting at `first` that hold one of a tile's `cols` columns. */
+static inline __mmask16 col_mask(int cols, int first) {
+    const int n = cols - first;
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
 AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
                                     const float *bias, int rows, const float *residual, long ldy,
                                     float lo, float hi, float *y) {
-    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
     __m512 c[MR][3];
     for (int r = 0; r < MR; r++) {
         const __m512 bv = _mm512_set1_ps(r < rows ? bias[r] : 0);
@@ -460,9 +464,7 @@ static int prefer_dense(int cin, int kh, int kw, int sh, int sw, int oh, int ow,
 /* 8 x 48 tile over a phase-split padded input: B row p is xb + off[p] + q (contiguous in q). */
 AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
                                      const float *bias, int rows, float *tile) {
-    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
     __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
            c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
 #define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
@@ -490,9 +492,7 @@ AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int 
    stores straight into C (row stride ldc). */
 AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
                                     float *c, long ldc) {
-    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    const __mmask16 m2 = cols >= 48 ? 0xFFFF : cols <= 32 ? 0 : (__mmask16)((1u << (cols - 32)) - 1);
+    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
     __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
            c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
 #define INIT(R) c##R##0 = _mm512_setzero_ps(); c##R##1 = _mm512_setzero_ps(); c##R##2 = _mm512_setzero_ps();
