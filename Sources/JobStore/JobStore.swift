@@ -43,28 +43,12 @@ public final class JobStore: @unchecked Sendable {
 
     /// Runs `body` on the connection under the lock, mapping SQLite errors.
     private func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws(JobStoreError) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        do {
-            return try body(connection)
-        } catch let error as JobStoreError {
-            throw error
-        } catch {
-            throw .database("\(error)")
-        }
+        try connection.locked(by: lock, body)
     }
 
     /// Runs a read-only `body` on the reader connection.
     private func withReader<T>(_ body: (SQLiteConnection) throws -> T) throws(JobStoreError) -> T {
-        readLock.lock()
-        defer { readLock.unlock() }
-        do {
-            return try body(reader)
-        } catch let error as JobStoreError {
-            throw error
-        } catch {
-            throw .database("\(error)")
-        }
+        try reader.locked(by: readLock, body)
     }
 
     /// Current time in seconds since 1970 (from the store's clock).

@@ -41,15 +41,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
 
     /// Runs `body` on the write connection under the lock, mapping errors.
     private func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws(JobStoreError) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        do {
-            return try body(connection)
-        } catch let error as JobStoreError {
-            throw error
-        } catch {
-            throw .database("\(error)")
-        }
+        try connection.locked(by: lock, body)
     }
 
     /// Runs `body` in a transaction, again when PostgreSQL reports a serialization failure or deadlock.
@@ -69,15 +61,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
 
     /// Runs a read-only `body` on the reader connection.
     private func withReader<T>(_ body: (PostgresConnection) throws -> T) throws(JobStoreError) -> T {
-        readLock.lock()
-        defer { readLock.unlock() }
-        do {
-            return try body(reader)
-        } catch let error as JobStoreError {
-            throw error
-        } catch {
-            throw .database("\(error)")
-        }
+        try reader.locked(by: readLock, body)
     }
 
     /// Current time in seconds since 1970 (from the store's clock).

@@ -10,6 +10,19 @@ protocol QueueConnection: AnyObject {
 }
 
 extension QueueConnection {
+    /// Runs `body` on this connection while holding `lock`, mapping errors to `JobStoreError`.
+    func locked<T>(by lock: NSLock, _ body: (Self) throws -> T) throws(JobStoreError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            return try body(self)
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(error)")
+        }
+    }
+
     /// Runs `body` between `begin` (e.g. `BEGIN IMMEDIATE`) and `COMMIT`, rolling back on any error.
     func transaction<T>(begin: String, _ body: () throws -> T) throws -> T {
         try execute(begin)
