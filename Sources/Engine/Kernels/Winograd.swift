@@ -68,17 +68,18 @@ enum Winograd {
         return u
     }
 
-    /// Tiles per chunk so that V and M (16 x channels x tiles each) stay a few MB.
-    static let chunkFloats = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_CHUNK"] ?? "") ?? (1 << 17)
+    /// Floats of one chunk's transformed input and GEMM output (V and M) together: sized to
+    /// stay in a core's L2 (`TESSERA_ENGINE_WINO_CHUNK`).
+    static let chunkFloats = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_CHUNK"] ?? "") ?? (1 << 16)
 
-    static let minChunk = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_MIN"] ?? "") ?? 128
-
-    static func tileChunk(cin: Int, cout: Int, tiles: Int) -> Int {
-        // Small layers: keep V and M cache-resident. Wide layers: long GEMMs so the
-        // transformed weights are not re-packed too often.
-        let floor = cin * cout >= 128 * 128 ? 512 : minChunk
-        let byBuffer = max(floor, chunkFloats / (16 * (cin + cout)) / 16 * 16)
-        return min(tiles, byBuffer)
+    /// Tiles per chunk: as many as fit `chunkFloats`, in multiples of the GEMM tile's 48
+    /// columns, the tiles spread evenly over the chunks.
+    static func tileChunk(entries: Int, cin: Int, cout: Int, tiles: Int) -> Int {
+        let nr = 48
+        let fit = max(nr, chunkFloats / (entries * (cin + cout)) / nr * nr)
+        if tiles <= fit { return tiles }
+        let chunks = (tiles + fit - 1) / fit
+        return min(fit, ((tiles + chunks - 1) / chunks + nr - 1) / nr * nr)
     }
 
     /// Floats of one transform entry's weights packed for `tessera_engine_sgemm_packed`.
@@ -112,13 +113,13 @@ enum Winograd {
         let g = c.window
         let (m, e) = shape(c)
         let tiles = nb * ((g.oh + m - 1) / m) * ((g.ow + m - 1) / m)
-        return e * (c.cin + c.cout) * tileChunk(cin: c.cin, cout: c.cout, tiles: tiles) + 64 // + vector overrun
+        return e * (c.cin + c.cout) * tileChunk(entries: e, cin: c.cin, cout: c.cout, tiles: tiles) + 64 // + vector overrun
     }
 
     /// Whether Winograd beats the direct kernel for a micro-batch of `nb` images: its 16/36
     /// GEMMs need enough tiles and channels (measured on resnet18 / compact CNNs: few tiles or
-    /// 32-channel layers are faster direct). `TESSERA_ENGINE_WINO_TILES` overrides the tile
-    /// threshold.
+    /// narrower layers are faster direct; 32-channel layers became faster as Winograd once
+    /// the chunks fit L2). `TESSERA_ENGINE_WINO_TILES` overrides the tile threshold.
     static func worthIt(_ c: ConvStep, nb: Int) -> Bool {
         guard c.directWeights != nil, !forced.load(ordering: .relaxed) else { return true }
         let g = c.window
@@ -134,8 +135,9 @@ enum Winograd {
     /// 64 since the transform-domain GEMMs run on the packed AVX-512 tile (256 with OpenBLAS):
     /// batch 64 on 1 thread, compact_cnn_96 606 -> 693 img/s, compact_cnn_224 121 -> 144, resnet18
     /// equal; batch 1 equal or faster (resnet18_224 40.7 -> 45.0).
-    /// Fewest input / output channels of a Winograd layer (`TESSERA_ENGINE_WINO_MINCH`).
-    static let minChannels = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_MINCH"] ?? "") ?? 64
+    /// Fewest input / output channels of a Winograd layer (`TESSERA_ENGINE_WINO_MINCH`): 32 since
+    /// chunks are sized for L2 (compact_cnn_96 batch 64, 1 thread: 738 -> 897 img/s).
+    static let minChannels = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_MINCH"] ?? "") ?? 32
 
     static let minTiles = Int(ProcessInfo.processInfo.environment["TESSERA_ENGINE_WINO_TILES"] ?? "") ?? 64
 
@@ -168,7 +170,7 @@ enum Winograd {
         let th = (g.oh + mt - 1) / mt, tw = (g.ow + mt - 1) / mt
         let tiles = nb * th * tw
         let cin = c.cin, cout = c.cout
-        let chunk = tileChunk(cin: cin, cout: cout, tiles: tiles)
+        let chunk = tileChunk(entries: entries, cin: cin, cout: cout, tiles: tiles)
         let v = scratch, m = scratch + entries * cin * chunk
         let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
         c.weights.withUnsafeBufferPointer { ubuf in
