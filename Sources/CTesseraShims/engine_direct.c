@@ -252,42 +252,45 @@ static inline __mmask16 col_mask(int cols, int first) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
+/* Named accumulators and constant row indices throughout: with a `c[MR][3]` array indexed by
+   the run-time row count in the epilogue, clang kept the array on the stack and stored all 24
+   accumulators every k step (pointwise 320 -> 1280: 69 -> ~220 GFLOP/s). */
 AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
                                     const float *bias, int rows, const float *residual, long ldy,
                                     float lo, float hi, float *y) {
     const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
-    __m512 c[MR][3];
-    for (int r = 0; r < MR; r++) {
-        const __m512 bv = _mm512_set1_ps(r < rows ? bias[r] : 0);
-        c[r][0] = bv; c[r][1] = bv; c[r][2] = bv;
-    }
+    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
+           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+#define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
+    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+#undef INIT
     for (int p = 0; p < k; p++) {
         const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
         const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
         const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
-        for (int r = 0; r < MR; r++) {
-            const __m512 av = _mm512_set1_ps(a[r]);
-            c[r][0] = _mm512_fmadd_ps(av, b0, c[r][0]);
-            c[r][1] = _mm512_fmadd_ps(av, b1, c[r][1]);
-            c[r][2] = _mm512_fmadd_ps(av, b2, c[r][2]);
-        }
+#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
+        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
+        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
+        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+#undef FMA
         a += MR;
         b += ldb;
     }
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-    for (int r = 0; r < rows; r++) {
-        float *yr = y + r * ldy;
-        const float *rr = residual ? residual + r * ldy : NULL;
-        __m512 v0 = c[r][0], v1 = c[r][1], v2 = c[r][2];
-        if (rr) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16));
-            v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32));
-        }
-        _mm512_mask_storeu_ps(yr, m0, _mm512_min_ps(_mm512_max_ps(v0, vlo), vhi));
-        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi));
-        _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi));
-    }
+#define STORE(R) if (R < rows) { \
+        float *yr = y + R * ldy; \
+        __m512 v0 = c##R##0, v1 = c##R##1, v2 = c##R##2; \
+        if (residual) { \
+            const float *rr = residual + R * ldy; \
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr)); \
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16)); \
+            v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32)); \
+        } \
+        _mm512_mask_storeu_ps(yr, m0, _mm512_min_ps(_mm512_max_ps(v0, vlo), vhi)); \
+        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi)); \
+        _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi)); }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+#undef STORE
 }
 
 static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols,
@@ -695,6 +698,46 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
             }
         }
         row += nr;
+    }
+}
+
+void tessera_engine_pointwise(const float *x, long total, int cin, int cout, const float *packed,
+                              const float *bias, const float *residual, float lo, float hi,
+                              long n0, long n1, int m0, int m1, float *y) {
+    if (m1 > cout) m1 = cout;
+    const int avx = direct_avx512();
+    /* Columns in blocks of up to 10 tiles whose input (cin rows) is first copied into a
+       contiguous [tile][cin][48] panel: the copy streams each channel row, whereas the tile
+       reading the rows in place (one stream per channel) stalled on cache misses. */
+    int nc = (int)(65536 / cin) / NR * NR;
+    if (nc < NR) nc = NR;
+    if (nc > 10 * NR) nc = 10 * NR;
+    float *panel = scratch(0, (size_t)cin * nc);
+    if (!panel) abort();
+    for (long p0 = n0; p0 < n1; p0 += nc) {
+        const int pc = n1 - p0 < nc ? (int)(n1 - p0) : nc;
+        const int ntiles = (pc + NR - 1) / NR;
+        for (int k = 0; k < cin; k++) {
+            const float *src = x + (long)k * total + p0;
+            for (int t = 0; t < ntiles; t++) {
+                const int cols = pc - t * NR < NR ? pc - t * NR : NR;
+                memcpy(panel + ((long)t * cin + k) * NR, src + t * NR, sizeof(float) * cols);
+            }
+        }
+        for (int t = 0; t < ntiles; t++) {
+            const int cols = pc - t * NR < NR ? pc - t * NR : NR;
+            const long q0 = p0 + (long)t * NR;
+            const float *b = panel + (long)t * cin * NR;
+            for (int mb = m0 / MR; mb * MR < m1; mb++) {
+                const int o0 = mb * MR;
+                const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+                const float *a = packed + (long)mb * cin * MR;
+                const float *res = residual ? residual + (long)o0 * total + q0 : NULL;
+                float *yo = y + (long)o0 * total + q0;
+                if (avx) conv_tile_avx512(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
+                else conv_tile_portable(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
+            }
+        }
     }
 }
 

@@ -106,6 +106,34 @@ import Testing
         }
     }
 
+    /// 1x1 convs on the packed tile (input rows copied into 48-column panels): channel counts
+    /// around the 8-row blocks, column counts around the 48-column tiles and the 10-tile panels,
+    /// fused residual and Clip, an activation applied after (Sigmoid).
+    @Test(arguments: 0..<10) func pointwiseRandomShapes(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(1000 + seed))
+        var b = ONNXBuilder()
+        let cin = [1, 3, 8, 17, 64, 200][seed % 6], cout = [1, 7, 8, 9, 16, 33][rng.int(0...5)]
+        let h = rng.int(1...12), w = seed % 3 == 0 ? rng.int(40...70) : rng.int(1...20)
+        let residual = seed % 2 == 1 && cin == cout
+        b.constant("w", [cout, cin, 1, 1], rng.floats(cout * cin, scale: 0.3))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [1, 1]])
+        if residual { b.node("Add", ["c", "x"], ["r"]) }
+        let act = ["Relu", "Clip", "Sigmoid", "Identity"][seed % 4]
+        if act == "Clip" { b.constant("lo", [], [-0.2]); b.constant("hi", [], [0.7]) }
+        let last = residual ? "r" : "c"
+        b.node(act, act == "Clip" ? [last, "lo", "hi"] : [last], ["y"])
+        let model = try b.model(inputShape: [cin, h, w])
+        guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(c.kind == .pointwise && c.directWeights != nil)
+        let batch = 1 + seed % 4
+        try bothBuilds { () throws in
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 2) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 16) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4, "seed \(seed)")
+        }
+    }
+
     @Test(arguments: 0..<16) func depthwiseRandomShapes(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(900 + seed))
         var b = ONNXBuilder()

@@ -84,6 +84,16 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
                          long r0, long r1, int m0, int m1, float *y);
 
 /**
+ * Pointwise (1x1, stride 1, unpadded, ungrouped) convolution of columns [n0, n1) (of the `total`
+ * (image, y, x) columns) and output channels [m0, m1) (m0 a multiple of 8) of a channel-major
+ * input, weights packed by tessera_engine_conv_pack (k = cin): the input rows are the GEMM's B
+ * rows read in place; y = clamp(W x + bias (+ residual), lo, hi). Thread-safe for disjoint ranges.
+ */
+void tessera_engine_pointwise(const float *x, long total, int cin, int cout, const float *packed,
+                              const float *bias, const float *residual, float lo, float hi,
+                              long n0, long n1, int m0, int m1, float *y);
+
+/**
  * Max / average pooling of planes [p0, p1) (plane p = c * nb + b of the channel-major output).
  * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
  * Average divides by max(row_count[oy] * col_count[ox], 1).

@@ -47,7 +47,9 @@ struct Compiler {
         let finalSteps = steps.compactMap { $0 }.map { step -> Step in
             guard case var .conv(c) = step else { return step }
             guard Winograd.eligible(c) else {
-                if Self.directEligible(c) {
+                if c.kind == .pointwise && !Self.directDisabled && !Self.pointwiseOnBLAS {
+                    c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
+                } else if Self.directEligible(c) {
                     c.weights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
                     c.kind = .direct
                 }
@@ -80,6 +82,9 @@ struct Compiler {
 
     /// `TESSERA_ENGINE_DIRECT=0` keeps every dense convolution on im2col + OpenBLAS.
     static let directDisabled = ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT"] == "0"
+
+    /// `TESSERA_ENGINE_POINTWISE=blas`: 1x1 convs on OpenBLAS instead of the packed AVX-512 tile.
+    static let pointwiseOnBLAS = ProcessInfo.processInfo.environment["TESSERA_ENGINE_POINTWISE"] == "blas"
 
     /// Ungrouped convolutions that are not 1x1 run on the direct C kernel (1x1 strided ones
     /// stay on a strided im2col + OpenBLAS, which measured faster).

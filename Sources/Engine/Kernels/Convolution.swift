@@ -140,6 +140,26 @@ enum ConvKernels {
         }
     }
 
+    /// Pointwise convolution by the C kernel (`c.directWeights` packed by `tessera_engine_conv_pack`)
+    /// of columns `columns` (flattened (image, oy, ox)) and output channels `channels` (lower
+    /// bound a multiple of 8); the input's channel rows are read in place.
+    static func pointwise(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                          residual: UnsafePointer<Float>?, nb: Int, columns: Range<Int>, channels: Range<Int>) {
+        let g = c.window
+        let total = nb * g.oh * g.ow
+        let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
+        c.directWeights!.withUnsafeBufferPointer { w in
+            c.bias.withUnsafeBufferPointer { b in
+                tessera_engine_pointwise(x, total, Int32(c.cin), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
+                                         lo, hi, columns.lowerBound, columns.upperBound,
+                                         Int32(channels.lowerBound), Int32(channels.upperBound), y)
+            }
+        }
+        if clampBounds(c.activation) == nil {
+            for o in channels { Epilogue.apply(c.activation, y + o * total + columns.lowerBound, columns.count) }
+        }
+    }
+
     /// Forces the portable (non-AVX-512) builds of the direct C kernels (tests only; process-global).
     static func forcePortable(_ on: Bool) { tessera_engine_force_portable(on ? 1 : 0) }
 

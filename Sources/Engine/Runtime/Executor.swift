@@ -175,6 +175,16 @@ struct Executor {
                         ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: outRows, channels: 0..<c.cout)
                     }
                 }
+            case .pointwise where c.directWeights != nil:
+                if par.lanes > 1 && total < par.lanes * 256 && c.cout >= 16 {
+                    par.ranges(c.cout, grain: 8) { _, channels in
+                        ConvKernels.pointwise(c, x: x, y: y, residual: residual, nb: nb, columns: 0..<total, channels: channels)
+                    }
+                } else {
+                    par.ranges(total, grain: 48) { _, columns in
+                        ConvKernels.pointwise(c, x: x, y: y, residual: residual, nb: nb, columns: columns, channels: 0..<c.cout)
+                    }
+                }
             case .pointwise where par.lanes > 1 && total < par.lanes * 256 && c.cout >= 2 * par.lanes:
                 par.ranges(c.cout, grain: 8) { _, rows in
                     ConvKernels.pointwiseRows(c, x: x, y: y, residual: residual, nb: nb, rows: rows)
