@@ -219,11 +219,95 @@ AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int k
     }
 }
 
+AVX512 static void copy_stride2_avx512(float *d, const float *s, int n);
+
+/* Depthwise along the rows of each plane (maps at least 16 wide): the plane's rows are copied
+   once into zero-padded column-phase rows (stride s: s phases, phase r holding padded columns
+   j * s + r), so every tap of 16 adjacent outputs is one unaligned load and one FMA, four
+   output vectors in flight; no transposes (the 16-plane kernel above gathers and scatters). */
+#define DW_ROW_NV 4
+AVX512 static void dw_rows_avx512(const float *x, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                                  int pt, int pl, int oh, int ow, const float *wc, float bias,
+                                  const float *res, float lo, float hi, float *yp, float *buf, int wq) {
+    /* stage: phase r, input row iy -> buf[(r * h + iy) * wq + j] = x[iy][j * sw + r - pl] or 0 */
+    for (int r = 0; r < sw; r++) {
+        const int c0 = pl - r > 0 ? (pl - r + sw - 1) / sw : 0;
+        int c1 = (w - 1 + pl - r) >= 0 ? (w - 1 + pl - r) / sw + 1 : 0;
+        if (c1 > wq) c1 = wq;
+        const int ca = c0 < c1 ? c0 : c1;
+        for (int iy = 0; iy < h; iy++) {
+            float *d = buf + ((long)r * h + iy) * wq;
+            const float *srow = x + (long)iy * w + r - pl;
+            for (int j = 0; j < ca; j++) d[j] = 0;
+            if (sw == 1) memcpy(d + ca, srow + ca, sizeof(float) * (c1 - ca));
+            else if (sw == 2) copy_stride2_avx512(d + ca, srow + 2 * ca, c1 - ca);
+            else for (int j = ca; j < c1; j++) d[j] = srow[(long)j * sw];
+            for (int j = c1 > ca ? c1 : ca; j < wq; j++) d[j] = 0;
+        }
+    }
+    const int khw = kh * kw;
+    __m512 wv[64];
+    int toff[64];
+    for (int t = 0; t < khw; t++) {
+        const int kx = t % kw, cx = kx * dw;
+        wv[t] = _mm512_set1_ps(wc[t]);
+        toff[t] = (cx % sw) * h * wq + cx / sw; /* phase plane + column offset; row added below */
+    }
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), vb = _mm512_set1_ps(bias);
+    for (int oy = 0; oy < oh; oy++) {
+        float *yr = yp + (long)oy * ow;
+        const float *rr = res ? res + (long)oy * ow : NULL;
+        for (int ox0 = 0; ox0 < ow; ox0 += 16 * DW_ROW_NV) {
+            __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+            for (int ky = 0; ky < kh; ky++) {
+                const int iy = oy * sh - pt + ky * dh;
+                if (iy < 0 || iy >= h) continue;
+                const float *rowBase = buf + (long)iy * wq + ox0;
+                for (int kx = 0; kx < kw; kx++) {
+                    const int t = ky * kw + kx;
+                    const float *q = rowBase + toff[t];
+                    a0 = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(q), a0);
+                    a1 = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(q + 16), a1);
+                    a2 = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(q + 32), a2);
+                    a3 = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(q + 48), a3);
+                }
+            }
+            __m512 acc[DW_ROW_NV] = {a0, a1, a2, a3};
+            for (int v = 0; v < DW_ROW_NV; v++) {
+                const int o = ox0 + 16 * v;
+                if (o >= ow) break;
+                const __mmask16 m = ow - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (ow - o)) - 1);
+                __m512 r = acc[v];
+                if (rr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, rr + o));
+                _mm512_mask_storeu_ps(yr + o, m, _mm512_min_ps(_mm512_max_ps(r, vlo), vhi));
+            }
+        }
+    }
+}
+
+AVX512 static void dw_planes_avx512(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                                    int pt, int pl, int oh, int ow, const float *wt, const float *bias,
+                                    const float *residual, float lo, float hi, long p0, long p1, float *y) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    /* phase row width: every column a tap of the last output vector group reads, + slack */
+    const int groups = (ow + 16 * DW_ROW_NV - 1) / (16 * DW_ROW_NV);
+    const int wq = groups * 16 * DW_ROW_NV + ((kw - 1) * dw) / sw + 1;
+    float *buf = scratch(0, (size_t)sw * h * wq + 16);
+    if (!buf) abort();
+    for (long p = p0; p < p1; p++) {
+        const long c = p / nb;
+        dw_rows_avx512(x + p * hw, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt + c * kh * kw, bias[c],
+                       residual ? residual + p * ohw : NULL, lo, hi, y + p * ohw, buf, wq);
+    }
+}
+
 void tessera_engine_depthwise(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                               int pt, int pl, int oh, int ow, const float *weights, const float *bias,
                               const float *residual, float lo, float hi, long p0, long p1, float *y) {
     const long maxIdx = (long)16 * (h * (long)w > oh * (long)ow ? h * (long)w : oh * (long)ow);
-    if (direct_avx512() && maxIdx < (1L << 30))
+    if (direct_avx512() && ow >= 16 && kh * kw <= 64 && sw <= 4)
+        dw_planes_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
+    else if (direct_avx512() && maxIdx < (1L << 30))
         dw_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else
         dw_portable(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);

@@ -154,7 +154,7 @@ struct Executor {
             // Waking another thread costs more than a step this small gains from it.
             let par = Double(2 * total * c.cout * c.k) >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
             switch c.kind {
-            case .winograd, .winograd43 where Winograd.worthIt(c, nb: nb):
+            case .winograd where Winograd.worthIt(c, nb: nb), .winograd43 where Winograd.worthIt(c, nb: nb):
                 Winograd.run(c, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
             case .depthwise:
                 par.ranges(c.cout * nb, grain: 16) { _, planes in
