@@ -5,3 +5,9 @@ int tessera_cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
 int tessera_cpu_has_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
 int tessera_cpu_has_avx512vnni(void) { return __builtin_cpu_supports("avx512vnni"); }
 int tessera_cpu_has_avx512bf16(void) { return __builtin_cpu_supports("avx512bf16"); }
+
+void tessera_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}

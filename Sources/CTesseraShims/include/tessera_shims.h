@@ -66,6 +66,8 @@ int tessera_region_read_f32(VipsRegion *region, int left, int top, int width, in
                             const float mean[3], const float stdev[3], int planar, float *dst);
 
 /* ── CPU features ────────────────────────────────────────────────────────── */
+/** A spin-wait hint (x86 `pause`), for threads polling a shared flag. */
+void tessera_cpu_relax(void);
 int tessera_cpu_has_avx2(void);
 int tessera_cpu_has_fma(void);
 int tessera_cpu_has_avx512f(void);

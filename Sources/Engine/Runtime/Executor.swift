@@ -44,6 +44,8 @@ final class Workspace {
 /// micro-batch, so the Session's other cores would otherwise idle).
 struct IntraOp {
     let lanes: Int
+    /// Helper threads that poll between steps (see ``LaneTeam``); nil: Dispatch workers.
+    var team: LaneTeam? = nil
 
     /// Calls `body(lane, range)` on pieces of `0..<n` (boundaries are multiples of `grain`).
     /// With several lanes the pieces (up to `piecesPerLane` per lane) are handed out
@@ -54,6 +56,10 @@ struct IntraOp {
         let workers = min(lanes, units)
         if workers <= 1 { body(0, 0..<n); return }
         let pieces = min(units, workers * max(1, piecesPerLane))
+        if let team, team.lanes == lanes {
+            team.run(n: n, units: units, grain: grain, pieces: pieces, body)
+            return
+        }
         let next = Atomic<Int>(0)
         withoutActuallyEscaping(body) { body in
             let shared = SharedBody(body: body)

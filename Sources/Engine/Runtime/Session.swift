@@ -21,6 +21,8 @@ public final class Session: @unchecked Sendable {
     public let microBatch: Int
     private let queue: DispatchQueue
     private var workspaces: [Workspace] = []
+    /// Helper threads for batches of a single micro-batch (`threads > 1`).
+    private let team: LaneTeam?
 
     public init(model: Model, threads: Int = 1, microBatch: Int = 16) throws {
         guard threads >= 1, threads <= 256 else { throw ModelError.invalidArgument("threads must be 1...256, got \(threads)") }
@@ -29,7 +31,10 @@ public final class Session: @unchecked Sendable {
         self.threads = threads
         self.microBatch = microBatch
         self.queue = DispatchQueue(label: "tessera.engine.session", qos: .userInitiated)
+        self.team = threads > 1 ? LaneTeam(lanes: threads) : nil
     }
+
+    deinit { team?.shutdown() }
 
     /// Runs one batch synchronously on the session queue (blocks the caller).
     public func run(_ input: Tensor, embedding: Bool = false) throws -> InferenceResult {
@@ -93,7 +98,7 @@ public final class Session: @unchecked Sendable {
             let job = BatchJob(program: program, workspaces: workspaces, input: inBuf.baseAddress!,
                                outputs: outBufs.map { $0.baseAddress! }, embedding: embBuf?.baseAddress,
                                embeddingValue: embValue, batch: batch, microBatch: mb, workers: workers,
-                               lanes: lanes, errors: errors, next: MicroBatchCounter())
+                               lanes: lanes, team: lanes > 1 ? team : nil, errors: errors, next: MicroBatchCounter())
             if workers == 1 { job.work(0) } else { DispatchQueue.concurrentPerform(iterations: workers) { job.work($0) } }
             if let error = errors.error { throw error }
         }
@@ -118,6 +123,7 @@ private struct BatchJob: @unchecked Sendable {
     let batch: Int, microBatch: Int, workers: Int
     /// Threads inside each step (> 1 only with a single worker).
     let lanes: Int
+    let team: LaneTeam?
     let errors: ErrorBox
     /// Next micro-batch to take.
     let next: MicroBatchCounter
@@ -130,7 +136,7 @@ private struct BatchJob: @unchecked Sendable {
             let chunk = next.take()
             if chunk >= chunks { return }
             let start = chunk * microBatch, nb = min(microBatch, batch - start)
-            let ex = Executor(program: program, ws: workspaces[w], nb: nb, par: IntraOp(lanes: lanes))
+            let ex = Executor(program: program, ws: workspaces[w], nb: nb, par: IntraOp(lanes: lanes, team: team))
             do {
                 try ex.run(input: input + start * inPerImage)
                 for (i, v) in program.outputValues.enumerated() {
