@@ -336,27 +336,33 @@ static inline __mmask16 col_mask(int cols, int first) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-/* Named accumulators and constant row indices throughout: with a `c[MR][3]` array indexed by
+/* The 8-row register tile over NV = 1..3 vectors of 16 columns: one compile-time variant per
+   width, so a last tile of <= 16 or <= 32 columns does not pay for three vectors of FMAs.
+   Named accumulators and constant row indices throughout: with a `c[MR][3]` array indexed by
    the run-time row count in the epilogue, clang kept the array on the stack and stored all 24
    accumulators every k step (pointwise 320 -> 1280: 69 -> ~220 GFLOP/s). */
-AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
-                                    const float *bias, int rows, const float *residual, long ldy,
-                                    float lo, float hi, float *y) {
+#define TILE_ACCS __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, \
+                         c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+#define TILE_FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
+        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); \
+        if (NV > 1) c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
+        if (NV > 2) c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
+#define TILE_LOADB(PTR) \
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, (PTR)); \
+        const __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, (PTR) + 16) : _mm512_setzero_ps(); \
+        const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(m2, (PTR) + 32) : _mm512_setzero_ps();
+
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
+conv_tile_nv(const int NV, const float *a, const float *b, int k, int ldb, int cols,
+             const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
     const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
-    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
-           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+    TILE_ACCS
 #define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
     INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
 #undef INIT
     for (int p = 0; p < k; p++) {
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
-#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
-        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
-        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
-        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
-#undef FMA
+        TILE_LOADB(b)
+        TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5) TILE_FMA(6) TILE_FMA(7)
         a += MR;
         b += ldb;
     }
@@ -367,14 +373,36 @@ AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int l
         if (residual) { \
             const float *rr = residual + R * ldy; \
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr)); \
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16)); \
-            v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32)); \
+            if (NV > 1) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16)); \
+            if (NV > 2) v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32)); \
         } \
         _mm512_mask_storeu_ps(yr, m0, _mm512_min_ps(_mm512_max_ps(v0, vlo), vhi)); \
-        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi)); \
-        _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi)); }
+        if (NV > 1) _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi)); \
+        if (NV > 2) _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi)); }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 #undef STORE
+}
+
+AVX512 static void conv_tile1_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                                     const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_nv(1, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+AVX512 static void conv_tile2_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                                     const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_nv(2, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+AVX512 static void conv_tile3_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                                     const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_nv(3, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+
+/* y[0..rows) x [0..cols) = clamp(bias + A (8 packed rows) x B (rows b + p * ldb) (+ residual)). */
+AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
+                                    const float *bias, int rows, const float *residual, long ldy,
+                                    float lo, float hi, float *y) {
+    if (cols <= 16) conv_tile1_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+    else if (cols <= 32) conv_tile2_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+    else conv_tile3_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
 }
 
 static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols,
@@ -575,32 +603,42 @@ AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int 
 #undef STORE
 }
 
-/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb): the phase tile with masked
-   stores straight into C (row stride ldc). */
-AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
-                                    float *c, long ldc) {
+/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb): the register tile with
+   masked stores straight into C (row stride ldc), NV = 1..3 vectors wide. */
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
+gemm_tile_nv(const int NV, const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
     const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
-    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
-           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+    TILE_ACCS
 #define INIT(R) c##R##0 = _mm512_setzero_ps(); c##R##1 = _mm512_setzero_ps(); c##R##2 = _mm512_setzero_ps();
     INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
 #undef INIT
     for (int p = 0; p < k; p++) {
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
-#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
-        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
-        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
-        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
-#undef FMA
+        TILE_LOADB(b)
+        TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5) TILE_FMA(6) TILE_FMA(7)
         a += MR;
         b += ldb;
     }
 #define STORE(R) if (R < rows) { float *cr = c + R * ldc; _mm512_mask_storeu_ps(cr, m0, c##R##0); \
-        _mm512_mask_storeu_ps(cr + 16, m1, c##R##1); _mm512_mask_storeu_ps(cr + 32, m2, c##R##2); }
+        if (NV > 1) _mm512_mask_storeu_ps(cr + 16, m1, c##R##1); \
+        if (NV > 2) _mm512_mask_storeu_ps(cr + 32, m2, c##R##2); }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 #undef STORE
+}
+
+AVX512 static void gemm_tile1_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
+    gemm_tile_nv(1, a, b, ldb, k, cols, rows, c, ldc);
+}
+AVX512 static void gemm_tile2_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
+    gemm_tile_nv(2, a, b, ldb, k, cols, rows, c, ldc);
+}
+AVX512 static void gemm_tile3_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
+    gemm_tile_nv(3, a, b, ldb, k, cols, rows, c, ldc);
+}
+AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
+                                    float *c, long ldc) {
+    if (cols <= 16) gemm_tile1_avx512(a, b, ldb, k, cols, rows, c, ldc);
+    else if (cols <= 32) gemm_tile2_avx512(a, b, ldb, k, cols, rows, c, ldc);
+    else gemm_tile3_avx512(a, b, ldb, k, cols, rows, c, ldc);
 }
 
 void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
