@@ -88,7 +88,7 @@ public enum ModelBench {
     /// Per-step timings of one micro-batch (single worker), slowest first, as text lines.
     public static func profile(_ options: ModelBenchOptions) throws -> [String] {
         let model = try Model(contentsOf: resolve(options.model))
-        let session = try Session(model: model, threads: 1, microBatch: options.microBatch ?? 16)
+        let session = try Session(model: model, threads: 1, microBatch: options.microBatch)
         let input = Tensor(shape: [options.batch] + model.inputShape,
                            data: [Float](repeating: 0.5, count: options.batch * model.inputShape.reduce(1, *)))
         _ = try session.profile(input)

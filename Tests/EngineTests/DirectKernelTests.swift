@@ -134,6 +134,24 @@ import Testing
         }
     }
 
+    /// The default micro-batch is the smallest of 4 / 8 / 16 images at which the model's Winograd
+    /// layers keep >= 64 tiles: 16 / 9 / 4 F(4x4) tiles per image at 16x16 / 12x12 / 6x6.
+    @Test func defaultMicroBatchKeepsWinogradLayers() throws {
+        func conv(size: Int) throws -> Model {
+            var rng = TestRNG(seed: 5)
+            var b = ONNXBuilder()
+            b.constant("w", [64, 64, 3, 3], rng.floats(64 * 64 * 9, scale: 0.1))
+            b.constant("b", [64], rng.floats(64))
+            b.node("Conv", ["x", "w", "b"], ["y"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+            return try b.model(inputShape: [64, size, size])
+        }
+        #expect(Session.defaultMicroBatch(for: try conv(size: 16)) == 4)
+        #expect(Session.defaultMicroBatch(for: try conv(size: 12)) == 8)
+        #expect(Session.defaultMicroBatch(for: try conv(size: 6)) == 16)
+        #expect(try Session(model: conv(size: 12), threads: 2).microBatch == 8)
+        #expect(try Session(model: conv(size: 12), threads: 2, microBatch: 3).microBatch == 3)
+    }
+
     @Test(arguments: 0..<16) func depthwiseRandomShapes(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(900 + seed))
         var b = ONNXBuilder()

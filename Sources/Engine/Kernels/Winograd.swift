@@ -122,6 +122,11 @@ enum Winograd {
     /// the chunks fit L2). `TESSERA_ENGINE_WINO_TILES` overrides the tile threshold.
     static func worthIt(_ c: ConvStep, nb: Int) -> Bool {
         guard c.directWeights != nil, !forced.load(ordering: .relaxed) else { return true }
+        return enoughWork(c, nb: nb)
+    }
+
+    /// The tile and channel thresholds of ``worthIt(_:nb:)`` alone (no test override).
+    static func enoughWork(_ c: ConvStep, nb: Int) -> Bool {
         let g = c.window
         let (mt, _) = shape(c)
         let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
