@@ -221,6 +221,30 @@ AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int k
 
 AVX512 static void copy_stride2_avx512(float *d, const float *s, int n);
 
+/* One column phase of a zero-padded input row, as the direct conv and the row-wise depthwise
+   read them: d[j] = row[j * sw + px - pl] where that column lies in [0, w), else 0, for j < wq.
+   The column range is worked out once per phase (`phase_columns`), the rows filled per row. */
+typedef struct { int ca, c1, shift, sw, wq; } phase_cols;
+
+static inline phase_cols phase_columns(int w, int pl, int px, int sw, int wq) {
+    const int c0 = pl - px > 0 ? (pl - px + sw - 1) / sw : 0;
+    int c1 = (w - 1 + pl - px) >= 0 ? (w - 1 + pl - px) / sw + 1 : 0;
+    if (c1 > wq) c1 = wq;
+    return (phase_cols){ .ca = c0 < c1 ? c0 : c1, .c1 = c1, .shift = px - pl, .sw = sw, .wq = wq };
+}
+
+/* Fills d from `row` (NULL: a padding row, all zero). */
+static inline void fill_phase_row(float *d, const float *row, phase_cols pc, int avx) {
+    if (!row) { memset(d, 0, sizeof(float) * pc.wq); return; }
+    const int ca = pc.ca, c1 = pc.c1, sw = pc.sw;
+    const float *s = row + pc.shift;
+    for (int j = 0; j < ca; j++) d[j] = 0;
+    if (sw == 1) memcpy(d + ca, s + ca, sizeof(float) * (c1 - ca));
+    else if (sw == 2 && avx) copy_stride2_avx512(d + ca, s + 2 * ca, c1 - ca);
+    else for (int j = ca; j < c1; j++) d[j] = s[(long)j * sw];
+    for (int j = c1 > ca ? c1 : ca; j < pc.wq; j++) d[j] = 0;
+}
+
 /* Depthwise along the rows of each plane (maps at least 16 wide): the plane's rows are copied
    once into zero-padded column-phase rows (stride s: s phases, phase r holding padded columns
    j * s + r), so every tap of 16 adjacent outputs is one unaligned load and one FMA, four
@@ -231,19 +255,8 @@ AVX512 static void dw_rows_avx512(const float *x, int h, int w, int kh, int kw, 
                                   const float *res, float lo, float hi, float *yp, float *buf, int wq) {
     /* stage: phase r, input row iy -> buf[(r * h + iy) * wq + j] = x[iy][j * sw + r - pl] or 0 */
     for (int r = 0; r < sw; r++) {
-        const int c0 = pl - r > 0 ? (pl - r + sw - 1) / sw : 0;
-        int c1 = (w - 1 + pl - r) >= 0 ? (w - 1 + pl - r) / sw + 1 : 0;
-        if (c1 > wq) c1 = wq;
-        const int ca = c0 < c1 ? c0 : c1;
-        for (int iy = 0; iy < h; iy++) {
-            float *d = buf + ((long)r * h + iy) * wq;
-            const float *srow = x + (long)iy * w + r - pl;
-            for (int j = 0; j < ca; j++) d[j] = 0;
-            if (sw == 1) memcpy(d + ca, srow + ca, sizeof(float) * (c1 - ca));
-            else if (sw == 2) copy_stride2_avx512(d + ca, srow + 2 * ca, c1 - ca);
-            else for (int j = ca; j < c1; j++) d[j] = srow[(long)j * sw];
-            for (int j = c1 > ca ? c1 : ca; j < wq; j++) d[j] = 0;
-        }
+        const phase_cols pc = phase_columns(w, pl, r, sw, wq);
+        for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, x + (long)iy * w, pc, 1);
     }
     const int khw = kh * kw;
     __m512 wv[64];
@@ -352,57 +365,79 @@ static inline __mmask16 col_mask(int cols, int first) {
         const __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, (PTR) + 16) : _mm512_setzero_ps(); \
         const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(m2, (PTR) + 32) : _mm512_setzero_ps();
 
+/* MODE 0: y = A x B (the transform-domain GEMMs of Winograd); MODE 1: y = clamp(bias + A x B
+   (+ residual), lo, hi); MODE 2: y = bias + A x B (the phase-plane conv's tile buffer).
+   B row p is b + p * ldb, or with OFFS b + off[p] (phase planes). */
 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
-conv_tile_nv(const int NV, const float *a, const float *b, int k, int ldb, int cols,
-             const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
+tile_nv(const int NV, const int MODE, const int OFFS, const float *a, const float *b, const int *off, int k,
+        long ldb, int cols, const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
     const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
     TILE_ACCS
-#define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
+#define INIT(R) { const __m512 bv = MODE && R < rows ? _mm512_set1_ps(bias[R]) : _mm512_setzero_ps(); \
+        c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
     INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
 #undef INIT
     for (int p = 0; p < k; p++) {
-        TILE_LOADB(b)
+        const float *bp = OFFS ? b + off[p] : b + p * ldb;
+        TILE_LOADB(bp)
         TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5) TILE_FMA(6) TILE_FMA(7)
         a += MR;
-        b += ldb;
     }
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+#define EPI(V) (MODE == 1 ? _mm512_min_ps(_mm512_max_ps((V), vlo), vhi) : (V))
 #define STORE(R) if (R < rows) { \
         float *yr = y + R * ldy; \
         __m512 v0 = c##R##0, v1 = c##R##1, v2 = c##R##2; \
-        if (residual) { \
+        if (MODE == 1 && residual) { \
             const float *rr = residual + R * ldy; \
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr)); \
             if (NV > 1) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16)); \
             if (NV > 2) v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32)); \
         } \
-        _mm512_mask_storeu_ps(yr, m0, _mm512_min_ps(_mm512_max_ps(v0, vlo), vhi)); \
-        if (NV > 1) _mm512_mask_storeu_ps(yr + 16, m1, _mm512_min_ps(_mm512_max_ps(v1, vlo), vhi)); \
-        if (NV > 2) _mm512_mask_storeu_ps(yr + 32, m2, _mm512_min_ps(_mm512_max_ps(v2, vlo), vhi)); }
+        _mm512_mask_storeu_ps(yr, m0, EPI(v0)); \
+        if (NV > 1) _mm512_mask_storeu_ps(yr + 16, m1, EPI(v1)); \
+        if (NV > 2) _mm512_mask_storeu_ps(yr + 32, m2, EPI(v2)); }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 #undef STORE
+#undef EPI
 }
 
-AVX512 static void conv_tile1_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
-                                     const float *residual, long ldy, float lo, float hi, float *y) {
-    conv_tile_nv(1, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+/* One compiled variant per (width, mode). */
+#define TILE_VARIANT(NAME, NV, MODE, OFFS) \
+AVX512 static void NAME(const float *a, const float *b, const int *off, int k, long ldb, int cols, const float *bias, \
+                        int rows, const float *residual, long ldy, float lo, float hi, float *y) { \
+    tile_nv(NV, MODE, OFFS, a, b, off, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y); \
 }
-AVX512 static void conv_tile2_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
-                                     const float *residual, long ldy, float lo, float hi, float *y) {
-    conv_tile_nv(2, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
-}
-AVX512 static void conv_tile3_avx512(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
-                                     const float *residual, long ldy, float lo, float hi, float *y) {
-    conv_tile_nv(3, a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
-}
+TILE_VARIANT(tile1_plain, 1, 0, 0)
+TILE_VARIANT(tile2_plain, 2, 0, 0)
+TILE_VARIANT(tile3_plain, 3, 0, 0)
+TILE_VARIANT(tile1_fused, 1, 1, 0)
+TILE_VARIANT(tile2_fused, 2, 1, 0)
+TILE_VARIANT(tile3_fused, 3, 1, 0)
+TILE_VARIANT(tile1_phase, 1, 2, 1)
+TILE_VARIANT(tile2_phase, 2, 2, 1)
+TILE_VARIANT(tile3_phase, 3, 2, 1)
+#undef TILE_VARIANT
+#define TILE_BY_WIDTH(KIND, ...) \
+    (cols <= 16 ? tile1_##KIND(__VA_ARGS__) : cols <= 32 ? tile2_##KIND(__VA_ARGS__) : tile3_##KIND(__VA_ARGS__))
 
 /* y[0..rows) x [0..cols) = clamp(bias + A (8 packed rows) x B (rows b + p * ldb) (+ residual)). */
-AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, int ldb, int cols,
+AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, long ldb, int cols,
                                     const float *bias, int rows, const float *residual, long ldy,
                                     float lo, float hi, float *y) {
-    if (cols <= 16) conv_tile1_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
-    else if (cols <= 32) conv_tile2_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
-    else conv_tile3_avx512(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+    TILE_BY_WIDTH(fused, a, b, NULL, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+
+/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb), row stride ldc. */
+AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
+                                    float *c, long ldc) {
+    TILE_BY_WIDTH(plain, a, b, NULL, k, ldb, cols, NULL, rows, NULL, ldc, 0, 0, c);
+}
+
+/* tile[r * NR + q] = bias + A x B over a phase-split padded input: B row p is xb + off[p] + q. */
+AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
+                                     const float *bias, int rows, float *tile) {
+    TILE_BY_WIDTH(phase, a, xb, off, k, 0, cols, bias, rows, NULL, NR, 0, 0, tile);
 }
 
 static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols,
@@ -429,8 +464,6 @@ static void conv_tile_portable(const float *a, const float *b, int k, int ldb, i
     }
 }
 
-AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
-                                     const float *bias, int rows, float *tile);
 static void tiles_blocked(int avx, const float *packed, int k, const float *xb, const int *off, int cols,
                           int m0, int m1, const float *bias, float *tiles);
 AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y);
@@ -576,71 +609,6 @@ static int prefer_dense(int cin, int kh, int kw, int sh, int sw, int oh, int ow,
     return denseTiles * (blocks + g) < phaseTiles * blocks;
 }
 
-/* 8 x 48 tile over a phase-split padded input: B row p is xb + off[p] + q (contiguous in q). */
-AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
-                                     const float *bias, int rows, float *tile) {
-    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
-    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
-           c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
-#define INIT(R) { const __m512 bv = _mm512_set1_ps(R < rows ? bias[R] : 0); c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
-    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
-#undef INIT
-    for (int p = 0; p < k; p++) {
-        const float *b = xb + off[p];
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-        const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
-#define FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
-        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
-        c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
-        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
-#undef FMA
-        a += MR;
-    }
-#define STORE(R) _mm512_store_ps(tile + R * NR, c##R##0); _mm512_store_ps(tile + R * NR + 16, c##R##1); \
-        _mm512_store_ps(tile + R * NR + 32, c##R##2);
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
-#undef STORE
-}
-
-/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb): the register tile with
-   masked stores straight into C (row stride ldc), NV = 1..3 vectors wide. */
-static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
-gemm_tile_nv(const int NV, const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
-    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
-    TILE_ACCS
-#define INIT(R) c##R##0 = _mm512_setzero_ps(); c##R##1 = _mm512_setzero_ps(); c##R##2 = _mm512_setzero_ps();
-    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
-#undef INIT
-    for (int p = 0; p < k; p++) {
-        TILE_LOADB(b)
-        TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5) TILE_FMA(6) TILE_FMA(7)
-        a += MR;
-        b += ldb;
-    }
-#define STORE(R) if (R < rows) { float *cr = c + R * ldc; _mm512_mask_storeu_ps(cr, m0, c##R##0); \
-        if (NV > 1) _mm512_mask_storeu_ps(cr + 16, m1, c##R##1); \
-        if (NV > 2) _mm512_mask_storeu_ps(cr + 32, m2, c##R##2); }
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
-#undef STORE
-}
-
-AVX512 static void gemm_tile1_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
-    gemm_tile_nv(1, a, b, ldb, k, cols, rows, c, ldc);
-}
-AVX512 static void gemm_tile2_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
-    gemm_tile_nv(2, a, b, ldb, k, cols, rows, c, ldc);
-}
-AVX512 static void gemm_tile3_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows, float *c, long ldc) {
-    gemm_tile_nv(3, a, b, ldb, k, cols, rows, c, ldc);
-}
-AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
-                                    float *c, long ldc) {
-    if (cols <= 16) gemm_tile1_avx512(a, b, ldb, k, cols, rows, c, ldc);
-    else if (cols <= 32) gemm_tile2_avx512(a, b, ldb, k, cols, rows, c, ldc);
-    else gemm_tile3_avx512(a, b, ldb, k, cols, rows, c, ldc);
-}
-
 void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
                                  float *c, long ldc) {
     if (m <= 0 || n <= 0) return;
@@ -768,21 +736,10 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
             const float *src = x + ((long)ci * nb + b) * hw;
             for (int py = 0; py < ny; py++) for (int px = 0; px < nx; px++) {
                 float *dst = xb + ((long)(ci * ny + py) * nx + px) * plane;
-                /* columns j with 0 <= j * sw + px - pl < w */
-                const int c0 = pl - px > 0 ? (pl - px + sw - 1) / sw : 0;
-                int c1 = (w - 1 + pl - px) >= 0 ? (w - 1 + pl - px) / sw + 1 : 0;
-                if (c1 > wq) c1 = wq;
-                const int ca = c0 < c1 ? c0 : c1;
+                const phase_cols pc = phase_columns(w, pl, px, sw, wq);
                 for (int i = 0; i < hq; i++) {
-                    float *d = dst + (long)i * wq;
                     const int iy = (oy0 + i) * sh + py - pt;
-                    if (iy < 0 || iy >= h) { memset(d, 0, sizeof(float) * wq); continue; }
-                    const float *s = src + (long)iy * w + px - pl;
-                    for (int j = 0; j < ca; j++) d[j] = 0;
-                    if (sw == 1) memcpy(d + ca, s + ca, sizeof(float) * (c1 - ca));
-                    else if (sw == 2 && avx) copy_stride2_avx512(d + ca, s + 2 * ca, c1 - ca);
-                    else for (int j = ca; j < c1; j++) d[j] = s[j * sw];
-                    for (int j = c1 > ca ? c1 : ca; j < wq; j++) d[j] = 0;
+                    fill_phase_row(dst + (long)i * wq, iy < 0 || iy >= h ? NULL : src + (long)iy * w, pc, avx);
                 }
             }
         }
