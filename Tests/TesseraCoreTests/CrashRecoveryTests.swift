@@ -88,7 +88,7 @@ struct CrashRecoveryTests {
         return kills
     }
 
-    @Test(.enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)"))
+    @Test(.needsTesseraBinary)
     func killedRunsResumeToIdenticalOutputs() throws {
         let fixture = try fixture()
         let crashed = Support.temporaryDirectory()
@@ -106,8 +106,7 @@ struct CrashRecoveryTests {
     /// The same on a PostgreSQL queue, plus a worker killed mid-job whose lease nobody releases:
     /// the job is rescued once its lease expires, then finished exactly once.
     // Needs the PostgreSQL server binaries (apt-get install postgresql; scripts/setup.sh installs them).
-    @Test(.enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)"),
-          .enabled(if: PostgresTestServer.available, "PostgreSQL server binaries not installed (apt-get install postgresql)"))
+    @Test(.needsTesseraBinary, .needsPostgres)
     func killedRunsOnPostgresResumeAfterLeaseExpiry() throws {
         let fixture = try fixture()
         let queue = try PostgresTestServer.createDatabase()
@@ -151,8 +150,7 @@ struct CrashRecoveryTests {
     }
 
     /// Two worker processes sharing one PostgreSQL queue: each job is claimed once and done once.
-    @Test(.enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)"),
-          .enabled(if: PostgresTestServer.available, "PostgreSQL server binaries not installed (apt-get install postgresql)"))
+    @Test(.needsTesseraBinary, .needsPostgres)
     func replicasShareAPostgresQueue() throws {
         let fixture = try fixture()
         let queue = try PostgresTestServer.createDatabase()

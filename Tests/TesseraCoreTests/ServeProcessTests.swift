@@ -6,7 +6,7 @@ import Testing
 @testable import TesseraCore
 
 /// `tessera serve` as a process: killed during uploads, stopped with SIGTERM.
-@Suite("Serve process", .serialized, .enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)"))
+@Suite("Serve process", .serialized, .needsTesseraBinary)
 struct ServeProcessTests {
     /// Starts the server on a free port and returns it with its base URL.
     func start(data: String, models: String) throws -> (Process, HTTPClient) {

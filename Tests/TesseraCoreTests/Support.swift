@@ -1,4 +1,5 @@
 import Foundation
+import PostgresTestSupport
 import Testing
 @testable import TesseraCore
 
@@ -65,5 +66,17 @@ enum Support {
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
         return nil
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// Skips a test (or suite) that runs the `tessera` binary when it has not been built.
+    static var needsTesseraBinary: Self {
+        .enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)")
+    }
+
+    /// Skips a test that starts a PostgreSQL server when its binaries are not installed.
+    static var needsPostgres: Self {
+        .enabled(if: PostgresTestServer.available, "PostgreSQL server binaries not installed (apt-get install postgresql)")
     }
 }

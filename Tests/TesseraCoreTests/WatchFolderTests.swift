@@ -3,7 +3,7 @@ import Testing
 @testable import TesseraCore
 
 /// The watch-folder daemon as users run it: a real `tessera watch` process, real files, real timing.
-@Suite("Watch folder", .serialized, .enabled(if: Support.binary != nil, "build the tessera binary first (scripts/test.sh does)"))
+@Suite("Watch folder", .serialized, .needsTesseraBinary)
 struct WatchFolderTests {
     struct Daemon {
         let process: Process
