@@ -12,7 +12,8 @@ extension ModelsCommand {
         func run() throws {
             let directory = ModelCatalog.directory
             let names = ModelCatalog.names(in: directory)
-            if names.isEmpty { print("no models in \(directory)") }
+            if names.isEmpty { print("no models in \(ModelCatalog.folders(of: directory).joined(separator: ", "))") }
+            let defaultModel = ModelCatalog.defaultModel(in: directory)
             for name in names {
                 do {
                     let reference = try ModelCatalog.resolve(name, in: directory)
@@ -21,17 +22,27 @@ extension ModelsCommand {
                         let object: [String: Any] = [
                             "name": card.name, "input_size": card.input.size, "mpp": card.input.mpp ?? NSNull(),
                             "classes": card.classes, "params": card.params ?? NSNull(), "macs": card.macs ?? NSNull(),
-                            "default": name == ModelCatalog.defaultModel,
+                            "default": name == defaultModel, "folder": reference.folder,
+                            "role": card.role ?? NSNull(), "experimental": card.experimental ?? false,
+                            "validated": card.validationStatement ?? false,
+                            "balanced_accuracy": card.realLabelBalancedAccuracy ?? NSNull(),
                         ]
                         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                         print(String(decoding: data, as: UTF8.self))
                     } else {
-                        let marker = name == ModelCatalog.defaultModel ? " (default)" : ""
+                        var tags: [String] = []
+                        if name == defaultModel { tags.append("default") }
+                        if let role = card.role { tags.append(role) }
+                        if card.experimental == true { tags.append("experimental") }
+                        let marker = tags.isEmpty ? "" : " (\(tags.joined(separator: ", ")))"
                         let macs = card.macs.map { String(format: "%.2f GMACs", Double($0) / 1e9) } ?? "? MACs"
                         let params = card.params.map { String(format: "%.2f M params", Double($0) / 1e6) } ?? "? params"
-                        print("\(name)\(marker): \(card.displayName ?? card.name); \(card.input.size) px at "
-                              + (card.input.mpp.map { String(format: "%.2f um/px", $0) } ?? "? um/px")
-                              + "; \(card.classes.count) classes; \(params), \(macs)")
+                        print("\(name)\(marker): \(card.displayName ?? card.name)")
+                        print("    \(card.input.size) px at "
+                              + (card.input.mpp.map { String(format: "%.3g um/px", $0) } ?? "? um/px")
+                              + "; \(card.classes.count) classes (\(card.classes.joined(separator: ", "))); \(params), \(macs)")
+                        print("    validated: \(card.validationStatement ?? "false (no real-label validation on its card)")")
+                        print("    folder: \(reference.folder)")
                     }
                 } catch {
                     print("\(name): \(error)")

@@ -4,7 +4,7 @@ import TesseraCore
 /// `tessera models ...`: model utilities.
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "models", abstract: "Inspect and benchmark models.", subcommands: [List.self, Inspect.self, Bench.self])
+        commandName: "models", abstract: "Inspect and benchmark models.", subcommands: [List.self, Inspect.self, Bench.self, Eval.self])
 
     /// `tessera models bench MODEL [--batch N] [--threads N] [--json]`.
     struct Bench: ParsableCommand {

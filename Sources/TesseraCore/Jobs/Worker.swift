@@ -178,7 +178,8 @@ public final class Worker: Sendable {
             grid: grid, mask: mask, scores: results.map(\.scores),
             embeddings: parameters.embeddings ? results.map { $0.embedding ?? [] } : nil,
             timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileSeconds, "total_seconds": total.seconds],
-            slideWidth: slide.properties.width, slideHeight: slide.properties.height)
+            slideWidth: slide.properties.width, slideHeight: slide.properties.height,
+            validated: card.validationStatement)
         let directory = configuration.outputDirectory(job)
         _ = try JobOutputs.write(inputs, to: directory)
         return directory
@@ -215,7 +216,6 @@ public final class Worker: Sendable {
         defer { pipe.abort() }
         var done = start
         var pending: [TileResult] = []
-        let softmax = card.output?.kind == "logits"
         while let batch = try pipe.takeFilled() {
             try heartbeat.check()
             if stop.isSet { throw WorkerStopped() }
@@ -230,8 +230,7 @@ public final class Worker: Sendable {
             let features = result.embedding
             let dims = features.map { $0.count / max(1, count) } ?? 0
             for n in 0..<count {
-                var scores = Array(output.data[(n * classes)..<((n + 1) * classes)])
-                if softmax { scores = Self.softmax(scores) }
+                let scores = card.probabilities(fromOutput: Array(output.data[(n * classes)..<((n + 1) * classes)]))
                 let embedding = features.map { Array($0.data[(n * dims)..<((n + 1) * dims)]) }
                 pending.append(TileResult(index: done + n, scores: scores, embedding: embedding))
             }
@@ -243,13 +242,6 @@ public final class Worker: Sendable {
             progress(done)
         }
         if !pending.isEmpty { try store.checkpoint(lease, results: pending, tilesDone: done) }
-    }
-
-    static func softmax(_ values: [Float]) -> [Float] {
-        let top = values.max() ?? 0
-        let exps = values.map { Foundation.exp($0 - top) }
-        let sum = exps.reduce(0, +)
-        return exps.map { $0 / sum }
     }
 }
 

@@ -11,18 +11,84 @@ public struct ModelCard: Codable, Sendable {
         public var layout: String?
         public var mpp: Double?
         public var normalisation: NormalisationSpec?
+
+        public init(name: String? = nil, size: Int, channels: Int? = 3, layout: String? = "NCHW", mpp: Double? = nil,
+                    normalisation: NormalisationSpec? = nil) {
+            self.name = name
+            self.size = size
+            self.channels = channels
+            self.layout = layout
+            self.mpp = mpp
+            self.normalisation = normalisation
+        }
     }
 
     public struct NormalisationSpec: Codable, Sendable {
         public var scale: Double?
         public var mean: [Float]?
         public var std: [Float]?
+
+        public init(scale: Double? = nil, mean: [Float]? = nil, std: [Float]? = nil) {
+            self.scale = scale
+            self.mean = mean
+            self.std = std
+        }
     }
 
     public struct Output: Codable, Sendable {
         public var name: String?
         /// `softmax` (probabilities) or `logits`.
         public var kind: String?
+        /// Temperature from calibration: probabilities are `softmax(logits / temperature)`.
+        /// Only meaningful for `logits` outputs.
+        public var temperature: Double?
+
+        public init(name: String? = nil, kind: String? = nil, temperature: Double? = nil) {
+            self.name = name
+            self.kind = kind
+            self.temperature = temperature
+        }
+    }
+
+    /// What the model was validated on: a short statement, or `false` (not validated).
+    public enum Validation: Codable, Sendable, Equatable, CustomStringConvertible {
+        case no
+        case yes(String)
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let flag = try? container.decode(Bool.self) {
+                guard !flag else {
+                    throw DecodingError.dataCorruptedError(in: container, debugDescription:
+                        "'validated' must be false or a statement of what the model was validated on, not true")
+                }
+                self = .no
+            } else {
+                let text = try container.decode(String.self)
+                self = text.isEmpty ? .no : .yes(text)
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .no: try container.encode(false)
+            case .yes(let text): try container.encode(text)
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .no: "not validated on real labels"
+            case .yes(let text): text
+            }
+        }
+
+        /// The statement, or nil when not validated.
+        public var statement: String? {
+            if case .yes(let text) = self { return text }
+            return nil
+        }
     }
 
     public var name: String
@@ -35,10 +101,46 @@ public struct ModelCard: Codable, Sendable {
     public var params: Int?
     public var macs: Int?
     public var file: String?
+    /// `baseline`, `compact`, ... (documentation; `models list` shows it).
+    public var role: String?
+    /// What the model was validated on (`false` when it was not).
+    public var validated: Validation?
+    /// An experimental model is never the default.
+    public var experimental: Bool?
+    /// Balanced accuracy on the card's real-label validation set (`metrics.balanced_accuracy`),
+    /// read from the card; how the default model is chosen.
+    public var realLabelBalancedAccuracy: Double?
 
     enum CodingKeys: String, CodingKey {
-        case name, version, task, classes, input, params, macs, file, output
+        case name, version, task, classes, input, params, macs, file, output, role, validated, experimental
         case displayName = "display_name"
+    }
+
+    public init(name: String, displayName: String? = nil, output: Output? = nil, version: String? = nil,
+                task: String? = "classification", classes: [String], input: Input, params: Int? = nil, macs: Int? = nil,
+                file: String? = nil, role: String? = nil, validated: Validation? = nil, experimental: Bool? = nil) {
+        self.name = name
+        self.displayName = displayName
+        self.output = output
+        self.version = version
+        self.task = task
+        self.classes = classes
+        self.input = input
+        self.params = params
+        self.macs = macs
+        self.file = file
+        self.role = role
+        self.validated = validated
+        self.experimental = experimental
+    }
+
+    /// The short `validated` field of `models list` and `summary.json`: the statement, or false.
+    public var validationStatement: String? { validated?.statement }
+
+    /// The temperature applied to logits before the softmax (1 when the card names none).
+    public var temperature: Float {
+        guard let value = output?.temperature, value.isFinite, value > 0 else { return 1 }
+        return Float(value)
     }
 
     /// The patch normalisation: pixels scaled to 0...1, then (p - mean) / std.
@@ -62,6 +164,8 @@ public struct ModelReference: Sendable {
     /// What `ModelCatalog.resolve` takes to find this model again: the catalog name, or the
     /// file path of a model outside the catalog. Jobs record this.
     public var identifier: String
+    /// The folder the model was found in.
+    public var folder: String
 }
 
 /// Errors resolving models.
@@ -69,25 +173,51 @@ public struct ModelCatalogError: Error, Sendable, CustomStringConvertible {
     public let description: String
 }
 
-/// Finds models by name under the models directory, or by path.
+/// Finds models by name in the models search path, or by path.
+///
+/// The search path is a list of folders, written as one string with `:` between folders
+/// (`TESSERA_MODELS=/srv/lab-models:/opt/more`): the folders named by `TESSERA_MODELS` first, then
+/// the shipped models folder, so a lab's own models add to the shipped ones instead of hiding them.
+/// A folder holds one model per subfolder: `model.onnx` with Tessera's `model.json` card, or with
+/// WSInfer's `config.json`.
 public enum ModelCatalog {
-    /// The shipped default model: the compact NAS-found classifier, or the teacher it was
-    /// distilled from when the compact one is not in the models directory.
-    public static var defaultModel: String {
-        let directory = ModelCatalog.directory
-        return names(in: directory).contains(compactModel) || !names(in: directory).contains(teacherModel)
-            ? compactModel : teacherModel
+    /// The default model: among the models whose cards state a real-label validation (and are
+    /// not experimental), the one with the best measured balanced accuracy; when no card states
+    /// one, the compact classifier, else the teacher, else the first model found.
+    public static var defaultModel: String { defaultModel(in: directory) }
+
+    /// The default model of a given search path (see ``defaultModel``).
+    public static func defaultModel(in directory: String) -> String {
+        let references = names(in: directory).compactMap { try? resolve($0, in: directory) }
+        let validated = references.filter { $0.card.experimental != true && $0.card.validationStatement != nil }
+        if let best = validated.max(by: { ($0.card.realLabelBalancedAccuracy ?? 0, $1.name) < ($1.card.realLabelBalancedAccuracy ?? 0, $0.name) }) {
+            return best.name
+        }
+        let known = references.map(\.name)
+        if known.contains(compactModel) { return compactModel }
+        if known.contains(teacherModel) { return teacherModel }
+        return known.first ?? compactModel
     }
 
-    /// The compact tissue classifier.
+    /// The compact CRC tissue classifier (experimental: distilled without human labels).
     public static let compactModel = "tessera-crc-compact"
-    /// The DenseNet121 teacher / baseline.
+    /// The DenseNet121 PathMNIST teacher.
     public static let teacherModel = "densenet121-pathmnist"
 
-    /// The models directory: `$TESSERA_MODELS`, else `models/` next to the executable's package
-    /// (build tree), else `/opt/tessera/models`, else `./models`.
+    /// The models search path: the folders in `$TESSERA_MODELS` (`:`-separated), then the shipped
+    /// models folder (``shippedDirectory``).
     public static var directory: String {
-        if let explicit = ProcessInfo.processInfo.environment["TESSERA_MODELS"], !explicit.isEmpty { return explicit }
+        let extra = (ProcessInfo.processInfo.environment["TESSERA_MODELS"] ?? "")
+            .split(separator: ":").map(String.init).filter { !$0.isEmpty }
+        var folders: [String] = []
+        for folder in extra + [shippedDirectory] where !folders.contains(folder) { folders.append(folder) }
+        return folders.joined(separator: ":")
+    }
+
+    /// The shipped models folder: `models/` next to the executable's package (build tree), else
+    /// `/usr/share/tessera/models` (the Debian package), else `/opt/tessera/models` (the container
+    /// image), else `./models`.
+    public static var shippedDirectory: String {
         var url = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
         for _ in 0..<5 {
             url.deleteLastPathComponent()
@@ -97,67 +227,132 @@ public enum ModelCatalog {
                 return candidate.path
             }
         }
-        if FileManager.default.fileExists(atPath: "/opt/tessera/models") { return "/opt/tessera/models" }
+        for folder in ["/usr/share/tessera/models", "/opt/tessera/models"] where FileManager.default.fileExists(atPath: folder) {
+            return folder
+        }
         return FileManager.default.currentDirectoryPath + "/models"
     }
 
-    /// Model names (folders with a model.json) in the models directory.
-    public static func names(in directory: String = ModelCatalog.directory) -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return entries.filter { FileManager.default.fileExists(atPath: "\(directory)/\($0)/model.json") }.sorted()
+    /// The folders of a search path, in order.
+    public static func folders(of directory: String) -> [String] {
+        directory.split(separator: ":").map(String.init).filter { !$0.isEmpty }
     }
 
-    /// Resolves a name under the models directory, a model folder, or an .onnx path.
+    /// Model names in the search path (first folder wins when two hold the same name).
+    public static func names(in directory: String = ModelCatalog.directory) -> [String] {
+        var seen = Set<String>()
+        for folder in folders(of: directory) {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            for entry in entries where isModelFolder("\(folder)/\(entry)") { seen.insert(entry) }
+        }
+        return seen.sorted()
+    }
+
+    /// The folder that holds model `name`, if the search path has it.
+    public static func location(of name: String, in directory: String = ModelCatalog.directory) -> String? {
+        guard !name.contains("/") else { return nil }
+        return folders(of: directory).lazy.map { "\($0)/\(name)" }.first(where: isModelFolder)
+    }
+
+    /// A model folder: a Tessera card, or an ONNX file with WSInfer's config.json.
+    static func isModelFolder(_ folder: String) -> Bool {
+        let fm = FileManager.default
+        return fm.fileExists(atPath: folder + "/model.json")
+            || (fm.fileExists(atPath: folder + "/config.json") && fm.fileExists(atPath: folder + "/model.onnx"))
+    }
+
+    /// Resolves a name in the search path, a model folder, or an .onnx path.
     public static func resolve(_ nameOrPath: String, in directory: String = ModelCatalog.directory) throws -> ModelReference {
-        var folder: String?
         if nameOrPath.hasSuffix(".onnx") {
             guard FileManager.default.fileExists(atPath: nameOrPath) else {
                 throw ModelCatalogError(description: "model file \(nameOrPath) does not exist")
             }
-            let siblingCard = (nameOrPath as NSString).deletingLastPathComponent + "/model.json"
-            if FileManager.default.fileExists(atPath: siblingCard) {
-                var reference = try load(folder: (nameOrPath as NSString).deletingLastPathComponent)
+            let folder = (nameOrPath as NSString).deletingLastPathComponent
+            if isModelFolder(folder.isEmpty ? "." : folder) {
+                var reference = try load(folder: folder.isEmpty ? "." : folder, inCatalog: false)
                 reference.path = nameOrPath
-                reference.identifier = nameOrPath
+                reference.identifier = URL(fileURLWithPath: nameOrPath).standardizedFileURL.path
                 return reference
             }
             let name = ((nameOrPath as NSString).lastPathComponent as NSString).deletingPathExtension
-            let card = ModelCard(name: name, displayName: nil, output: nil, version: nil, task: "classification", classes: [],
-                                 input: .init(name: nil, size: 224, channels: 3, layout: "NCHW", mpp: 0.5, normalisation: nil),
-                                 params: nil, macs: nil, file: nil)
+            let card = ModelCard(name: name, classes: [], input: .init(size: 224, mpp: 0.5))
             return ModelReference(name: name, path: nameOrPath, card: card, cardJSON: nil,
-                                  identifier: URL(fileURLWithPath: nameOrPath).standardizedFileURL.path)
+                                  identifier: URL(fileURLWithPath: nameOrPath).standardizedFileURL.path,
+                                  folder: folder.isEmpty ? "." : folder)
         }
-        if FileManager.default.fileExists(atPath: nameOrPath + "/model.json") {
-            folder = nameOrPath
-        } else if !nameOrPath.contains("/"), FileManager.default.fileExists(atPath: "\(directory)/\(nameOrPath)/model.json") {
-            folder = "\(directory)/\(nameOrPath)"
+        if let folder = location(of: nameOrPath, in: directory) {
+            return try load(folder: folder, inCatalog: true)
         }
-        guard let folder else {
-            let known = names(in: directory)
-            throw ModelCatalogError(description: "unknown model '\(nameOrPath)'; known models: "
-                                    + (known.isEmpty ? "none in \(directory)" : known.joined(separator: ", ")))
+        if isModelFolder(nameOrPath) {
+            return try load(folder: nameOrPath, inCatalog: false)
         }
-        return try load(folder: folder, directory: directory)
+        let known = names(in: directory)
+        throw ModelCatalogError(description: "unknown model '\(nameOrPath)'; known models: "
+                                + (known.isEmpty ? "none in \(folders(of: directory).joined(separator: ", "))"
+                                   : known.joined(separator: ", ")))
     }
 
-    private static func load(folder: String, directory: String = ModelCatalog.directory) throws -> ModelReference {
+    private static func load(folder: String, inCatalog: Bool) throws -> ModelReference {
         let cardPath = folder + "/model.json"
+        var card: ModelCard
         let data: Data
-        let card: ModelCard
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: cardPath))
-            card = try JSONDecoder().decode(ModelCard.self, from: data)
-        } catch {
-            throw ModelCatalogError(description: "\(cardPath): not a valid model card (\(error))")
+        if FileManager.default.fileExists(atPath: cardPath) {
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: cardPath))
+                card = try JSONDecoder().decode(ModelCard.self, from: data)
+            } catch let error as DecodingError {
+                throw ModelCatalogError(description: "\(cardPath): not a valid model card (\(describe(error)))")
+            } catch {
+                throw ModelCatalogError(description: "\(cardPath): cannot be read (\(error.localizedDescription))")
+            }
+            card.realLabelBalancedAccuracy = balancedAccuracy(inCard: data)
+        } else {
+            let configPath = folder + "/config.json"
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: configPath))
+            } catch {
+                throw ModelCatalogError(description: "\(configPath): cannot be read (\(error.localizedDescription))")
+            }
+            let name = (URL(fileURLWithPath: folder).standardizedFileURL.path as NSString).lastPathComponent
+            card = try WSInferConfig.card(from: data, name: name, path: configPath)
         }
         let file = folder + "/" + (card.file ?? "model.onnx")
         guard FileManager.default.fileExists(atPath: file) else {
             throw ModelCatalogError(description: "\(folder): model file \(card.file ?? "model.onnx") is missing")
         }
-        let inCatalog = ((folder as NSString).deletingLastPathComponent as NSString).standardizingPath
-            == (directory as NSString).standardizingPath
+        let standardized = URL(fileURLWithPath: folder).standardizedFileURL.path
         return ModelReference(name: card.name, path: file, card: card, cardJSON: data,
-                              identifier: inCatalog ? card.name : URL(fileURLWithPath: folder).standardizedFileURL.path)
+                              identifier: inCatalog ? card.name : standardized, folder: standardized)
+    }
+
+    /// `metrics.balanced_accuracy` of a card: a number, or an object with `value`/`point`/`estimate`.
+    static func balancedAccuracy(inCard data: Data) -> Double? {
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let metrics = object["metrics"] as? [String: Any], let value = metrics["balanced_accuracy"] else { return nil }
+        if let number = value as? Double { return number }
+        if let dict = value as? [String: Any] {
+            for key in ["value", "point", "estimate", "mean"] { if let number = dict[key] as? Double { return number } }
+        }
+        return nil
+    }
+
+    /// A decoding error as one line naming the field.
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return keys.isEmpty ? "top level" : keys.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let parent = path(context)
+            return "missing field '\(parent == "top level" ? key.stringValue : parent + "." + key.stringValue)'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "field '\(path(context))' has the wrong type: \(context.debugDescription)"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "not JSON: \(context.debugDescription)"
+                : "field '\(path(context))': \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
     }
 }

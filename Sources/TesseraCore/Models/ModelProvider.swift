@@ -19,8 +19,7 @@ public final class ModelProvider: @unchecked Sendable {
         let reference = try ModelCatalog.resolve(name, in: directory)
         let key = "\(reference.path)#\(threads)"
         if let cached = lock.withLock({ cache[key] }) { return cached }
-        let size = reference.card.input.size
-        let model = try Model(contentsOf: reference.path, inputShape: [3, size, size])
+        let model = try ModelCardCheck.load(reference)
         let session = try Session(model: model, threads: threads)
         lock.withLock { cache[key] = (reference, session) }
         return (reference, session)

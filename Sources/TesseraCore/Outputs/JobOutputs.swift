@@ -14,6 +14,8 @@ struct OutputInputs {
     var timings: [String: Double]
     var slideWidth: Int
     var slideHeight: Int
+    /// What the model was validated on (nil: not validated).
+    var validated: String? = nil
 }
 
 /// Per-job summary written to summary.json (and served by the API).
@@ -35,9 +37,13 @@ public struct JobSummary: Codable, Sendable {
     public var meanProbabilities: [String: Double]
     public var timings: [String: Double]
     public var tilesPerSecond: Double
+    /// What the model was validated on, or false.
+    public var validated: ModelCard.Validation?
+    /// Tiles outside the model's training distribution or of low confidence.
+    public var guardrails: Guardrails?
 
     enum CodingKeys: String, CodingKey {
-        case job, slide, model, classes, level, mpp, timings
+        case job, slide, model, classes, level, mpp, timings, validated, guardrails
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
         case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total", tilesTissue = "tiles_tissue"
         case classFractions = "class_fractions", meanProbabilities = "mean_probabilities", tilesPerSecond = "tiles_per_second"
@@ -60,9 +66,11 @@ enum JobOutputs {
         let staging = "\(parent)/\(base)\(UUID().uuidString.prefix(8))"
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         do {
-            let summary = makeSummary(inputs)
+            let (flags, guardrails) = Guardrails.assess(mask: inputs.mask, grid: inputs.grid, scores: inputs.scores)
+            var summary = makeSummary(inputs)
+            summary.guardrails = guardrails
             try writeJSON(summary, to: "\(staging)/summary.json")
-            try writeCSV(inputs, to: "\(staging)/tiles.csv")
+            try writeCSV(inputs, flags: flags, to: "\(staging)/tiles.csv")
             try writeGeoJSON(inputs, to: "\(staging)/annotations.geojson")
             try writeHeatmap(inputs, to: "\(staging)/heatmap.png")
             try writeOverlay(inputs, to: "\(staging)/overlay.png")
@@ -113,7 +121,8 @@ enum JobOutputs {
             mpp: inputs.grid.plan.mpp, tileSize: inputs.grid.tileSize, gridColumns: inputs.grid.columns,
             gridRows: inputs.grid.rows, tilesTotal: inputs.grid.totalCount, tilesTissue: inputs.grid.tiles.count,
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
-            tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0)
+            tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0,
+            validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no)
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
@@ -122,17 +131,19 @@ enum JobOutputs {
         try encoder.encode(value).write(to: URL(fileURLWithPath: path))
     }
 
-    static func writeCSV(_ inputs: OutputInputs, to path: String) throws {
+    /// tiles.csv; the last column, `flags`, lists a tile's guardrail flags (`;`-separated, empty when none).
+    static func writeCSV(_ inputs: OutputInputs, flags: [[Guardrails.Flag]], to path: String) throws {
         let classCount = inputs.scores.first?.count ?? inputs.classes.count
         var text = "tile,x,y,level,width,height,tissue_fraction,class,"
-            + (0..<classCount).map { "p_" + className(inputs, $0) }.joined(separator: ",") + "\n"
+            + (0..<classCount).map { "p_" + className(inputs, $0) }.joined(separator: ",") + ",flags\n"
         for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
             let rect = inputs.grid.levelZeroRect(of: tile)
             let scores = inputs.scores[index]
             text += "\(index),\(Int(rect.x.rounded())),\(Int(rect.y.rounded())),\(inputs.grid.plan.level),"
                 + "\(Int(rect.width.rounded())),\(Int(rect.height.rounded())),"
                 + String(format: "%.4f", tile.tissueFraction) + "," + className(inputs, argmax(scores)) + ","
-                + scores.map { String(format: "%.6f", $0) }.joined(separator: ",") + "\n"
+                + scores.map { String(format: "%.6f", $0) }.joined(separator: ",") + ","
+                + (index < flags.count ? flags[index].map(\.rawValue).joined(separator: ";") : "") + "\n"
         }
         try text.write(toFile: path, atomically: false, encoding: .utf8)
     }
