@@ -29,8 +29,12 @@ struct PipelineTests {
         #expect(summary.tilesTissue > 100 && summary.tilesTissue < summary.tilesTotal)
         #expect(summary.tileSize == 32 && summary.mpp == 2.0 && summary.level == 2, "0.5 um/px slide, 2 um/px model: level 2")
         #expect(abs(summary.classFractions.values.reduce(0, +) - 1) < 1e-9)
+        #expect(summary.validated == .no, "the tiny card states no validation")
+        let guardrails = try #require(summary.guardrails)
+        #expect(guardrails.tiles == summary.tilesTissue && guardrails.tilesFlagged <= guardrails.tiles)
         let csv = try String(contentsOfFile: directory + "/tiles.csv", encoding: .utf8).split(separator: "\n")
         #expect(csv.count == summary.tilesTissue + 1)
+        #expect(csv[0].hasSuffix(",flags"))
         let row = csv[1].split(separator: ",")
         let probabilities = row[8...].compactMap { Double($0) }
         #expect(probabilities.count == 3 && abs(probabilities.reduce(0, +) - 1) < 1e-4)
