@@ -132,11 +132,11 @@ public enum SyntheticSlide {
     }
 }
 
-/// Small deterministic generator (SplitMix64).
-struct SplitMix {
+/// Small deterministic generator (SplitMix64): the same seed gives the same sequence everywhere.
+public struct SplitMix: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -328,7 +328,7 @@ public enum ModelEvaluator {
         var members: [String: [Int]] = [:]
         for (i, key) in keys.enumerated() { members[key, default: []].append(i) }
         let units = members.keys.sorted().map { members[$0]! }
-        var generator = SplitMix64(seed: 20_261_201)
+        var generator = SplitMix(seed: 20_261_201)
         var accuracies: [Double] = []
         var balanced: [Double] = []
         for _ in 0..<resamples {
@@ -430,19 +430,6 @@ struct CSVTable {
         }
         out.append(current)
         return out.map { $0.trimmingCharacters(in: .whitespaces) }
-    }
-}
-
-/// A deterministic generator for the bootstrap.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
