@@ -124,6 +124,31 @@ struct ModelEvaluationTests {
         #expect(evaluation.images == 7 && evaluation.groups == 5)
         #expect(evaluation.confusion.matrix == [[2, 1, 0], [0, 2, 0], [1, 0, 1]])
         #expect(evaluation.accuracyCI?.resampled == "groups")
+        // A group split (class,group,split) joined with the folder's own tiles.csv (file,class,group).
+        try """
+            file,class,group
+            red/0.png,red,1
+            red/1.png,red,1
+            red/2.png,red,2
+            red/3.png,red,2
+            green/0.png,green,1
+            green/1.png,green,2
+            blue/0.png,blue,1
+            blue/1.png,blue,2
+            blue/2.png,blue,1
+            """.write(toFile: patches + "/tiles.csv", atomically: true, encoding: .utf8)
+        try """
+            class,group,split
+            red,1,val
+            red,2,train
+            green,1,val
+            green,2,val
+            blue,1,val
+            blue,2,train
+            """.write(toFile: manifest, atomically: true, encoding: .utf8)
+        let joined = try ModelEvaluator.run(opts)
+        #expect(joined.images == 6 && joined.groups == 4)
+        #expect(joined.confusion.matrix == [[2, 0, 0], [0, 2, 0], [1, 0, 1]])
     }
 
     @Test func patchMPPScalesThenCrops() throws {

@@ -255,23 +255,14 @@ public enum ModelEvaluator {
         guard !folderClass.isEmpty else { throw ModelEvaluationError("every class folder is mapped to ignore") }
         var items: [Item] = []
         if let manifest = options.manifest {
-            let rows = try CSVTable.read(path: manifest)
-            guard let fileColumn = rows.header.firstIndex(of: "file") else {
-                throw ModelEvaluationError("\(manifest): no 'file' column")
-            }
-            let groupColumn = rows.header.firstIndex(of: "group")
-            let splitColumn = rows.header.firstIndex(of: "split")
-            if options.split != nil, splitColumn == nil { throw ModelEvaluationError("\(manifest): no 'split' column for --split") }
-            for record in rows.records {
-                if let split = options.split, let splitColumn, record[splitColumn] != split { continue }
-                let file = record[fileColumn]
-                let folder = String(file.split(separator: "/").first ?? "")
-                guard folder != file, subfolders.contains(folder) else {
-                    throw ModelEvaluationError("\(manifest): '\(file)' is not CLASS_FOLDER/NAME under \(options.patches)")
+            for row in try manifestRows(manifest, patches: options.patches, split: options.split) {
+                let folder = String(row.file.split(separator: "/").first ?? "")
+                guard folder != row.file, subfolders.contains(folder) else {
+                    throw ModelEvaluationError("\(manifest): '\(row.file)' is not CLASS_FOLDER/NAME under \(options.patches)")
                 }
                 guard let label = folderClass[folder] else { continue }
-                let group = groupColumn.map { "\(folder)/\(record[$0])" } ?? file
-                items.append(Item(path: "\(options.patches)/\(file)", label: label, group: group))
+                items.append(Item(path: "\(options.patches)/\(row.file)", label: label,
+                                  group: row.group.map { "\(folder)/\($0)" } ?? row.file))
             }
         } else {
             for folder in subfolders {
@@ -285,6 +276,34 @@ public enum ModelEvaluator {
             }
         }
         return (items, folders)
+    }
+
+    /// The manifest's images: a per-file CSV (`file[,group][,split]`), or a per-group split
+    /// (`class,group,split`, no `file` column) joined with the patch folder's own `tiles.csv`
+    /// (`file,class,group`), as the LC25000 folder and `models/lc25000-split.csv` are.
+    static func manifestRows(_ manifest: String, patches: String, split: String?) throws -> [(file: String, group: String?)] {
+        let table = try CSVTable.read(path: manifest)
+        let splitColumn = table.header.firstIndex(of: "split")
+        if split != nil, splitColumn == nil { throw ModelEvaluationError("\(manifest): no 'split' column for --split") }
+        func keep(_ record: [String]) -> Bool { split == nil || splitColumn.map { record[$0] == split } ?? true }
+        if let fileColumn = table.header.firstIndex(of: "file") {
+            let groupColumn = table.header.firstIndex(of: "group")
+            return table.records.filter(keep).map { record in (record[fileColumn], groupColumn.map { record[$0] }) }
+        }
+        guard let classColumn = table.header.firstIndex(of: "class"), let groupColumn = table.header.firstIndex(of: "group") else {
+            throw ModelEvaluationError("\(manifest): needs a 'file' column, or 'class' and 'group' columns (a group split)")
+        }
+        let wanted = Set(table.records.filter(keep).map { "\($0[classColumn])/\($0[groupColumn])" })
+        let index = patches + "/tiles.csv"
+        guard FileManager.default.fileExists(atPath: index) else {
+            throw ModelEvaluationError("\(manifest) is a group split; it needs \(index) (file,class,group) to find the images")
+        }
+        let tiles = try CSVTable.read(path: index)
+        guard let file = tiles.header.firstIndex(of: "file"), let cls = tiles.header.firstIndex(of: "class"),
+              let group = tiles.header.firstIndex(of: "group") else {
+            throw ModelEvaluationError("\(index): needs file, class and group columns")
+        }
+        return tiles.records.filter { wanted.contains("\($0[cls])/\($0[group])") }.map { ($0[file], $0[group]) }
     }
 
     static func accuracy(_ labels: [Int], _ predictions: [Int]) -> Double {
@@ -356,8 +375,8 @@ public enum ModelEvaluator {
     public static func text(_ e: ModelEvaluation) -> String {
         func pct(_ v: Double?) -> String { v.map { String(format: "%5.1f%%", $0 * 100) } ?? "    - " }
         func ci(_ i: ModelEvaluation.Interval?) -> String {
-            i.map { String(format: " (95%% CI %.1f-%.1f%%, %d %@ resampled)", $0.low * 100, $0.high * 100, $0.resamples,
-                           $0.resampled) } ?? ""
+            i.map { String(format: " (95%% CI %.1f-%.1f%%, bootstrap over %@, %d resamples)", $0.low * 100, $0.high * 100,
+                           $0.resampled, $0.resamples) } ?? ""
         }
         var lines: [String] = []
         lines.append("model:             \(e.model)")
