@@ -178,7 +178,9 @@ public final class Worker: Sendable {
             grid: grid, mask: mask, scores: results.map(\.scores),
             embeddings: parameters.embeddings ? results.map { $0.embedding ?? [] } : nil,
             timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileSeconds, "total_seconds": total.seconds],
-            slideWidth: slide.properties.width, slideHeight: slide.properties.height)
+            slideWidth: slide.properties.width, slideHeight: slide.properties.height,
+            slideSHA256: job.slide.sha256, slideMPP: slide.properties.mppX, cardJSON: reference.cardJSON,
+            modelPath: reference.path, parameters: parameters)
         let directory = configuration.outputDirectory(job)
         _ = try JobOutputs.write(inputs, to: directory)
         return directory
