@@ -8,7 +8,7 @@ import Testing
 /// full-resolution class and probability maps, QuPath-complete GeoJSON, merged regions.
 @Suite("Pictures and maps", .serialized)
 struct PicturesTests {
-    struct Run {
+    struct Run: Sendable {
         var directory: String
         var summary: JobSummary
         var slide: String
@@ -16,7 +16,11 @@ struct PicturesTests {
         var rows: [[Substring]]
     }
 
-    static func run(width: Int = 3000, height: Int = 2200, seed: UInt64 = 41) throws -> Run {
+    /// One analysed slide shared by the tests of this suite.
+    static let shared = Result { try analyse() }
+    static func run() throws -> Run { try shared.get() }
+
+    static func analyse(width: Int = 3000, height: Int = 2200, seed: UInt64 = 41) throws -> Run {
         let models = try Support.tinyModels()
         let root = Support.temporaryDirectory()
         let slide = try Support.syntheticSlide(width: width, height: height, tissue: 0.5, seed: seed)
@@ -94,9 +98,10 @@ struct PicturesTests {
             }
         }
         #expect(classes.pixels.indices.filter { !analysed.contains($0) }.allSatisfy { classes.pixels[$0] == 0 }, "0 = not analysed")
-        // libvips' slide opener (which OpenSlide would also serve) sees the same size and MPP.
+        // The slide opener (OpenSlide / libvips) takes it as a pyramidal TIFF of the same size. (Its MPP,
+        // one tile's width, is beyond what it accepts as a scanner's pixel size; MapImage.read checked it.)
         let reopened = try Slide.open(path: run.directory + "/classmap.tif")
-        #expect(reopened.properties.width == classes.width && abs((reopened.properties.mppX ?? 0) - slideMPP * step) < 1e-3)
+        #expect(reopened.properties.width == classes.width && reopened.properties.height == classes.height)
     }
 
     @Test func geoJSONIsQuPathCompleteAndRegionsAddUp() throws {

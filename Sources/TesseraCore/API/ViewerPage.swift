@@ -9,8 +9,8 @@ extension APIService {
     <link rel="stylesheet" href="/static/leaflet/leaflet.css">
     <style>
     html,body{height:100%;margin:0;font-family:"DejaVu Sans",sans-serif;font-size:13px}
-    #map{position:absolute;top:0;bottom:0;left:0;right:270px;background:#fff}
-    #side{position:absolute;top:0;bottom:0;right:0;width:254px;padding:8px;overflow:auto;border-left:1px solid #bbb}
+    #map{position:absolute;top:0;bottom:0;left:0;right:301px;background:#fff}
+    #side{position:absolute;top:0;bottom:0;right:0;width:284px;padding:8px;overflow:auto;border-left:1px solid #bbb}
     h1{font-size:15px;margin:4px 0;word-break:break-all} .sub{color:#555;margin-bottom:10px}
     .legend div{margin:3px 0;display:flex;align-items:center}
     .swatch{display:inline-block;width:16px;height:16px;border:1px solid #444;margin-right:8px}
@@ -54,7 +54,7 @@ extension APIService {
         share.textContent = (100 * (cfg.shares[name] || 0)).toFixed(1) + ' %' + (area !== undefined ? ' · ' + area.toFixed(2) + ' mm²' : '');
         row.appendChild(swatch); row.appendChild(label); row.appendChild(share); legend.appendChild(row);
       });
-      var map = L.map('map', {crs: L.CRS.Simple, minZoom: 0, maxZoom: full + 1, zoomSnap: 1, attributionControl: false});
+      var map = L.map('map', {crs: L.CRS.Simple, minZoom: 0, maxZoom: full + 1, zoomSnap: 0.25, zoomDelta: 0.5, attributionControl: false});
       function at(x, y) { return map.unproject([x, y], full); }
       var bounds = L.latLngBounds(at(0, cfg.height), at(cfg.width, 0));
       var slide = L.tileLayer('/v1/jobs/' + cfg.job + '/tiles/{z}/{x}/{y}.jpg',
