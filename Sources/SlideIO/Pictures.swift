@@ -40,12 +40,8 @@ public struct Picture: Sendable {
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (255, 255, 255)) {
         self.width = width
         self.height = height
-        pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for index in 0..<(width * height) {
-            pixels[3 * index] = fill.0
-            pixels[3 * index + 1] = fill.1
-            pixels[3 * index + 2] = fill.2
-        }
+        pixels = [UInt8](repeating: fill.0, count: width * height * 3)
+        if fill.0 != fill.1 || fill.0 != fill.2 { self.fill(x: 0, y: 0, width: width, height: height, colour: fill) }
     }
 
     /// Copies packed RGB `source` (sourceWidth x sourceHeight) with its top left at (x, y).
@@ -60,12 +56,18 @@ public struct Picture: Sendable {
 
     /// Fills a rectangle (clipped to the picture).
     public mutating func fill(x: Int, y: Int, width w: Int, height h: Int, colour: (UInt8, UInt8, UInt8)) {
-        for row in max(0, y)..<min(height, y + h) {
-            for column in max(0, x)..<min(width, x + w) {
-                let index = 3 * (row * width + column)
-                pixels[index] = colour.0
-                pixels[index + 1] = colour.1
-                pixels[index + 2] = colour.2
+        let columns = max(0, x)..<min(width, x + w)
+        guard !columns.isEmpty else { return }
+        let width = self.width
+        pixels.withUnsafeMutableBufferPointer { buffer in
+            for row in max(0, y)..<min(height, y + h) {
+                var index = 3 * (row * width + columns.lowerBound)
+                for _ in columns {
+                    buffer[index] = colour.0
+                    buffer[index + 1] = colour.1
+                    buffer[index + 2] = colour.2
+                    index += 3
+                }
             }
         }
     }

@@ -48,28 +48,32 @@ enum SlidePictures {
         var heatmap = canvas("most likely class, share of tissue tiles")
         var overlay = canvas("most likely class over the slide")
         var confidence = canvas("probability of the most likely class")
-        let white = [UInt8](repeating: 255, count: mask.width * mask.height * 3)
+        let count = mask.width * mask.height
+        let white = [UInt8](repeating: 255, count: count * 3)
         var map = white, blend = mask.thumbnail, sure = white
-        for pixel in 0..<(mask.width * mask.height) {
-            let grey = UInt8((Int(mask.thumbnail[3 * pixel]) + Int(mask.thumbnail[3 * pixel + 1]) + Int(mask.thumbnail[3 * pixel + 2])) / 3)
-            let index = Int(cells[pixel])
-            let colour: ClassPalette.RGB, value: ClassPalette.RGB
-            if index >= 0 {
-                let scores = inputs.scores[index]
-                let best = JobOutputs.argmax(scores)
-                colour = colours[best]
-                value = cividis(Double(scores[best]))
-                map.replaceSubrange((3 * pixel)..<(3 * pixel + 3), with: [colour.0, colour.1, colour.2])
-                for channel in 0..<3 {
-                    let under = Double(mask.thumbnail[3 * pixel + channel])
-                    let over = Double([colour.0, colour.1, colour.2][channel])
-                    blend[3 * pixel + channel] = UInt8((under * 0.45 + over * 0.55).rounded())
+        let best = inputs.scores.map { JobOutputs.argmax($0) }
+        let ramp = (0...255).map { cividis(Double($0) / 255) }
+        map.withUnsafeMutableBufferPointer { map in
+            blend.withUnsafeMutableBufferPointer { blend in
+                sure.withUnsafeMutableBufferPointer { sure in
+                    for pixel in 0..<count {
+                        let i = 3 * pixel, index = Int(cells[pixel])
+                        if index >= 0 {
+                            let colour = colours[best[index]]
+                            let value = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
+                            (map[i], map[i + 1], map[i + 2]) = colour
+                            (sure[i], sure[i + 1], sure[i + 2]) = value
+                            blend[i] = UInt8((Int(blend[i]) * 45 + Int(colour.0) * 55 + 50) / 100)
+                            blend[i + 1] = UInt8((Int(blend[i + 1]) * 45 + Int(colour.1) * 55 + 50) / 100)
+                            blend[i + 2] = UInt8((Int(blend[i + 2]) * 45 + Int(colour.2) * 55 + 50) / 100)
+                        } else {
+                            let grey = (Int(mask.thumbnail[i]) + Int(mask.thumbnail[i + 1]) + Int(mask.thumbnail[i + 2])) / 3
+                            let faded = UInt8(255 - (255 - grey) / 4)
+                            if mask.pixels[pixel] == 1 { (map[i], map[i + 1], map[i + 2]) = (232, 232, 232) }
+                            (sure[i], sure[i + 1], sure[i + 2]) = (faded, faded, faded)
+                        }
+                    }
                 }
-                sure.replaceSubrange((3 * pixel)..<(3 * pixel + 3), with: [value.0, value.1, value.2])
-            } else {
-                let faded = UInt8(255 - (255 - Int(grey)) / 4)
-                if mask.pixels[pixel] == 1 { map.replaceSubrange((3 * pixel)..<(3 * pixel + 3), with: [232, 232, 232]) }
-                sure.replaceSubrange((3 * pixel)..<(3 * pixel + 3), with: [faded, faded, faded])
             }
         }
         heatmap.paste(map, width: mask.width, height: mask.height, x: 0, y: 0)
@@ -87,19 +91,21 @@ enum SlidePictures {
     static func tileIndexPerPixel(_ inputs: OutputInputs) -> [Int32] {
         let mask = inputs.mask, grid = inputs.grid
         let step = inputs.levelZeroStep
-        var byCell = [Int: Int32]()
+        let columns = max(1, grid.columns)
+        var byCell = [Int32](repeating: -1, count: columns * max(1, grid.rows))
         for (index, tile) in grid.tiles.enumerated() where index < inputs.scores.count {
-            byCell[tile.row * max(1, grid.columns) + tile.column] = Int32(index)
+            byCell[tile.row * columns + tile.column] = Int32(index)
         }
         var cells = [Int32](repeating: -1, count: mask.width * mask.height)
         guard step > 0 else { return cells }
-        for y in 0..<mask.height {
-            let row = Int((Double(y) + 0.5) * mask.downsampleY / step)
-            guard row < grid.rows else { continue }
-            for x in 0..<mask.width {
-                let column = Int((Double(x) + 0.5) * mask.downsampleX / step)
-                guard column < grid.columns, let index = byCell[row * grid.columns + column] else { continue }
-                cells[y * mask.width + x] = index
+        let columnOf = (0..<mask.width).map { Int((Double($0) + 0.5) * mask.downsampleX / step) }
+        cells.withUnsafeMutableBufferPointer { cells in
+            for y in 0..<mask.height {
+                let row = Int((Double(y) + 0.5) * mask.downsampleY / step)
+                guard row < grid.rows else { continue }
+                for x in 0..<mask.width where columnOf[x] < grid.columns {
+                    cells[y * mask.width + x] = byCell[row * columns + columnOf[x]]
+                }
             }
         }
         return cells

@@ -71,8 +71,25 @@ extension JobOutputs {
         }
         summary.provenance = Provenance(
             tesseraVersion: Tessera.version, model: inputs.modelName, modelVersion: modelVersion,
-            modelSHA256: try inputs.modelPath.map { try SHA256.hexDigest(ofFile: $0) }, parameters: inputs.parameters,
+            modelSHA256: try inputs.modelPath.map { try ModelDigests.shared.digest(ofFile: $0) }, parameters: inputs.parameters,
             slideSHA256: inputs.slideSHA256, slideName: inputs.slideName,
             createdAt: Date().formatted(.iso8601))
+    }
+}
+
+/// SHA-256 of model files, computed once per file (path, size and modification time).
+final class ModelDigests: @unchecked Sendable {
+    // @unchecked: `known` is only touched under `lock`.
+    static let shared = ModelDigests()
+    private let lock = NSLock()
+    private var known: [String: String] = [:]
+
+    func digest(ofFile path: String) throws -> String {
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        let key = "\(path)|\((attributes[.size] as? Int) ?? 0)|\((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        if let digest = lock.withLock({ known[key] }) { return digest }
+        let digest = try SHA256.hexDigest(ofFile: path)
+        lock.withLock { known[key] = digest }
+        return digest
     }
 }
