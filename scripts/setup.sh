@@ -4,8 +4,12 @@
 set -euo pipefail
 # What building Tessera needs (the Dockerfile's build stage installs the same).
 packages=(pkg-config libvips-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev libpq-dev)
-# The tests also start a real PostgreSQL server for the PostgreSQL job-queue tests.
-if [ "${1:-}" = "--tests" ]; then packages+=(postgresql); fi
+# What the outputs and the viewer use at run time: fonts for the text in the pictures, Leaflet
+# (served from /usr/share/javascript/leaflet) for the slide viewer.
+packages+=(fonts-dejavu-core libjs-leaflet)
+# The tests also start a real PostgreSQL server for the PostgreSQL job-queue tests, and open the
+# viewer in headless Chromium.
+if [ "${1:-}" = "--tests" ]; then packages+=(postgresql chromium); fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

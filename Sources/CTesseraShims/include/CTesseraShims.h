@@ -3,3 +3,4 @@
 #include "tessera_shims.h"
 #include "tessera_http.h"
 #include "tessera_engine_kernels.h"
+#include "tessera_pictures.h"

@@ -26,6 +26,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     public let configuration: APIConfiguration
     public let store: any JobQueue
     public let metrics = APIMetrics()
+    /// Deep-zoom sources of the slide viewer (Viewer.swift).
+    let viewer = ViewerTiles()
     /// Set when the server is shutting down: new work gets 503.
     public let stopping: StopFlag
     private let uploads: String
@@ -105,6 +107,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                 stopping.isSet ? .error(503, "shutting_down", "the server is shutting down")
                     : .json(200, Data("{\"status\":\"ok\"}".utf8))
             }
+        case let path where path.count >= 3 && path[0] == "static" && path[1] == "leaflet":
+            return only(["GET"]) { leafletFile(path.dropFirst(2).joined(separator: "/")) }
         case ["metrics"]:
             return only(["GET"]) { .text(200, metrics.prometheus(store: store), contentType: "text/plain; version=0.0.4") }
         default:
@@ -125,8 +129,9 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             if path.count == 2 {
                 return only(["GET", "DELETE"]) { request.method == "GET" ? showJob(id) : cancelJob(id) }
             }
+            if let viewer = viewerRoute(id, Array(path.dropFirst(2)), request) { return viewer }
             if path.count == 3 {
-                return only(["GET"]) { result(id, file: path[2]) }
+                return only(["GET"]) { result(id, file: path[2], request) }
             }
             return .error(404, "not_found", "no such resource: \(request.path)")
         default:
@@ -318,9 +323,13 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         "annotations.geojson": ("annotations.geojson", "application/geo+json"),
         "heatmap.png": ("heatmap.png", "image/png"),
         "overlay.png": ("overlay.png", "image/png"),
+        "confidence.png": ("confidence.png", "image/png"),
+        "regions.geojson": ("regions.geojson", "application/geo+json"),
+        "classmap.tif": ("classmap.tif", "image/tiff"),
+        "probability.tif": ("probability.tif", "image/tiff"),
     ]
 
-    private func result(_ id: JobID, file: String) -> HTTPResponse {
+    private func result(_ id: JobID, file: String, _ request: HTTPRequest) -> HTTPResponse {
         guard let (name, type) = Self.resultFiles[file] else { return .error(404, "not_found", "no result file \(file)") }
         do {
             let job = try store.job(id)
@@ -329,7 +338,13 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             }
             let path = directory + "/" + name
             guard FileManager.default.fileExists(atPath: path) else { return .error(404, "not_found", "\(name) is missing") }
-            return HTTPResponse(status: 200, headers: [("Content-Type", type)], body: .file(path))
+            // Revalidated by size and time, so pages that show them do not download them again.
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            let stamp = ((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) * 1000
+            let tag = "\"\(job.id)-\((attributes?[.size] as? Int) ?? 0)-\(Int(stamp))\""
+            let caching = [("ETag", tag), ("Cache-Control", "private, max-age=300")]
+            if request.headers["if-none-match"] == tag { return HTTPResponse(status: 304, headers: caching) }
+            return HTTPResponse(status: 200, headers: [("Content-Type", type)] + caching, body: .file(path))
         } catch JobStoreError.notFound {
             return .error(404, "not_found", "no job \(id)")
         } catch {

@@ -179,7 +179,8 @@ public final class Worker: Sendable {
             embeddings: parameters.embeddings ? results.map { $0.embedding ?? [] } : nil,
             timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileSeconds, "total_seconds": total.seconds],
             slideWidth: slide.properties.width, slideHeight: slide.properties.height,
-            validated: card.validationStatement)
+            slideSHA256: job.slide.sha256, slideMPP: slide.properties.mppX, cardJSON: reference.cardJSON,
+            modelPath: reference.path, parameters: parameters, validated: card.validationStatement)
         let directory = configuration.outputDirectory(job)
         _ = try JobOutputs.write(inputs, to: directory)
         return directory

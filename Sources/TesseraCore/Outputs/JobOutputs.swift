@@ -14,6 +14,12 @@ struct OutputInputs {
     var timings: [String: Double]
     var slideWidth: Int
     var slideHeight: Int
+    /// Provenance and geometry for the pictures, maps and regions (see Provenance.swift).
+    var slideSHA256 = ""
+    var slideMPP: Double?
+    var cardJSON: Data?
+    var modelPath: String?
+    var parameters = AnalysisParameters()
     /// What the model was validated on (nil: not validated).
     var validated: String? = nil
 }
@@ -41,9 +47,18 @@ public struct JobSummary: Codable, Sendable {
     public var validated: ModelCard.Validation?
     /// Tiles outside the model's training distribution or of low confidence.
     public var guardrails: Guardrails?
+    /// Slide-level facts, areas and provenance (nil in summaries written before they existed).
+    public var slideMPP: Double?
+    public var tileStep: Double?
+    public var classColours: [String: String]?
+    public var classAreasMM2: [String: Double]?
+    public var tissueAreaMM2: Double?
+    public var provenance: Provenance?
 
     enum CodingKeys: String, CodingKey {
-        case job, slide, model, classes, level, mpp, timings, validated, guardrails
+        case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails
+        case slideMPP = "slide_mpp", tileStep = "tile_step", classColours = "class_colours"
+        case classAreasMM2 = "class_areas_mm2", tissueAreaMM2 = "tissue_area_mm2"
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
         case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total", tilesTissue = "tiles_tissue"
         case classFractions = "class_fractions", meanProbabilities = "mean_probabilities", tilesPerSecond = "tiles_per_second"
@@ -69,11 +84,13 @@ enum JobOutputs {
             let (flags, guardrails) = Guardrails.assess(mask: inputs.mask, grid: inputs.grid, scores: inputs.scores)
             var summary = makeSummary(inputs)
             summary.guardrails = guardrails
+            try addSlideFacts(inputs, to: &summary)
             try writeJSON(summary, to: "\(staging)/summary.json")
             try writeCSV(inputs, flags: flags, to: "\(staging)/tiles.csv")
             try writeGeoJSON(inputs, to: "\(staging)/annotations.geojson")
-            try writeHeatmap(inputs, to: "\(staging)/heatmap.png")
-            try writeOverlay(inputs, to: "\(staging)/overlay.png")
+            try Regions.write(inputs, to: "\(staging)/regions.geojson")
+            try SlidePictures.write(inputs, summary: summary, directory: staging)
+            try ClassMapTIFF.write(inputs, directory: staging)
             if let embeddings = inputs.embeddings { try writeEmbeddings(embeddings, inputs, directory: staging) }
             if fm.fileExists(atPath: destination) {
                 let old = "\(staging).old"
@@ -98,6 +115,16 @@ enum JobOutputs {
 
     static func className(_ inputs: OutputInputs, _ index: Int) -> String {
         index < inputs.classes.count ? inputs.classes[index] : "class_\(index)"
+    }
+
+    /// Names of every output class (the card's, then `class_N` for any the card leaves out).
+    static func classNames(_ inputs: OutputInputs) -> [String] {
+        (0..<max(inputs.classes.count, inputs.scores.first?.count ?? 0)).map { className(inputs, $0) }
+    }
+
+    /// One colour per output class.
+    static func colours(_ inputs: OutputInputs) -> [ClassPalette.RGB] {
+        ClassPalette.colours(for: classNames(inputs), cardJSON: inputs.cardJSON)
     }
 
     static func makeSummary(_ inputs: OutputInputs) -> JobSummary {
@@ -151,6 +178,7 @@ enum JobOutputs {
     /// GeoJSON in level-0 pixel coordinates, one Feature per tissue tile, in QuPath's
     /// conventions (objectType, classification with name and colour, measurements).
     static func writeGeoJSON(_ inputs: OutputInputs, to path: String) throws {
+        let colours = self.colours(inputs)
         var text = "{\"type\":\"FeatureCollection\",\"features\":["
         for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
             let rect = inputs.grid.levelZeroRect(of: tile)
@@ -159,74 +187,20 @@ enum JobOutputs {
             let scores = inputs.scores[index]
             let best = argmax(scores)
             let name = className(inputs, best)
-            let colour = ClassPalette.colour(best, name: name)
-            let measurements = scores.indices.map { "\"p_\(className(inputs, $0))\":" + String(format: "%.6f", scores[$0]) }
-                .joined(separator: ",")
+            let colour = colours[best]
+            let probability = String(format: "%.6f", scores[best]), tissue = String(format: "%.4f", tile.tissueFraction)
+            // QuPath keeps only `measurements` of the free properties: probability and tissue go there too.
+            let measurements = "\"probability\":\(probability),\"tissue_fraction\":\(tissue),"
+                + scores.indices.map { "\"p_\(className(inputs, $0))\":" + String(format: "%.6f", scores[$0]) }.joined(separator: ",")
             if index > 0 { text += "," }
-            text += "{\"type\":\"Feature\",\"id\":\"tile-\(index)\",\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[["
+            text += "{\"type\":\"Feature\",\"id\":\"\(Provenance.uuid(inputs, "tile", index))\",\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[["
                 + "[\(Int(x0)),\(Int(y0))],[\(Int(x1)),\(Int(y0))],[\(Int(x1)),\(Int(y1))],[\(Int(x0)),\(Int(y1))],[\(Int(x0)),\(Int(y0))]"
                 + "]]},\"properties\":{\"objectType\":\"tile\",\"classification\":{\"name\":\"\(name)\",\"color\":["
-                + "\(colour.0),\(colour.1),\(colour.2)]},\"class\":\"\(name)\",\"probability\":"
-                + String(format: "%.6f", scores[best]) + ",\"tissue_fraction\":" + String(format: "%.4f", tile.tissueFraction)
-                + ",\"measurements\":{\(measurements)}}}"
+                + "\(colour.0),\(colour.1),\(colour.2)]},\"class\":\"\(name)\",\"probability\":\(probability)"
+                + ",\"tissue_fraction\":\(tissue),\"measurements\":{\(measurements)}}}"
         }
         text += "]}\n"
         try text.write(toFile: path, atomically: false, encoding: .utf8)
-    }
-
-    /// The class map: one cell per grid tile, coloured by the most likely class, brighter with
-    /// higher probability; cells without tissue stay white.
-    static func writeHeatmap(_ inputs: OutputInputs, to path: String) throws {
-        let grid = inputs.grid
-        let columns = max(1, grid.columns), rows = max(1, grid.rows)
-        let cell = max(1, min(16, 1024 / max(columns, rows)))
-        let width = columns * cell, height = rows * cell
-        var pixels = [UInt8](repeating: 255, count: width * height * 3)
-        for (index, tile) in grid.tiles.enumerated() where index < inputs.scores.count {
-            let scores = inputs.scores[index]
-            let best = argmax(scores)
-            let colour = ClassPalette.colour(best, name: className(inputs, best))
-            let strength = Double(min(1, max(0, scores[best])))
-            let rgb = [colour.0, colour.1, colour.2].map { UInt8(255 - Double(255 - Int($0)) * (0.35 + 0.65 * strength)) }
-            let column = tile.x / max(1, grid.stride), row = tile.y / max(1, grid.stride)
-            for y in (row * cell)..<min(height, (row + 1) * cell) {
-                for x in (column * cell)..<min(width, (column + 1) * cell) {
-                    let i = 3 * (y * width + x)
-                    pixels[i] = rgb[0]; pixels[i + 1] = rgb[1]; pixels[i + 2] = rgb[2]
-                }
-            }
-        }
-        try PNGFile.write(rgb: pixels, width: width, height: height, to: path)
-    }
-
-    /// The class map blended over the slide thumbnail.
-    static func writeOverlay(_ inputs: OutputInputs, to path: String) throws {
-        let mask = inputs.mask, grid = inputs.grid
-        var pixels = mask.thumbnail
-        let step = Double(grid.stride) * grid.plan.downsample
-        let side = Double(grid.tileSize) * grid.plan.downsample
-        var cells = [Int: Int]()
-        for (index, tile) in grid.tiles.enumerated() where index < inputs.scores.count {
-            cells[tile.row * max(1, grid.columns) + tile.column] = index
-        }
-        for y in 0..<mask.height {
-            for x in 0..<mask.width {
-                let x0 = (Double(x) + 0.5) * mask.downsampleX, y0 = (Double(y) + 0.5) * mask.downsampleY
-                let column = Int(x0 / step), row = Int(y0 / step)
-                guard column < grid.columns, row < grid.rows,
-                      x0 < Double(column) * step + side, y0 < Double(row) * step + side,
-                      let index = cells[row * grid.columns + column] else { continue }
-                let scores = inputs.scores[index]
-                let best = argmax(scores)
-                let colour = ClassPalette.colour(best, name: className(inputs, best))
-                let alpha = 0.25 + 0.35 * Double(scores[best])
-                let i = 3 * (y * mask.width + x)
-                pixels[i] = UInt8(Double(pixels[i]) * (1 - alpha) + Double(colour.0) * alpha)
-                pixels[i + 1] = UInt8(Double(pixels[i + 1]) * (1 - alpha) + Double(colour.1) * alpha)
-                pixels[i + 2] = UInt8(Double(pixels[i + 2]) * (1 - alpha) + Double(colour.2) * alpha)
-            }
-        }
-        try PNGFile.write(rgb: pixels, width: mask.width, height: mask.height, to: path)
     }
 
     /// embeddings.f32: tiles x dims little-endian float32; embeddings.csv: tile, x, y per row.
