@@ -27,7 +27,8 @@ VipsImage *tessera_vips_paint_mask(VipsImage *canvas, VipsImage *mask, int x, in
 int tessera_vips_tiffsave_map(VipsImage *in, const char *filename, double xres, double yres, int nearest) {
     VipsImage *copy = NULL;
     if (vips_copy(in, &copy, "xres", xres, "yres", yres, NULL)) return -1;
-    int result = vips_tiffsave(copy, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
+    /* 128 px tiles: maps have one pixel per analysed tile, so even a modest grid gets levels. */
+    int result = vips_tiffsave(copy, filename, "tile", TRUE, "tile_width", 128, "tile_height", 128,
                                "pyramid", TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE,
                                "region_shrink", nearest ? VIPS_REGION_SHRINK_MODE : VIPS_REGION_SHRINK_MEAN,
                                "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL);

@@ -17,7 +17,7 @@ VipsImage *tessera_vips_text(const char *text, const char *font, int width);
  *  `canvas` (vips_embed + vips_ifthenelse with "blend"). */
 VipsImage *tessera_vips_paint_mask(VipsImage *canvas, VipsImage *mask, int x, int y,
                                    double r, double g, double b);
-/** Saves a uchar image as a tiled (256 x 256), pyramidal, deflate-compressed TIFF with the
+/** Saves a uchar image as a tiled (128 x 128), pyramidal, deflate-compressed TIFF with the
  *  resolution in pixels per millimetre. `nearest` != 0 builds the pyramid with the mode of each
  *  2 x 2 block (for class indices), else with the mean. Returns 0 on success. */
 int tessera_vips_tiffsave_map(VipsImage *in, const char *filename, double xres, double yres, int nearest);
