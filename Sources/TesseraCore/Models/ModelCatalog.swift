@@ -85,10 +85,11 @@ public enum ModelCatalog {
     public static let teacherModel = "densenet121-pathmnist"
 
     /// The models directory: `$TESSERA_MODELS`, else `models/` next to the executable's package
-    /// (build tree), else `/opt/tessera/models`, else `./models`.
+    /// (build tree, or the unpacked tarball's folder), else `/usr/share/tessera/models` (the
+    /// Debian package), else `/opt/tessera/models`, else `./models`.
     public static var directory: String {
         if let explicit = ProcessInfo.processInfo.environment["TESSERA_MODELS"], !explicit.isEmpty { return explicit }
-        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        var url = URL(fileURLWithPath: executablePath).resolvingSymlinksInPath()
         for _ in 0..<5 {
             url.deleteLastPathComponent()
             let candidate = url.appendingPathComponent("models")
@@ -97,8 +98,15 @@ public enum ModelCatalog {
                 return candidate.path
             }
         }
-        if FileManager.default.fileExists(atPath: "/opt/tessera/models") { return "/opt/tessera/models" }
+        for shipped in ["/usr/share/tessera/models", "/opt/tessera/models"] where FileManager.default.fileExists(atPath: shipped) {
+            return shipped
+        }
         return FileManager.default.currentDirectoryPath + "/models"
+    }
+
+    /// The running binary (`/proc/self/exe`; argv[0] may be a bare name found on PATH).
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first ?? "."
     }
 
     /// Model names (folders with a model.json) in the models directory.
