@@ -191,7 +191,8 @@ if [ -x "$nginx_root/usr/sbin/nginx" ]; then
     -e "s#ssl_certificate .*#ssl_certificate $proxy/cert.pem;#" -e "s#ssl_certificate_key .*#ssl_certificate_key $proxy/key.pem;#" \
     deploy/reverse-proxy/nginx-tessera.conf >"$proxy/site.conf"
   printf '%s\n' "worker_processes 1;" "pid $proxy/nginx.pid;" "error_log $proxy/logs/error.log;" "events {}" \
-    "http { access_log off; client_body_temp_path $proxy/body; proxy_temp_path $proxy/proxy; include $proxy/site.conf; }" \
+    "http { access_log off; client_body_temp_path $proxy/body; proxy_temp_path $proxy/proxy; fastcgi_temp_path $proxy/fastcgi;" \
+    "uwsgi_temp_path $proxy/uwsgi; scgi_temp_path $proxy/scgi; include $proxy/site.conf; }" \
     >"$proxy/nginx.conf"
   if "$nginx_root/usr/sbin/nginx" -t -p "$proxy" -c "$proxy/nginx.conf" >"$proxy/test.log" 2>&1; then
     pass "nginx -t: deploy/reverse-proxy/nginx-tessera.conf (ports and certificate paths replaced)"
