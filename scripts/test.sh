@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks the layering, builds, runs the CLI
-# checks, the deployment checks (systemd, Kubernetes, Dockerfile, Slurm) and the Swift test suite.
+# checks, the deployment checks (systemd, Kubernetes, Dockerfile, Slurm), the Swift test suite,
+# then makes the Debian package and installs and runs it in a fresh Debian 12 root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
@@ -10,3 +11,13 @@ scripts/cli-checks.sh
 scripts/check-deploy.sh
 # A hung test must fail the run, not stall it: the suite takes a few minutes.
 timeout --kill-after=30 2400 swift test
+# The package: one release build (static Swift runtime), then the .deb and the tarball, then
+# both run in a debootstrap Debian 12 root without a toolchain. Needs root (chroot, mount).
+if [ "${TESSERA_CLEAN_ROOT:-1}" = 0 ]; then
+  echo "TESSERA_CLEAN_ROOT=0: package and clean-root test skipped"
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "not root: package and clean-root test skipped (scripts/package.sh, scripts/clean-root-test.sh)"
+else
+  scripts/package.sh
+  scripts/clean-root-test.sh
+fi

@@ -14,11 +14,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Job queue URL, e.g. postgres://user@host:5432/tessera, shared by worker replicas (default: $TESSERA_QUEUE, else SQLite in the data folder).")
     var queue: String?
 
-    @Option(help: "Address to listen on.")
-    var host = "127.0.0.1"
+    @Option(help: "Address to listen on (default: $TESSERA_HOST, else 127.0.0.1).")
+    var host = ProcessInfo.processInfo.environment["TESSERA_HOST"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
 
-    @Option(help: "Port to listen on (0 picks a free one and prints it).")
-    var port: UInt16 = 8080
+    @Option(help: "Port to listen on, 0 picks a free one and prints it (default: $TESSERA_PORT, else 8080).")
+    var port: UInt16 = ProcessInfo.processInfo.environment["TESSERA_PORT"].flatMap { UInt16($0) } ?? 8080
 
     @Option(help: "Inference workers (jobs run at once).")
     var workers = 1
@@ -45,24 +45,31 @@ struct ServeCommand: ParsableCommand {
         options.workers = max(0, workers)
         options.threads = max(1, threads)
         options.api.maxUploadBytes = maxUpload
-        // Bearer tokens: TESSERA_API_TOKENS (comma-separated) or a file named by TESSERA_API_TOKENS_FILE.
-        let environment = ProcessInfo.processInfo.environment
-        var tokens = (environment["TESSERA_API_TOKENS"] ?? "").split(separator: ",").map(String.init)
-        if let file = environment["TESSERA_API_TOKENS_FILE"], let text = try? String(contentsOfFile: file, encoding: .utf8) {
-            tokens += text.split(whereSeparator: \.isNewline).map(String.init)
-        }
-        options.api.tokens = tokens.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        // Bearer tokens: TESSERA_API_TOKENS (comma-separated) and the file TESSERA_API_TOKENS_FILE names;
+        // SIGHUP reads them again.
+        let tokenSource = APITokenSource()
+        let logger = Logger(label: "tessera.serve")
         let server: Server
+        let sources: [any DispatchSourceSignal]
+        let done = DispatchSemaphore(value: 0)
         do {
-            server = try Server(options: options, logger: Logger(label: "tessera.serve"))
+            options.api.tokens = try tokenSource.load()
+            server = try Server(options: options, logger: logger)
+            // Before start(): the threads it starts inherit the blocked signals.
+            sources = onTerminationSignal { done.signal() } + onSignals([SIGHUP]) { [api = server.api] in
+                do {
+                    let count = try api.tokens.reload(from: tokenSource)
+                    logger.notice("SIGHUP: API tokens reloaded", metadata: ["tokens": "\(count)", "file": "\(tokenSource.file ?? "-")"])
+                } catch {
+                    logger.error("SIGHUP: API tokens not reloaded: \(error)")
+                }
+            }
             try server.start()
         } catch {
             printError("\(error)")
             throw ExitCode.failure
         }
         FileHandle.standardOutput.write(Data("tessera: listening on http://\(host):\(server.port)\n".utf8))
-        let done = DispatchSemaphore(value: 0)
-        let sources = onTerminationSignal { done.signal() }
         done.wait()
         server.stop()
         sources.forEach { $0.cancel() }

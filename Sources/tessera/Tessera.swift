@@ -11,7 +11,7 @@ struct TesseraCommand: ParsableCommand {
         abstract: "Deep-learning inference on whole-slide pathology images.",
         version: Tessera.version,
         subcommands: [RunCommand.self, ServeCommand.self, WatchCommand.self, ThroughputCommand.self, InspectCommand.self, TilesCommand.self, ModelsCommand.self, BenchCommand.self,
-                      SampleSlideCommand.self])
+                      SampleSlideCommand.self, DoctorCommand.self])
 }
 
 /// Runs a command body, turning Tessera errors into one `tessera: error: ...` line and exit code 1.
@@ -47,19 +47,23 @@ func bootstrapLogging(level name: String) {
 }
 
 /// Runs `handler` on SIGTERM or SIGINT instead of dying; keep the returned sources alive.
+func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    onSignals([SIGTERM, SIGINT], handler)
+}
+
+/// Runs `handler` on each of `numbers` instead of their default action; keep the returned sources alive.
 ///
 /// The signals are blocked on the calling thread first, never ignored: a signal that is already
 /// pending (a supervisor may stop us the moment we start, or a parent may have spawned us with
 /// them blocked) then stays pending and reaches the sources, where `SIG_IGN` would discard it.
 /// The sources run on their own serial queue so a busy worker pool cannot delay them.
-func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+func onSignals(_ numbers: [Int32], _ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
     var signals = sigset_t()
     sigemptyset(&signals)
-    sigaddset(&signals, SIGTERM)
-    sigaddset(&signals, SIGINT)
+    for number in numbers { sigaddset(&signals, number) }
     pthread_sigmask(SIG_BLOCK, &signals, nil)
     let queue = DispatchQueue(label: "tessera.signals")
-    return [SIGTERM, SIGINT].map { number in
+    return numbers.map { number in
         let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
         source.setEventHandler(handler: handler)
         source.resume()

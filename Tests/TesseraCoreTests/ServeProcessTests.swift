@@ -9,11 +9,11 @@ import Testing
 @Suite("Serve process", .serialized, .needsTesseraBinary)
 struct ServeProcessTests {
     /// Starts the server on a free port and returns it with its base URL.
-    func start(data: String, models: String) throws -> (Process, HTTPClient) {
+    func start(data: String, models: String, environment: [String: String] = [:]) throws -> (Process, HTTPClient) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Support.binary!)
         process.arguments = ["serve", "--data", data, "--port", "0", "--workers", "0", "--log-level", "error"]
-        process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models]) { $1 }
+        process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models]) { $1 }.merging(environment) { $1 }
         let output = Pipe()
         process.standardOutput = output
         try process.run()

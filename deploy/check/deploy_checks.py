@@ -9,7 +9,7 @@ code is the number of failures (capped at 100).
   deploy_checks.py units TESSERA_BINARY UNIT...       systemd units: ExecStart flags, defaults
   deploy_checks.py dockerfile                         Dockerfile: COPY sources, packages, build
   deploy_checks.py execstart UNIT KEY=VALUE...        print a unit's ExecStart argv, expanded
-  deploy_checks.py healthcheck PORT                   print the HEALTHCHECK argv for PORT
+  deploy_checks.py healthcheck                        print the HEALTHCHECK argv (port: $TESSERA_PORT)
 """
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def check_units(binary: str, units: list[str]) -> None:
         pairs = unit_service_section(unit)
         keys = {k for k, _ in pairs}
         argv = exec_start(unit, {})
-        report(argv[0] == "/usr/local/bin/tessera", f"{unit.name}: ExecStart runs /usr/local/bin/tessera")
+        report(argv[0] == "/usr/bin/tessera", f"{unit.name}: ExecStart runs /usr/bin/tessera (where the package installs it)")
         check_command_line(binary, argv[1:], unit.name)
         # Every ${VAR} has a default in the unit, so a missing env file still gives a valid command.
         command = next(v for k, v in pairs if k == "ExecStart")
@@ -325,13 +325,19 @@ def check_dockerfile() -> None:
     build_packages = apt_packages(build_runs)
     report(set(setup_packages) <= set(build_packages),
            f"Dockerfile: build stage installs what scripts/setup.sh installs ({' '.join(setup_packages)})")
-    report("swift build -c release --product tessera" in build_runs,
-           "Dockerfile: builds the product the way the README does (swift build -c release --product tessera)")
+    package_script = (ROOT / "scripts" / "package.sh").read_text()
+    report("scripts/package.sh" in build_runs and "swift build -c release --product tessera --static-swift-stdlib" in package_script,
+           "Dockerfile: build stage makes the .deb with scripts/package.sh (swift build -c release --product tessera --static-swift-stdlib)")
     runtime = apt_packages(run_runs)
-    expected = {"libvips42", "libopenblas0", "libsqlite3-0", "libmicrohttpd12"}
-    report(expected <= set(runtime) and not any(p.endswith("-dev") for p in runtime),
-           f"Dockerfile: run stage installs runtime libraries only ({' '.join(runtime)})")
-    print("# runtime packages: " + " ".join(runtime))
+    copies = [a for s, i, a in instructions if i == "COPY" and s != "build"]
+    report(any(a.startswith("--from=build") and a.endswith(".deb /tmp/tessera.deb") for a in copies)
+           and runtime == ["/tmp/tessera.deb"],
+           f"Dockerfile: run stage installs the package from the build stage and nothing else ({' '.join(runtime)})")
+    environment = " ".join(a for s, i, a in instructions if i == "ENV" and s != "build")
+    check = next((a for s, i, a in instructions if i == "HEALTHCHECK"), "")
+    cmd = json.loads(next(a for s, i, a in instructions if i == "CMD" and s != "build"))
+    report("TESSERA_PORT=" in environment and "${TESSERA_PORT" in check and not any(a.startswith("--port") for a in cmd),
+           "Dockerfile: serve's port and the HEALTHCHECK both come from TESSERA_PORT")
 
     ignore = []
     dockerignore = ROOT / ".dockerignore"
@@ -354,14 +360,13 @@ def check_dockerfile() -> None:
         report(needed in {i for s, i, a in instructions if s != "build"}, f"Dockerfile: run stage has {needed}")
     user = next(a for s, i, a in instructions if i == "USER" and s != "build")
     report(user.split(":")[0].isdigit() and user.split(":")[0] != "0", f"Dockerfile: numeric non-root USER {user}")
-    cmd = json.loads(next(a for s, i, a in instructions if i == "CMD" and s != "build"))
     report(cmd[:1] == ["serve"] and "0.0.0.0" in cmd, f"Dockerfile: default command `tessera {' '.join(cmd)}`")
 
 
-def healthcheck_argv(port: int) -> list[str]:
+def healthcheck_argv() -> list[str]:
+    """The HEALTHCHECK command; it reads the port from TESSERA_PORT, as the image's serve does."""
     check = next(a for s, i, a in dockerfile_instructions() if i == "HEALTHCHECK")
-    argv = json.loads(check[check.index("CMD") + 3:].strip())
-    return [a.replace("8080", str(port)) for a in argv]
+    return json.loads(check[check.index("CMD") + 3:].strip())
 
 
 def main() -> int:
@@ -379,7 +384,7 @@ def main() -> int:
         overrides = dict(a.split("=", 1) for a in sys.argv[3:])
         print("\0".join(exec_start(Path(sys.argv[2]), overrides)), end="")
     elif command == "healthcheck":
-        print("\0".join(healthcheck_argv(int(sys.argv[2]))), end="")
+        print("\0".join(healthcheck_argv()), end="")
     else:
         print(__doc__)
         return 64

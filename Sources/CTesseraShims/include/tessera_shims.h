@@ -71,8 +71,18 @@ void tessera_cpu_relax(void);
 int tessera_cpu_has_avx2(void);
 int tessera_cpu_has_fma(void);
 int tessera_cpu_has_avx512f(void);
+int tessera_cpu_has_avx512bw(void);
+int tessera_cpu_has_avx512vl(void);
+int tessera_cpu_has_avx512dq(void);
 int tessera_cpu_has_avx512vnni(void);
 int tessera_cpu_has_avx512bf16(void);
+
+/* ── library versions (tessera doctor) ───────────────────────────────────── */
+/**
+ * OpenSlide's version string (`openslide_get_version`), looked up at run time in the copy
+ * libvips loaded (or can load): Tessera does not link OpenSlide itself. NULL when absent.
+ */
+const char *tessera_openslide_version(void);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     let viewer = ViewerTiles()
     /// Set when the server is shutting down: new work gets 503.
     public let stopping: StopFlag
+    /// The bearer tokens accepted now (`configuration.tokens` at start; `serve` reloads them on SIGHUP).
+    public let tokens: APITokenSet
     private let uploads: String
     private let slides: String
 
@@ -37,6 +39,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         self.configuration = configuration
         self.store = store
         self.stopping = stopping
+        tokens = APITokenSet(configuration.tokens)
         uploads = configuration.dataDirectory + "/uploads"
         slides = configuration.dataDirectory + "/slides"
         for directory in [uploads, slides, configuration.dataDirectory + "/outputs"] {
@@ -142,7 +145,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     // MARK: Auth
 
     private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
-        guard !configuration.tokens.isEmpty else { return nil }
+        let accepted = tokens.current
+        guard !accepted.isEmpty else { return nil }
         let header = request.headers["authorization"] ?? ""
         let prefix = "Bearer "
         guard header.hasPrefix(prefix) else {
@@ -150,7 +154,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
         let presented = Array(header.dropFirst(prefix.count).utf8)
         var match = false
-        for token in configuration.tokens where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
+        for token in accepted where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
         return match ? nil : HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
     }
 

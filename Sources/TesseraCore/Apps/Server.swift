@@ -46,6 +46,7 @@ public final class Server: @unchecked Sendable {
     public init(options: ServeOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        try DataDirectory.ensureWritable(options.api.dataDirectory)
         store = try DataDirectory.openStore(options.api.dataDirectory, queue: options.queue)
         api = try APIService(configuration: options.api, store: store, stopping: stopFlag)
     }

@@ -214,11 +214,11 @@ public enum ModelCatalog {
         return folders.joined(separator: ":")
     }
 
-    /// The shipped models folder: `models/` next to the executable's package (build tree), else
-    /// `/usr/share/tessera/models` (the Debian package), else `/opt/tessera/models` (the container
-    /// image), else `./models`.
+    /// The shipped models folder: `models/` next to the executable's package (build tree, or the
+    /// unpacked tarball's folder), else `/usr/share/tessera/models` (the Debian package), else
+    /// `/opt/tessera/models` (the container image), else `./models`.
     public static var shippedDirectory: String {
-        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        var url = URL(fileURLWithPath: executablePath).resolvingSymlinksInPath()
         for _ in 0..<5 {
             url.deleteLastPathComponent()
             let candidate = url.appendingPathComponent("models")
@@ -236,6 +236,11 @@ public enum ModelCatalog {
     /// The folders of a search path, in order.
     public static func folders(of directory: String) -> [String] {
         directory.split(separator: ":").map(String.init).filter { !$0.isEmpty }
+    }
+
+    /// The running binary (`/proc/self/exe`; argv[0] may be a bare name found on PATH).
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first ?? "."
     }
 
     /// Model names in the search path (first folder wins when two hold the same name).
