@@ -25,6 +25,15 @@ public struct Picture: Sendable {
             self.font = font
             self.wrap = wrap
         }
+
+        /// The text as Pango markup.
+        var markup: String { Picture.markup(text) }
+    }
+
+    /// vips_text reads Pango markup: the text with `&`, `<` and `>` escaped, so names show as they are.
+    static func markup(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;")
     }
 
     /// The default font: DejaVu Sans (Debian's `fonts-dejavu-core`), 13 px.
@@ -78,22 +87,27 @@ public struct Picture: Sendable {
     /// The size `text` takes when rendered.
     public static func size(of text: Text) throws(SlideError) -> (width: Int, height: Int) {
         try VipsRuntime.ensure()
-        guard let mask = tessera_vips_text(text.text, text.font, Int32(text.wrap)) else {
+        guard let mask = tessera_vips_text(text.markup, text.font, Int32(text.wrap)) else {
             throw .invalidArgument("cannot render text: \(VipsRuntime.takeError() ?? "vips_text failed")")
         }
         let image = VipsImageRef(taking: mask)
         return (image.width, image.height)
     }
 
-    /// Paints the texts through libvips and saves the picture as PNG.
+    /// Paints the texts through libvips (leaving out any libvips cannot render) and saves the
+    /// picture as PNG.
     public func writePNG(to path: String) throws(SlideError) {
         try VipsRuntime.ensure()
         guard width > 0, height > 0, var image = VipsImageRef.fromPixels(pixels, width: width, height: height, bands: 3) else {
             throw .writeFailed(path: path, reason: "empty picture")
         }
         for text in texts where !text.text.isEmpty {
-            guard let mask = tessera_vips_text(text.text, text.font, Int32(text.wrap)).map(VipsImageRef.init(taking:)),
-                  let painted = tessera_vips_paint_mask(image.pointer, mask.pointer, Int32(text.x), Int32(text.y),
+            // Without a usable font the picture is still worth having: the text is left out.
+            guard let mask = tessera_vips_text(text.markup, text.font, Int32(text.wrap)).map(VipsImageRef.init(taking:)) else {
+                _ = VipsRuntime.takeError()
+                continue
+            }
+            guard let painted = tessera_vips_paint_mask(image.pointer, mask.pointer, Int32(text.x), Int32(text.y),
                                                         Double(text.colour.0), Double(text.colour.1),
                                                         Double(text.colour.2)) else {
                 throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "text rendering failed")

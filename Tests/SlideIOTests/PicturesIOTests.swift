@@ -36,6 +36,10 @@ struct PicturesIOTests {
             }
         }
         #expect(inside > 60 && outside == 0, "ink inside \(inside), outside \(outside)")
+        // Markup characters in names (H&E, <...>) are text, not Pango markup.
+        let name = Picture.Text("H&E <case 7>.svs", x: 0, y: 0, colour: (0, 0, 0))
+        let plain = try Picture.size(of: Picture.Text("HE case 7.svs", x: 0, y: 0)).width
+        #expect(try Picture.size(of: name).width > plain)
     }
 
     @Test(.needsSharedData) func deepZoomTilesMatchTheSlide() throws {

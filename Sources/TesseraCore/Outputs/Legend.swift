@@ -20,7 +20,7 @@ enum SlidePictures {
         let shares = inputs.classCounts.map { Double($0) / Double(max(1, inputs.scores.count)) }
         let title = Picture.Text(inputs.slideName, x: mask.width + margin, y: margin, colour: ink, font: bold,
                                  wrap: panelWidth - 2 * margin)
-        let titleHeight = try Picture.size(of: title).height
+        let titleHeight = (try? Picture.size(of: title).height) ?? 18
         let listTop = margin + titleHeight + 44
         let height = max(mask.height, listTop + 22 * names.count + 90)
         let width = mask.width + panelWidth
