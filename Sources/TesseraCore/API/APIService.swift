@@ -68,20 +68,28 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .reject(.error(400, "missing_filename", "the filename query parameter is required"))
         }
         if let failure = resolveModel(request.query["model"]).failure { return .reject(failure) }
-        guard let length = request.contentLength else {
-            return .reject(.error(411, "length_required", "Content-Length is required"))
-        }
-        guard length <= configuration.maxUploadBytes else {
-            return .reject(.error(413, "too_large", "the slide is \(length) bytes; the limit is \(configuration.maxUploadBytes)"))
-        }
-        guard length > 0 else { return .reject(.error(422, "not_a_slide", "the body is empty")) }
-        if let free = Self.freeBytes(uploads), free < length + configuration.reserveBytes {
-            return .reject(.error(507, "insufficient_storage", "not enough free disk space for \(length) bytes"))
+        let chunked = request.headers["transfer-encoding"]?.lowercased().contains("chunked") == true
+        if let declared = request.headers["content-length"], !chunked {
+            // All digits but too big for an Int is still a length: over the limit, not missing.
+            guard !declared.isEmpty, declared.allSatisfy(\.isASCII), declared.allSatisfy(\.isNumber) else {
+                return .reject(.error(400, "bad_length", "Content-Length must be a number of bytes"))
+            }
+            let length = Int(declared) ?? Int.max
+            guard length <= configuration.maxUploadBytes else {
+                return .reject(.error(413, "too_large", "the slide is \(declared) bytes; the limit is \(configuration.maxUploadBytes)"))
+            }
+            guard length > 0 else { return .reject(.error(422, "not_a_slide", "the body is empty")) }
+            if let free = Self.freeBytes(uploads), free < length + configuration.reserveBytes {
+                return .reject(.error(507, "insufficient_storage", "not enough free disk space for \(length) bytes"))
+            }
+        } else if !chunked {
+            return .reject(.error(411, "length_required", "send Content-Length or Transfer-Encoding: chunked"))
         }
         if let queued = try? store.counts()[.queued], queued >= configuration.maxQueuedJobs {
             return .reject(.error(503, "queue_full", "\(queued) jobs are waiting; try again later"))
         }
-        return .store(directory: uploads)
+        // A chunked body is held to the limit while it streams (413 once it goes over).
+        return .store(directory: uploads, maxBytes: configuration.maxUploadBytes)
     }
 
     public func respond(to request: HTTPRequest) -> HTTPResponse {
@@ -174,8 +182,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     }
 
     private func upload(_ request: HTTPRequest) -> HTTPResponse {
-        guard let body = request.bodyFile else { return .error(400, "empty_body", "the slide body is missing") }
-        guard request.bodyBytes == request.contentLength else {
+        guard let body = request.bodyFile, request.bodyBytes > 0 else { return .error(422, "not_a_slide", "the body is empty") }
+        guard request.contentLength == nil || request.bodyBytes == request.contentLength else {
             return .error(400, "short_body", "received \(request.bodyBytes) of \(request.contentLength ?? 0) bytes")
         }
         let (reference, failure) = resolveModel(request.query["model"])
