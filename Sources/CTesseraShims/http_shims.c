@@ -12,6 +12,19 @@ struct tessera_mhd_server {
     void *completed_cls;
 };
 
+/* %HH decoding as libmicrohttpd's own, then NUL and other control bytes become '_', so a value
+   such as a file name is never cut short at an escaped NUL (a%00b.svs keeps its extension). */
+static size_t unescape(void *cls, struct MHD_Connection *connection, char *s) {
+    (void)cls;
+    (void)connection;
+    size_t length = MHD_http_unescape(s);
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) s[i] = '_';
+    }
+    return length;
+}
+
 static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
     (void)addrlen;
     return tessera_http_guard_admit((tessera_http_guard *)cls, addr) ? MHD_YES : MHD_NO;
@@ -80,6 +93,7 @@ struct tessera_mhd_server *tessera_mhd_start(const tessera_mhd_options *o,
                                       MHD_OPTION_CONNECTION_LIMIT, o->connection_limit,
                                       MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_seconds,
                                       MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->memory_limit,
+                                      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                                       MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
                                       MHD_OPTION_SOCK_ADDR, address,
                                       MHD_OPTION_END);

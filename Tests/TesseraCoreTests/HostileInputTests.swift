@@ -37,3 +37,82 @@ struct HostileInputTests {
         #expect(uploads.isEmpty, "nothing left of the refused upload: \(uploads)")
     }
 }
+
+extension HostileInputTests {
+    func errorCode(_ body: Data) -> String {
+        let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any]
+        return (object?["error"] as? [String: Any])?["code"] as? String ?? ""
+    }
+
+    @Test func bearerSchemeIsCaseInsensitive() throws {
+        let (server, client, _) = try APITests.startServer(workers: 0, tokens: ["s3cret"])
+        defer { server.stop() }
+        for header in ["bearer s3cret", "BEARER s3cret", "Bearer  s3cret"] {
+            #expect(try client.call("GET", "/v1/jobs", headers: ["Authorization": header]).status == 200, "\(header)")
+        }
+        #expect(try client.call("GET", "/v1/jobs", headers: ["Authorization": "bearer s3crex"]).status == 401)
+        #expect(try client.call("GET", "/v1/jobs", headers: ["Authorization": "Basic s3cret"]).status == 401)
+    }
+
+    @Test func hugeDeclaredLengthIsTooLargeNotMissing() throws {
+        let (server, client, _) = try APITests.startServer(workers: 0)
+        defer { server.stop() }
+        let response = try client.beforeBody("POST", "/v1/slides?filename=a.tif", contentLength: 0, declaredLength: "9223372036854775808")
+        #expect(response.status == 413 && errorCode(response.body) == "too_large")
+        let junk = try client.beforeBody("POST", "/v1/slides?filename=a.tif", contentLength: 0, declaredLength: "12abc")
+        #expect(junk.status == 400)
+    }
+
+    @Test func controlCharactersInFileNamesKeepTheExtension() throws {
+        let (server, client, root) = try APITests.startServer(workers: 0)
+        defer { server.stop() }
+        let tiff = try Data(contentsOf: URL(fileURLWithPath: try Support.syntheticSlide(width: 1500, height: 1000, seed: 22)))
+        let response = try client.call("POST", "/v1/slides?filename=a%00b%0A%01.tif", body: tiff)
+        #expect(response.status == 202)
+        let job = (try JSONSerialization.jsonObject(with: response.body)) as? [String: Any]
+        #expect((job?["slide"] as? [String: Any])?["name"] as? String == "a_b__.tif")
+        let stored = try FileManager.default.contentsOfDirectory(atPath: root + "/data/slides")
+        #expect(stored.count == 1 && stored[0].hasSuffix(".tif"), "\(stored)")
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/curl"), "needs curl"))
+    func abortedUploadLeavesNoTemporaryFile() throws {
+        let (server, client, root) = try APITests.startServer(workers: 0)
+        defer { server.stop() }
+        let slide = try Support.syntheticSlide(width: 6000, height: 4000, seed: 23)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sS", "-o", "/dev/null", "--limit-rate", "300k", "-T", slide, client.base + "/v1/slides?filename=cut.tif"]
+        try process.run()
+        let uploads = root + "/data/uploads"
+        func stored() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? [] }
+        var started = false
+        for _ in 0..<100 where !started {
+            Thread.sleep(forTimeInterval: 0.05)
+            started = !stored().isEmpty
+        }
+        #expect(started, "the upload began")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        var gone = false
+        for _ in 0..<10 where !gone {
+            Thread.sleep(forTimeInterval: 0.05)
+            gone = stored().isEmpty
+        }
+        #expect(gone, "removed within 0.5 s of the abort: \(stored())")
+    }
+
+    @Test(.enabled(if: Support.sharedAvailable, "needs ../shared/data"))
+    func slideWithoutMPPIsRefusedAtUpload() throws {
+        let (server, client, root) = try APITests.startServer(workers: 0)
+        defer { server.stop() }
+        let tcga = try Data(contentsOf: Support.shared.appendingPathComponent("slides/tcga-cr-7395-01a-01-ts1.svs"))
+        let response = try client.call("POST", "/v1/slides?filename=tcga.svs", body: tcga)
+        #expect(response.status == 422 && errorCode(response.body) == "mpp_unknown")
+        #expect(String(decoding: response.body, as: UTF8.self).contains("no MPP"))
+        #expect(try client.json("GET", "/v1/jobs").1["jobs"] as? [Any] == nil
+            || (try client.json("GET", "/v1/jobs").1["jobs"] as? [Any])?.isEmpty == true, "no job queued")
+        let slides = (try? FileManager.default.contentsOfDirectory(atPath: root + "/data/slides")) ?? []
+        #expect(slides.isEmpty)
+    }
+}

@@ -146,12 +146,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
 
     private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
         guard !configuration.tokens.isEmpty else { return nil }
-        let header = request.headers["authorization"] ?? ""
-        let prefix = "Bearer "
-        guard header.hasPrefix(prefix) else {
+        let header = (request.headers["authorization"] ?? "").trimmingCharacters(in: .whitespaces)
+        // The scheme is case-insensitive (RFC 9110 11.1): "bearer x" is as good as "Bearer x".
+        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
             return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
         }
-        let presented = Array(header.dropFirst(prefix.count).utf8)
+        let presented = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
         var match = false
         for token in configuration.tokens where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
         return match ? nil : HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
@@ -202,7 +202,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let digest: String
         do {
             digest = try SHA256.hexDigest(ofFile: candidate)
-            _ = try Slide.open(path: candidate)
+            let slide = try Slide.open(path: candidate)
+            // Every analysis needs the pixel size; the API has no way to state it for a slide yet.
+            guard slide.properties.mppX != nil else {
+                return .error(422, "mpp_unknown", "\(name): the slide has no MPP (microns per pixel) metadata; "
+                    + "analyse it with tessera run --slide-mpp")
+            }
         } catch let error as SlideError {
             let message = error.description.replacingOccurrences(of: candidate, with: name)
             return .error(422, "not_a_slide", message)
