@@ -8,7 +8,7 @@ public struct APIConfiguration: Sendable {
     public var dataDirectory: String
     public var modelsDirectory = ModelCatalog.directory
     public var defaultModel = ModelCatalog.defaultModel
-    /// Accepted bearer tokens; empty means no authentication.
+    /// Accepted bearer tokens (`secret` or `name:secret`, see `APIToken`); empty means no authentication.
     public var tokens: [String] = []
     /// Largest accepted upload.
     public var maxUploadBytes = 20 * 1024 * 1024 * 1024
@@ -28,6 +28,9 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     public let metrics = APIMetrics()
     /// Set when the server is shutting down: new work gets 503.
     public let stopping: StopFlag
+    /// Every upload, result read, download, delete, retry and refused token (`DATA/audit.jsonl`).
+    public let audit: AuditLog
+    let tokens: [APIToken]
     private let uploads: String
     private let slides: String
 
@@ -35,11 +38,13 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         self.configuration = configuration
         self.store = store
         self.stopping = stopping
+        tokens = configuration.tokens.map(APIToken.init)
         uploads = configuration.dataDirectory + "/uploads"
         slides = configuration.dataDirectory + "/slides"
         for directory in [uploads, slides, configuration.dataDirectory + "/outputs"] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        audit = try AuditLog(path: AuditLog.path(inDataDirectory: configuration.dataDirectory))
         // Upload files left by a process that died mid-request belong to no job.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? [] {
             try? FileManager.default.removeItem(atPath: uploads + "/" + name)
@@ -54,6 +59,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     // MARK: HTTPHandler
 
     public func decideBody(for request: HTTPRequest) -> BodyDecision {
+        let decision = decideBodyFromHead(request)
+        if case .reject(let response) = decision { recordAudit(request, response) }
+        return decision
+    }
+
+    private func decideBodyFromHead(_ request: HTTPRequest) -> BodyDecision {
         // POST as documented, and PUT, which is what `curl -T slide.svs URL` sends.
         guard ["POST", "PUT"].contains(request.method), request.path == "/v1/slides" else {
             return .reject(respond(to: request))
@@ -95,6 +106,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     public func respond(to request: HTTPRequest) -> HTTPResponse {
         let clock = Stopwatch()
         let response = route(request)
+        recordAudit(request, response)
         metrics.record(method: request.method, status: response.status, seconds: clock.seconds)
         return response
     }
@@ -144,26 +156,30 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
 
     // MARK: Auth
 
-    private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
-        guard !configuration.tokens.isEmpty else { return nil }
+    /// The secret after `Bearer ` (the scheme is case-insensitive, RFC 9110 11.1), if any.
+    static func bearerSecret(_ request: HTTPRequest) -> [UInt8]? {
         let header = (request.headers["authorization"] ?? "").trimmingCharacters(in: .whitespaces)
-        // The scheme is case-insensitive (RFC 9110 11.1): "bearer x" is as good as "Bearer x".
-        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
-            return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
-        }
-        let presented = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
-        var match = false
-        for token in configuration.tokens where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
-        return match ? nil : HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
+        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
+        return Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
     }
 
-    /// Compares without an early exit on the first differing byte.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+    /// The token the request presents, when it is one of ours (every token compared, in constant time).
+    func presentedToken(_ request: HTTPRequest) -> APIToken? {
+        guard let presented = Self.bearerSecret(request) else { return nil }
+        var match: APIToken?
+        for token in tokens where token.matches(presented) { match = token }
+        return match
+    }
+
+    private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
+        guard !tokens.isEmpty else { return nil }
+        guard Self.bearerSecret(request) != nil else {
+            return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
         }
-        return difference == 0
+        guard presentedToken(request) != nil else {
+            return HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
+        }
+        return nil
     }
 
     // MARK: Upload
