@@ -81,6 +81,7 @@ public final class HTTPServer: @unchecked Sendable {
             return daemon
         }
         guard let running else { return }
+        context.takeUnretainedValue().offloaded.wait()
         tessera_mhd_stop(running)
         context.release()
     }
@@ -91,6 +92,8 @@ public final class HTTPServer: @unchecked Sendable {
 /// What the C callbacks reach through their `cls` pointer.
 final class ServerContext: @unchecked Sendable {
     let handler: any HTTPHandler
+    /// Answers being computed for suspended connections; the daemon stops after them.
+    let offloaded = DispatchGroup()
     init(handler: any HTTPHandler) { self.handler = handler }
 }
 
@@ -102,6 +105,8 @@ final class ConnectionState {
     var bodyPath: String?
     var failure: HTTPResponse?
     var answered = false
+    /// The answer computed while the connection was suspended, queued when it resumes.
+    var ready: HTTPResponse?
     /// Largest body accepted; beyond it the upload is answered 413 while streaming.
     var maxBodyBytes = Int.max
     /// Bytes read and dropped after the body went over `maxBodyBytes`.
@@ -234,7 +239,11 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         uploadDataSize.pointee = 0
         return .YES
     }
-    // Final call: the whole body has arrived.
+    // Final call: the whole body has arrived (or, after a resume, its answer is ready).
+    if let ready = state.ready {
+        state.ready = nil
+        return queue(ready, on: connection)
+    }
     if state.answered { return .YES }
     state.answered = true
     if let failure = state.failure {
@@ -246,8 +255,28 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         state.closeBody()
         guard synced else { return queue(.error(507, "insufficient_storage", "cannot flush the upload to disk"), on: connection) }
         state.request.bodyFile = state.bodyPath
+        // Checking a stored body (hashing, opening a slide) can take seconds: it runs off the
+        // server's threads, the connection suspended, so other requests on this thread go on.
+        let job = SuspendedRequest(connection: connection, state: state, handler: context.handler)
+        context.offloaded.enter()
+        tessera_mhd_responding(connection)
+        MHD_suspend_connection(connection)
+        DispatchQueue.global().async {
+            job.state.ready = job.handler.respond(to: job.state.request)
+            MHD_resume_connection(job.connection)
+            context.offloaded.leave()
+        }
+        return .YES
     }
     return queue(context.handler.respond(to: state.request), on: connection)
+}
+
+/// What a body's answer needs off the server thread. @unchecked: the state is only touched by
+/// that job while the connection is suspended, and by the server thread after it is resumed.
+private struct SuspendedRequest: @unchecked Sendable {
+    let connection: OpaquePointer?
+    let state: ConnectionState
+    let handler: any HTTPHandler
 }
 
 private let completedHandler: MHD_RequestCompletedCallback = { _, _, conCls, _ in

@@ -175,3 +175,28 @@ struct ConnectionGuardTests {
         #expect(strayUploads().isEmpty)
     }
 }
+
+extension ConnectionGuardTests {
+    /// A slow answer to an upload (hashing, opening the slide) must not hold up the server thread.
+    @Test func slowUploadAnswerDoesNotBlockOtherRequests() throws {
+        let server = try start { $0.threads = 1 }
+        defer { server.stop() }
+        let client = RawClient(port: server.port, timeout: 10)
+        let finished = DispatchSemaphore(value: 0)
+        let status = Counter()
+        Thread.detachNewThread {
+            if let response = try? client.request("POST", "/upload?sleep=2", headers: ["Authorization": "Bearer secret"],
+                                                  body: Data(repeating: 5, count: 100_000)), response.status == 200 {
+                status.increment()
+            }
+            finished.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.4)
+        let start = Date()
+        let ping = try client.request("GET", "/ping")
+        let seconds = Date().timeIntervalSince(start)
+        #expect(ping.status == 200 && seconds < 0.5, "GET answered in \(seconds) s while an upload was being checked")
+        #expect(finished.wait(timeout: .now() + 10) == .success)
+        #expect(status.value == 1, "the upload is answered once its check is done")
+    }
+}

@@ -15,6 +15,7 @@ struct EchoHandler: HTTPHandler {
     }
 
     func respond(to request: HTTPRequest) -> HTTPResponse {
+        if let seconds = request.query["sleep"].flatMap(Double.init) { Thread.sleep(forTimeInterval: seconds) }
         if request.path == "/file" { return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain")], body: .file(#filePath)) }
         var object: [String: Any] = ["method": request.method, "path": request.path, "query": request.query,
                                      "bytes": request.bodyBytes, "client": request.clientAddress]
