@@ -7,11 +7,26 @@ public struct HTTPServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 picks a free port (see `HTTPServer.port`).
     public var port: UInt16 = 8080
+    /// Threads of the pool, each polling its own epoll set.
     public var threads = 4
-    public var connectionLimit = 64
-    public var perIPConnectionLimit = 32
-    public var timeoutSeconds = 60
-    public var memoryLimitBytes = 256 * 1024
+    /// Open connections at once (each costs a descriptor and at most `memoryLimitBytes`).
+    public var connectionLimit = 4096
+    /// Open connections per client address; a trusted proxy's count per forwarded client.
+    public var perIPConnectionLimit = 64
+    /// Inactivity timeout of a connection (a response the client does not read, ...).
+    public var timeoutSeconds = 30
+    /// Memory of a connection: request head, buffers (libmicrohttpd's pool).
+    public var memoryLimitBytes = 64 * 1024
+    /// A request head (first byte to the blank line, or after a keep-alive response) must arrive
+    /// within this; slowloris clients and idle sockets are closed after it.
+    public var headTimeoutSeconds = 10.0
+    /// An upload must bring at least this many bytes in every `bodyRateWindowSeconds` window,
+    /// or the connection is closed (its temporary file deleted).
+    public var minimumBodyBytesPerSecond = 16 * 1024
+    public var bodyRateWindowSeconds = 10.0
+    /// Peers whose `X-Forwarded-For` names the client (its last address): their own
+    /// connections are not limited per address, the clients they forward are.
+    public var trustedProxies: [String] = []
     public init() {}
 }
 
@@ -26,7 +41,7 @@ public struct HTTPServerError: Error, Sendable, CustomStringConvertible {
 /// (temporary body files of failed or aborted requests are deleted there).
 public final class HTTPServer: @unchecked Sendable {
     // @unchecked: `daemon` is set in init and cleared in stop() under `lock`; callbacks only read `handler`.
-    private var daemon: OpaquePointer?
+    private var daemon: OpaquePointer?  // tessera_mhd_server *
     private let lock = NSLock()
     private let context: Unmanaged<ServerContext>
     /// The port the server listens on.
@@ -35,13 +50,20 @@ public final class HTTPServer: @unchecked Sendable {
     /// Starts listening. - Throws: `HTTPServerError` when the address cannot be bound.
     public init(configuration: HTTPServerConfiguration, handler: any HTTPHandler) throws {
         let context = Unmanaged.passRetained(ServerContext(handler: handler))
+        let window = max(0, configuration.bodyRateWindowSeconds)
         var options = tessera_mhd_options(
             host: nil, port: configuration.port, threads: UInt32(max(1, configuration.threads)),
             connection_limit: UInt32(configuration.connectionLimit), per_ip_limit: UInt32(configuration.perIPConnectionLimit),
-            timeout_seconds: UInt32(configuration.timeoutSeconds), memory_limit: configuration.memoryLimitBytes)
+            timeout_seconds: UInt32(configuration.timeoutSeconds), memory_limit: configuration.memoryLimitBytes,
+            head_timeout_ms: UInt32(max(0, configuration.headTimeoutSeconds) * 1000),
+            body_min_bytes: UInt32(min(Double(UInt32.max), Double(configuration.minimumBodyBytesPerSecond) * window)),
+            body_window_ms: UInt32(window * 1000), trusted_proxies: nil)
         let started = configuration.host.withCString { host in
-            options.host = host
-            return tessera_mhd_start(&options, accessHandler, context.toOpaque(), completedHandler, context.toOpaque())
+            configuration.trustedProxies.joined(separator: ",").withCString { proxies in
+                options.host = host
+                options.trusted_proxies = proxies
+                return tessera_mhd_start(&options, accessHandler, context.toOpaque(), completedHandler, context.toOpaque())
+            }
         }
         guard let started else {
             context.release()
@@ -59,7 +81,8 @@ public final class HTTPServer: @unchecked Sendable {
             return daemon
         }
         guard let running else { return }
-        MHD_stop_daemon(running)
+        context.takeUnretainedValue().offloaded.wait()
+        tessera_mhd_stop(running)
         context.release()
     }
 
@@ -69,6 +92,8 @@ public final class HTTPServer: @unchecked Sendable {
 /// What the C callbacks reach through their `cls` pointer.
 final class ServerContext: @unchecked Sendable {
     let handler: any HTTPHandler
+    /// Answers being computed for suspended connections; the daemon stops after them.
+    let offloaded = DispatchGroup()
     init(handler: any HTTPHandler) { self.handler = handler }
 }
 
@@ -80,6 +105,13 @@ final class ConnectionState {
     var bodyPath: String?
     var failure: HTTPResponse?
     var answered = false
+    /// The answer computed while the connection was suspended, queued when it resumes.
+    var ready: HTTPResponse?
+    /// Largest body accepted; beyond it the upload is answered 413 while streaming.
+    var maxBodyBytes = Int.max
+    /// Bytes read and dropped after the body went over `maxBodyBytes`.
+    var discarded = 0
+    static let discardAllowance = 16 * 1024 * 1024
 
     init(request: HTTPRequest) { self.request = request }
 
@@ -123,6 +155,7 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer?) -> M
         }
     }
     guard let created else { return .NO }
+    tessera_mhd_responding(connection)
     for (name, value) in response.headers { _ = MHD_add_response_header(created, name, value) }
     let result = MHD_queue_response(connection, UInt32(response.status), created)
     MHD_destroy_response(created)
@@ -134,21 +167,25 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     let context = Unmanaged<ServerContext>.fromOpaque(cls).takeUnretainedValue()
     // First call for this request: only the head is known.
     guard let existing = conCls.pointee else {
+        let headers = collect(connection, kind: .HEADER_KIND, lowercase: true)
         var address = [CChar](repeating: 0, count: 64)
-        tessera_mhd_client_address(connection, &address, address.count)
+        let admitted = tessera_mhd_head_received(connection, headers["x-forwarded-for"], &address, address.count) != 0
         let request = HTTPRequest(
             method: method.map { String(cString: $0) } ?? "GET", path: url.map { String(cString: $0) } ?? "/",
             query: collect(connection, kind: .GET_ARGUMENT_KIND, lowercase: false),
-            headers: collect(connection, kind: .HEADER_KIND, lowercase: true),
-            clientAddress: String(cString: address))
+            headers: headers, clientAddress: String(cString: address))
         let state = ConnectionState(request: request)
         let hasBody = (request.contentLength ?? 0) > 0 || request.headers["transfer-encoding"] != nil
             || ["POST", "PUT", "PATCH"].contains(request.method)
-        if hasBody {
+        if !admitted {
+            state.rejection = HTTPResponse.error(429, "too_many_connections", "this client has too many open connections")
+            state.rejection?.headers.append(("Connection", "close"))
+        } else if hasBody {
             switch context.handler.decideBody(for: request) {
             case .reject(let response):
                 state.rejection = response
-            case .store(let directory):
+            case .store(let directory, let maxBytes):
+                state.maxBodyBytes = maxBytes
                 let path = directory + "/upload-\(UUID().uuidString).part"
                 let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
                 if fd < 0 {
@@ -170,6 +207,20 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     let state = Unmanaged<ConnectionState>.fromOpaque(existing).takeUnretainedValue()
     if uploadDataSize.pointee > 0 {
         let count = uploadDataSize.pointee
+        tessera_mhd_body_received(connection, count)
+        if state.rejection == nil, state.failure == nil, state.request.bodyBytes + count > state.maxBodyBytes {
+            // Nothing more is stored. libmicrohttpd 0.9 can only answer once the body has been read,
+            // so a little more is read and dropped to answer 413; a body far over the limit is cut off.
+            state.failure = .error(413, "too_large", "the body is over the limit of \(state.maxBodyBytes) bytes")
+            state.closeBody()
+            if let path = state.bodyPath { unlink(path) }
+            state.bodyPath = nil
+        }
+        if state.failure?.status == 413 {
+            state.discarded += count
+            uploadDataSize.pointee = 0
+            return state.discarded > ConnectionState.discardAllowance ? .NO : .YES
+        }
         if state.rejection == nil, state.failure == nil, state.descriptor >= 0, let uploadData {
             var written = 0
             while written < count {
@@ -188,7 +239,11 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         uploadDataSize.pointee = 0
         return .YES
     }
-    // Final call: the whole body has arrived.
+    // Final call: the whole body has arrived (or, after a resume, its answer is ready).
+    if let ready = state.ready {
+        state.ready = nil
+        return queue(ready, on: connection)
+    }
     if state.answered { return .YES }
     state.answered = true
     if let failure = state.failure {
@@ -200,8 +255,28 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
         state.closeBody()
         guard synced else { return queue(.error(507, "insufficient_storage", "cannot flush the upload to disk"), on: connection) }
         state.request.bodyFile = state.bodyPath
+        // Checking a stored body (hashing, opening a slide) can take seconds: it runs off the
+        // server's threads, the connection suspended, so other requests on this thread go on.
+        let job = SuspendedRequest(connection: connection, state: state, handler: context.handler)
+        context.offloaded.enter()
+        tessera_mhd_responding(connection)
+        MHD_suspend_connection(connection)
+        DispatchQueue.global().async {
+            job.state.ready = job.handler.respond(to: job.state.request)
+            MHD_resume_connection(job.connection)
+            context.offloaded.leave()
+        }
+        return .YES
     }
     return queue(context.handler.respond(to: state.request), on: connection)
+}
+
+/// What a body's answer needs off the server thread. @unchecked: the state is only touched by
+/// that job while the connection is suspended, and by the server thread after it is resumed.
+private struct SuspendedRequest: @unchecked Sendable {
+    let connection: OpaquePointer?
+    let state: ConnectionState
+    let handler: any HTTPHandler
 }
 
 private let completedHandler: MHD_RequestCompletedCallback = { _, _, conCls, _ in

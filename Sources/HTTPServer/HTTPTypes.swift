@@ -74,8 +74,9 @@ public struct HTTPResponse: Sendable {
 public enum BodyDecision: Sendable {
     /// Answer now; the body is discarded unread (e.g. 401, 413, 415).
     case reject(HTTPResponse)
-    /// Stream the body into a new file in this directory.
-    case store(directory: String)
+    /// Stream the body into a new file in this directory; a body (e.g. chunked, of no declared
+    /// length) that grows past `maxBytes` is answered 413 while it streams.
+    case store(directory: String, maxBytes: Int = Int.max)
 }
 
 /// Serves requests. Called on the server's own threads: keep work short (accept and enqueue).

@@ -32,6 +32,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("http-threads"), help: "HTTP server threads.")
     var httpThreads = 4
 
+    @Option(name: .customLong("trusted-proxy"), help: "Address of a reverse proxy whose X-Forwarded-For names the client (repeatable).")
+    var trustedProxy: [String] = []
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -42,6 +45,7 @@ struct ServeCommand: ParsableCommand {
         options.host = host
         options.port = port
         options.httpThreads = max(1, httpThreads)
+        options.trustedProxies = trustedProxy
         options.workers = max(0, workers)
         options.threads = max(1, threads)
         options.api.maxUploadBytes = maxUpload

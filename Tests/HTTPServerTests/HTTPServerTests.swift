@@ -11,13 +11,14 @@ struct EchoHandler: HTTPHandler {
     func decideBody(for request: HTTPRequest) -> BodyDecision {
         if request.headers["authorization"] != "Bearer secret" { return .reject(.error(401, "unauthorized", "token")) }
         if let length = request.contentLength, length > maxBody { return .reject(.error(413, "too_large", "limit \(maxBody)")) }
-        return .store(directory: directory)
+        return .store(directory: directory, maxBytes: maxBody)
     }
 
     func respond(to request: HTTPRequest) -> HTTPResponse {
+        if let seconds = request.query["sleep"].flatMap(Double.init) { Thread.sleep(forTimeInterval: seconds) }
         if request.path == "/file" { return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain")], body: .file(#filePath)) }
         var object: [String: Any] = ["method": request.method, "path": request.path, "query": request.query,
-                                     "bytes": request.bodyBytes]
+                                     "bytes": request.bodyBytes, "client": request.clientAddress]
         if let file = request.bodyFile, request.query["keep"] == "1" {
             let kept = directory + "/kept-\(UUID().uuidString)"
             try? FileManager.default.moveItem(atPath: file, toPath: kept)

@@ -36,7 +36,8 @@ struct HTTPClient {
     /// Sends only the request head (announcing `contentLength` body bytes, sending none) and returns
     /// the server's answer: what a server that decides before the body must be able to give. (A full
     /// upload through URLSession may instead fail with a broken pipe when the server answers early.)
-    func beforeBody(_ method: String, _ path: String, contentLength: Int, contentType: String = "application/octet-stream")
+    func beforeBody(_ method: String, _ path: String, contentLength: Int, contentType: String = "application/octet-stream",
+                    declaredLength: String? = nil)
         throws -> (status: Int, headers: [String: String], body: Data) {
         let url = URL(string: base)!
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -52,7 +53,7 @@ struct HTTPClient {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(contentLength)\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(declaredLength ?? String(contentLength))\r\n"
         head += "Content-Type: \(contentType)\r\n"
         if let token { head += "Authorization: Bearer \(token)\r\n" }
         head += "\r\n"

@@ -8,7 +8,7 @@ public struct APIConfiguration: Sendable {
     public var dataDirectory: String
     public var modelsDirectory = ModelCatalog.directory
     public var defaultModel = ModelCatalog.defaultModel
-    /// Accepted bearer tokens; empty means no authentication.
+    /// Accepted bearer tokens (`secret` or `name:secret`, see `APIToken`); empty means no authentication.
     public var tokens: [String] = []
     /// Largest accepted upload.
     public var maxUploadBytes = 20 * 1024 * 1024 * 1024
@@ -32,6 +32,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     public let stopping: StopFlag
     /// The bearer tokens accepted now (`configuration.tokens` at start; `serve` reloads them on SIGHUP).
     public let tokens: APITokenSet
+    /// Every upload, result read, download, delete, retry and refused token (`DATA/audit.jsonl`).
+    public let audit: AuditLog
     private let uploads: String
     private let slides: String
 
@@ -45,6 +47,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         for directory in [uploads, slides, configuration.dataDirectory + "/outputs"] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        audit = try AuditLog(path: AuditLog.path(inDataDirectory: configuration.dataDirectory))
         // Upload files left by a process that died mid-request belong to no job.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? [] {
             try? FileManager.default.removeItem(atPath: uploads + "/" + name)
@@ -59,6 +62,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     // MARK: HTTPHandler
 
     public func decideBody(for request: HTTPRequest) -> BodyDecision {
+        let decision = decideBodyFromHead(request)
+        if case .reject(let response) = decision { recordAudit(request, response) }
+        return decision
+    }
+
+    private func decideBodyFromHead(_ request: HTTPRequest) -> BodyDecision {
         // POST as documented, and PUT, which is what `curl -T slide.svs URL` sends.
         guard ["POST", "PUT"].contains(request.method), request.path == "/v1/slides" else {
             return .reject(respond(to: request))
@@ -73,25 +82,34 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .reject(.error(400, "missing_filename", "the filename query parameter is required"))
         }
         if let failure = resolveModel(request.query["model"]).failure { return .reject(failure) }
-        guard let length = request.contentLength else {
-            return .reject(.error(411, "length_required", "Content-Length is required"))
-        }
-        guard length <= configuration.maxUploadBytes else {
-            return .reject(.error(413, "too_large", "the slide is \(length) bytes; the limit is \(configuration.maxUploadBytes)"))
-        }
-        guard length > 0 else { return .reject(.error(422, "not_a_slide", "the body is empty")) }
-        if let free = Self.freeBytes(uploads), free < length + configuration.reserveBytes {
-            return .reject(.error(507, "insufficient_storage", "not enough free disk space for \(length) bytes"))
+        let chunked = request.headers["transfer-encoding"]?.lowercased().contains("chunked") == true
+        if let declared = request.headers["content-length"], !chunked {
+            // All digits but too big for an Int is still a length: over the limit, not missing.
+            guard !declared.isEmpty, declared.allSatisfy(\.isASCII), declared.allSatisfy(\.isNumber) else {
+                return .reject(.error(400, "bad_length", "Content-Length must be a number of bytes"))
+            }
+            let length = Int(declared) ?? Int.max
+            guard length <= configuration.maxUploadBytes else {
+                return .reject(.error(413, "too_large", "the slide is \(declared) bytes; the limit is \(configuration.maxUploadBytes)"))
+            }
+            guard length > 0 else { return .reject(.error(422, "not_a_slide", "the body is empty")) }
+            if let free = Self.freeBytes(uploads), free < length + configuration.reserveBytes {
+                return .reject(.error(507, "insufficient_storage", "not enough free disk space for \(length) bytes"))
+            }
+        } else if !chunked {
+            return .reject(.error(411, "length_required", "send Content-Length or Transfer-Encoding: chunked"))
         }
         if let queued = try? store.counts()[.queued], queued >= configuration.maxQueuedJobs {
             return .reject(.error(503, "queue_full", "\(queued) jobs are waiting; try again later"))
         }
-        return .store(directory: uploads)
+        // A chunked body is held to the limit while it streams (413 once it goes over).
+        return .store(directory: uploads, maxBytes: configuration.maxUploadBytes)
     }
 
     public func respond(to request: HTTPRequest) -> HTTPResponse {
         let clock = Stopwatch()
         let response = route(request)
+        recordAudit(request, response)
         metrics.record(method: request.method, status: response.status, seconds: clock.seconds)
         return response
     }
@@ -144,27 +162,30 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
 
     // MARK: Auth
 
-    private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
-        let accepted = tokens.current
-        guard !accepted.isEmpty else { return nil }
-        let header = request.headers["authorization"] ?? ""
-        let prefix = "Bearer "
-        guard header.hasPrefix(prefix) else {
-            return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
-        }
-        let presented = Array(header.dropFirst(prefix.count).utf8)
-        var match = false
-        for token in accepted where Self.constantTimeEqual(Array(token.utf8), presented) { match = true }
-        return match ? nil : HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
+    /// The secret after `Bearer ` (the scheme is case-insensitive, RFC 9110 11.1), if any.
+    static func bearerSecret(_ request: HTTPRequest) -> [UInt8]? {
+        let header = (request.headers["authorization"] ?? "").trimmingCharacters(in: .whitespaces)
+        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
+        return Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
     }
 
-    /// Compares without an early exit on the first differing byte.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+    /// The token the request presents, when it is one of ours (every token compared, in constant time).
+    func presentedToken(_ request: HTTPRequest) -> APIToken? {
+        guard let presented = Self.bearerSecret(request) else { return nil }
+        var match: APIToken?
+        for token in tokens.current where token.matches(presented) { match = token }
+        return match
+    }
+
+    private func authenticate(_ request: HTTPRequest) -> HTTPResponse? {
+        guard !tokens.current.isEmpty else { return nil }
+        guard Self.bearerSecret(request) != nil else {
+            return HTTPResponse.error(401, "unauthorized", "a bearer token is required").adding(("WWW-Authenticate", "Bearer"))
         }
-        return difference == 0
+        guard presentedToken(request) != nil else {
+            return HTTPResponse.error(401, "unauthorized", "the bearer token is not valid").adding(("WWW-Authenticate", "Bearer"))
+        }
+        return nil
     }
 
     // MARK: Upload
@@ -183,8 +204,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     }
 
     private func upload(_ request: HTTPRequest) -> HTTPResponse {
-        guard let body = request.bodyFile else { return .error(400, "empty_body", "the slide body is missing") }
-        guard request.bodyBytes == request.contentLength else {
+        guard let body = request.bodyFile, request.bodyBytes > 0 else { return .error(422, "not_a_slide", "the body is empty") }
+        guard request.contentLength == nil || request.bodyBytes == request.contentLength else {
             return .error(400, "short_body", "received \(request.bodyBytes) of \(request.contentLength ?? 0) bytes")
         }
         let (reference, failure) = resolveModel(request.query["model"])
@@ -203,7 +224,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let digest: String
         do {
             digest = try SHA256.hexDigest(ofFile: candidate)
-            _ = try Slide.open(path: candidate)
+            let slide = try Slide.open(path: candidate)
+            // Every analysis needs the pixel size; the API has no way to state it for a slide yet.
+            guard slide.properties.mppX != nil else {
+                return .error(422, "mpp_unknown", "\(name): the slide has no MPP (microns per pixel) metadata; "
+                    + "analyse it with tessera run --slide-mpp")
+            }
         } catch let error as SlideError {
             let message = error.description.replacingOccurrences(of: candidate, with: name)
             return .error(422, "not_a_slide", message)

@@ -38,22 +38,23 @@ public struct APITokenError: Error, Sendable, CustomStringConvertible {
     public let description: String
 }
 
-/// The tokens the API accepts now; replaced as a whole on reload.
+/// The tokens the API accepts now (`secret` or `name:secret` lines, see `APIToken`); replaced as
+/// a whole on reload.
 public final class APITokenSet: Sendable {
-    private let tokens: Mutex<[String]>
+    private let tokens: Mutex<[APIToken]>
 
-    public init(_ tokens: [String]) { self.tokens = Mutex(tokens) }
+    public init(_ lines: [String]) { self.tokens = Mutex(lines.map(APIToken.init)) }
 
     /// The accepted tokens; empty means no authentication.
-    public var current: [String] { tokens.withLock { $0 } }
+    public var current: [APIToken] { tokens.withLock { $0 } }
 
     /// Reads `source` again and accepts exactly its tokens from now on; returns how many.
     /// On failure (unreadable file, or no token left while authentication is on: that would
     /// open the API) the tokens in force stay.
     @discardableResult
     public func reload(from source: APITokenSource) throws(APITokenError) -> Int {
-        let fresh = try source.load()
-        return try tokens.withLock { (tokens: inout [String]) throws(APITokenError) -> Int in
+        let fresh = try source.load().map(APIToken.init)
+        return try tokens.withLock { (tokens: inout [APIToken]) throws(APITokenError) -> Int in
             if fresh.isEmpty && !tokens.isEmpty {
                 throw APITokenError(description: "no tokens in \(source.file ?? "TESSERA_API_TOKENS"); keeping the \(tokens.count) in force")
             }

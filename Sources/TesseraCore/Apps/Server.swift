@@ -24,6 +24,11 @@ public struct ServeOptions: Sendable {
         get { http.port }
         set { http.port = newValue }
     }
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    public var trustedProxies: [String] {
+        get { http.trustedProxies }
+        set { http.trustedProxies = newValue }
+    }
     /// HTTP server threads.
     public var httpThreads: Int {
         get { http.threads }
