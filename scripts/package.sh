@@ -110,7 +110,7 @@ EOF
 
 # tessera(1): every command's --help, nested commands included.
 roff() { sed -e 's/\\/\\e/g' -e 's/^\([.'"'"']\)/\\\&\1/'; }
-subcommands() { "$binary" "$@" --help | awk '/^SUBCOMMANDS:/ {on = 1; next} on && /^$/ {exit} on && $1 != "" {print $1}'; }
+subcommands() { "$binary" "$@" --help | awk '/^SUBCOMMANDS:/ {on = 1; next} on && /^$/ {exit} on && /^  [a-z]/ {print $1}'; }
 {
   printf '.TH TESSERA 1 "" "tessera %s" "User Commands"\n' "$version"
   printf '.SH NAME\ntessera \\- deep-learning inference on whole-slide pathology images\n'
@@ -182,7 +182,7 @@ EOF
 chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/DEBIAN/postrm"
 (cd "$pkg" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) >"$pkg/DEBIAN/md5sums"
 deb="dist/tessera_${version}_$arch.deb"
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip -z6 --build "$pkg" "$deb" >/dev/null
 
 # ---- tarball: one folder, relocatable (the binary finds models/ next to bin/) ------------------
 tree="$stage/tessera-$version"

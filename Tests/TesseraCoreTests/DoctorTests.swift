@@ -7,7 +7,15 @@ import Testing
 struct DoctorTests {
     static let shippedModels = Support.root.appendingPathComponent("models").path
 
-    func examine(data: String, models: String = DoctorTests.shippedModels) -> DoctorReport {
+    /// A models folder with only the compact model: the teacher takes seconds to load in a debug build.
+    static func compactOnly() throws -> String {
+        let folder = Support.temporaryDirectory()
+        try FileManager.default.createSymbolicLink(atPath: folder + "/" + ModelCatalog.compactModel,
+                                                   withDestinationPath: shippedModels + "/" + ModelCatalog.compactModel)
+        return folder
+    }
+
+    func examine(data: String, models: String) -> DoctorReport {
         var options = DoctorOptions(dataDirectory: data)
         options.modelsDirectory = models
         options.threads = 1
@@ -19,7 +27,7 @@ struct DoctorTests {
     }
 
     @Test func aGoodBoxPasses() throws {
-        let report = examine(data: Support.temporaryDirectory() + "/data")
+        let report = examine(data: Support.temporaryDirectory() + "/data", models: Self.shippedModels)
         #expect(report.problems.isEmpty, "\(report.text)")
         // Versions come from the libraries themselves.
         let vips = try #require(value(report, "libvips"))
@@ -67,18 +75,19 @@ struct DoctorTests {
 
     @Test func anUnwritableDataFolderFails() throws {
         let folder = Support.unwritableFolder()
-        let report = examine(data: folder)
+        let models = try Self.compactOnly()
+        let report = examine(data: folder, models: models)
         let problem = try #require(report.problems.first { $0.name == "data folder" })
         #expect(problem.value.hasPrefix("\(folder) is not writable"), "\(problem.value)")
         // Below a file: cannot be created at all.
         let file = Support.temporaryDirectory() + "/file"
         try "x".write(toFile: file, atomically: true, encoding: .utf8)
-        #expect(examine(data: file + "/data").problems.first?.value == "\(file)/data cannot be created: \(file) is not a folder")
+        #expect(examine(data: file + "/data", models: models).problems.first?.value == "\(file)/data cannot be created: \(file) is not a folder")
     }
 
     @Test func anUnreachablePostgresQueueFails() throws {
         var options = DoctorOptions(dataDirectory: Support.temporaryDirectory())
-        options.modelsDirectory = Self.shippedModels
+        options.modelsDirectory = try Self.compactOnly()
         // Nothing listens on port 1 of loopback.
         options.queue = "postgres://tessera:secret@127.0.0.1:1/tessera?connect_timeout=2"
         let report = Doctor.examine(options)
@@ -100,10 +109,7 @@ struct DoctorTests {
             Support.finish(process, within: 60)
             return (process.terminationStatus, data)
         }
-        // Only the compact model: the teacher takes seconds to load in a debug build.
-        let compactOnly = Support.temporaryDirectory()
-        try FileManager.default.createSymbolicLink(atPath: compactOnly + "/" + ModelCatalog.compactModel,
-                                                   withDestinationPath: Self.shippedModels + "/" + ModelCatalog.compactModel)
+        let compactOnly = try Self.compactOnly()
         let data = Support.temporaryDirectory()
         let (good, goodJSON) = try doctor(["--data", data, "--json"], models: compactOnly)
         #expect(good == 0)
