@@ -68,7 +68,9 @@ if [ -n "$swift_libraries" ]; then
   exit 1
 fi
 if ldd "$binary" | grep -q 'not found'; then echo "package: ldd: $(ldd "$binary" | grep 'not found')" >&2; exit 1; fi
-depends_line=$(depends "$binary")
+# Besides the libraries: the fonts the pictures' legends are drawn with and Leaflet, which the
+# slide viewer serves from /usr/share/javascript/leaflet.
+depends_line="$(depends "$binary"), fonts-dejavu-core, libjs-leaflet"
 
 mkdir -p dist
 stage=$(mktemp -d /tmp/tessera-package.XXXXXX)
