@@ -23,13 +23,15 @@ struct ModelsCommand: ParsableCommand {
         @Flag(help: "Print per-step timings of one micro-batch instead.") var profile = false
 
         func run() throws {
+            var options = ModelBenchOptions(model: model, batch: batch, threads: threads, repeats: repeats,
+                                            warmup: warmup, microBatch: microBatch)
+            options.useEnvironment()
             if profile {
-                let options = ModelBenchOptions(model: model, batch: batch, microBatch: microBatch)
+                options.threads = 1
                 for line in try ModelBench.profile(options) { print(line) }
                 return
             }
-            let result = try ModelBench.run(ModelBenchOptions(
-                model: model, batch: batch, threads: threads, repeats: repeats, warmup: warmup, microBatch: microBatch))
+            let result = try ModelBench.run(options)
             print(json ? ModelBench.json(result) : ModelBench.text(result))
         }
     }

@@ -19,21 +19,26 @@ public struct Model: Sendable {
     public var flopsPerImage: Double { program.flopsPerImage }
     /// The ONNX opset the model was exported with.
     public var opset: Int { graph.opset }
+    /// The settings the model was compiled with.
+    public var options: EngineOptions { program.options }
+    /// The instruction-set level its kernels run at.
+    public var isa: CPUISA { CPUISA(rawValue: Int(program.isa)) ?? .portable }
     /// Number of compiled steps (after fusion).
     public var stepCount: Int { program.steps.count }
 
     /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
     /// is required only when the file leaves spatial dimensions symbolic.
-    public init(contentsOf path: String, inputShape: [Int]? = nil) throws {
-        try self.init(graph: ONNXImport.load(path: path), inputShape: inputShape)
+    public init(contentsOf path: String, inputShape: [Int]? = nil, options: EngineOptions = EngineOptions()) throws {
+        try self.init(graph: ONNXImport.load(path: path), inputShape: inputShape, options: options)
     }
 
     /// Loads and compiles serialized ONNX bytes (external data resolves against `baseDirectory`).
-    public init(data: Data, baseDirectory: String? = nil, inputShape: [Int]? = nil) throws {
-        try self.init(graph: ONNXImport.decode(data, baseDirectory: baseDirectory), inputShape: inputShape)
+    public init(data: Data, baseDirectory: String? = nil, inputShape: [Int]? = nil,
+                options: EngineOptions = EngineOptions()) throws {
+        try self.init(graph: ONNXImport.decode(data, baseDirectory: baseDirectory), inputShape: inputShape, options: options)
     }
 
-    init(graph: Graph, inputShape: [Int]?) throws {
+    init(graph: Graph, inputShape: [Int]?, options: EngineOptions) throws {
         let declared = Array(graph.inputDims.dropFirst())
         let shape: [Int]
         if let inputShape {
@@ -51,7 +56,7 @@ public struct Model: Sendable {
         }
         self.graph = graph
         self.inputShape = shape
-        self.program = try Compiler.compile(graph, inputShape: shape)
+        self.program = try Compiler.compile(graph, inputShape: shape, options: options)
     }
 
     /// Checks that `tensor` is a batch of this model's inputs and returns the batch size.

@@ -128,6 +128,24 @@ struct Program: Sendable {
     /// im2col scratch floats needed per worker for a micro-batch of `n`: `scratchPerColumn * columns`.
     var maxScratchK: Int
     var flopsPerImage: Double
+    /// The settings it was compiled with (the runtime knobs are read from here too).
+    var options: EngineOptions
+    /// The `TESSERA_ISA_*` level every kernel of this program runs at.
+    let isa: Int32
+
+    init(slots: [Slot], steps: [Step], inputValue: Int, outputValues: [Int], embeddingValue: Int?,
+         arenaUnits: Int, maxScratchK: Int, flopsPerImage: Double, options: EngineOptions) {
+        self.slots = slots
+        self.steps = steps
+        self.inputValue = inputValue
+        self.outputValues = outputValues
+        self.embeddingValue = embeddingValue
+        self.arenaUnits = arenaUnits
+        self.maxScratchK = maxScratchK
+        self.flopsPerImage = flopsPerImage
+        self.options = options
+        self.isa = Int32(options.effectiveISA.rawValue)
+    }
 }
 
 extension Step {
@@ -136,7 +154,7 @@ extension Step {
         switch self {
         case let .conv(c):
             let g = c.window
-            let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb) ? "direct" : "\(c.kind)"
+            let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
             return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"

@@ -15,12 +15,17 @@ public struct ModelBenchOptions: Sendable {
     public var microBatch: Int?
     /// Seconds the timed phase aims not to exceed.
     public var budgetSeconds: Double
+    /// The engine's settings (the command line builds them from the environment).
+    public var engine = EngineOptions()
 
     public init(model: String, batch: Int = 16, threads: Int = 1, repeats: Int = 10, warmup: Int = 2,
                 microBatch: Int? = nil, budgetSeconds: Double = 10) {
         self.model = model; self.batch = batch; self.threads = threads; self.repeats = repeats
         self.warmup = warmup; self.microBatch = microBatch; self.budgetSeconds = budgetSeconds
     }
+
+    /// The engine settings of the `TESSERA_ENGINE_*` variables (for the command line).
+    public mutating func useEnvironment() { engine = EngineOptions.fromEnvironment() }
 }
 
 /// Result of one model benchmark; the JSON keys are part of the CLI contract.
@@ -54,7 +59,7 @@ public enum ModelBench {
     public static func run(_ options: ModelBenchOptions) throws -> ModelBenchResult {
         guard options.batch >= 1 else { throw ModelError.invalidArgument("--batch must be >= 1") }
         let path = resolve(options.model)
-        let model = try Model(contentsOf: path)
+        let model = try Model(contentsOf: path, options: options.engine)
         let session = options.microBatch.map { try? Session(model: model, threads: options.threads, microBatch: $0) }
             ?? (try? Session(model: model, threads: options.threads))
         guard let session else { throw ModelError.invalidArgument("bad --threads \(options.threads) / --micro-batch") }
@@ -87,7 +92,7 @@ public enum ModelBench {
 
     /// Per-step timings of one micro-batch (single worker), slowest first, as text lines.
     public static func profile(_ options: ModelBenchOptions) throws -> [String] {
-        let model = try Model(contentsOf: resolve(options.model))
+        let model = try Model(contentsOf: resolve(options.model), options: options.engine)
         let session = try Session(model: model, threads: 1, microBatch: options.microBatch)
         let input = Tensor(shape: [options.batch] + model.inputShape,
                            data: [Float](repeating: 0.5, count: options.batch * model.inputShape.reduce(1, *)))
