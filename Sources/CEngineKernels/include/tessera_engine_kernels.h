@@ -7,6 +7,7 @@
  * above, its portable build below.
  */
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -102,6 +103,40 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
 void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
                          const float *row_count, const float *col_count, long p0, long p1, float *y);
+
+/* ── INT8 (engine_int8.c) ─────────────────────────────────────────────────── */
+
+/** Largest quantised activation: 7 bits, so u8 x s8 pair sums fit int16 on every ISA level. */
+#define TESSERA_Q8_MAX 127
+
+/** Bytes of int8 weights [cout][cin][taps] packed by tessera_engine_q8_pack (16-channel blocks, cin in 4s). */
+long tessera_engine_q8_packed_bytes(int cout, int taps, int cin);
+/** Packs int8 weights `w[(o * cin + ci) * taps + t]` for tessera_engine_q8_conv. */
+void tessera_engine_q8_pack(const int8_t *w, int cout, int cin, int taps, int8_t *packed);
+
+/**
+ * Quantises images [i0, i1) of a [C, nb, h, w] (channel_major) or [nb, C, h, w] fp32 tensor to
+ * uint8, q = clamp(round(x * inv_scale) + zp, 0, TESSERA_Q8_MAX), into the padded pixel-major copy
+ * xq[((img * hp + pt + y) * wp + pl + x) * cin4 + c] (cin4 = cin rounded up to 4); the padding
+ * holds zp, the extra channels 0.
+ */
+void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
+                                int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
+                                uint8_t *xq);
+
+/**
+ * INT8 convolution of output pixels [n0, n1) (flattened (image, oy, ox) of oh x ow maps) and output
+ * channels [m0, m1) (m0 a multiple of 16) over the quantised copy `xq` (hp x wp padded maps, cin
+ * channels) with weights packed by tessera_engine_q8_pack (taps = kh * kw):
+ * y[o * so + n * sp] = clamp(float(acc - corr[o]) * scale[o] + bias[o] (+ residual[same index]), lo, hi),
+ * where acc is the exact int32 sum of u8 x s8 products. so = total, sp = 1 writes a channel-major
+ * conv output; so = 1, sp = cout a [n, cout] dense-layer output. `isa` picks vpdpbusd (VNNI levels),
+ * vpmaddwd (AVX-512, AVX2) or plain C; all give the same bits.
+ */
+void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
+                            int dh, int dw, int oh, int ow, int cout, const int8_t *packed, const int32_t *corr,
+                            const float *scale, const float *bias, const float *residual, float lo, float hi,
+                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp);
 
 #ifdef __cplusplus
 }

@@ -8,25 +8,29 @@ struct Compiler {
 
     let graph: Graph
     let options: EngineOptions
+    /// Activation ranges for an int8 compile.
+    let calibration: Calibration?
     var constants: [String: Tensor]
     var valueOf: [String: Int] = [:]
     var slots: [Slot] = []
     var steps: [Step?] = []
     var flops: Double = 0
 
-    init(graph: Graph, options: EngineOptions) {
+    init(graph: Graph, options: EngineOptions, calibration: Calibration?) {
         self.graph = graph
         self.options = options
+        self.calibration = calibration
         self.constants = graph.constants
     }
 
-    static func compile(_ graph: Graph, inputShape: [Int], options: EngineOptions = EngineOptions()) throws -> Program {
-        var c = Compiler(graph: graph, options: options)
+    static func compile(_ graph: Graph, inputShape: [Int], options: EngineOptions = EngineOptions(),
+                        calibration: Calibration? = nil) throws -> Program {
+        var c = Compiler(graph: graph, options: options, calibration: calibration)
         return try c.run(inputShape: inputShape)
     }
 
     mutating func newValue(_ name: String, _ perImage: [Int]) -> Int {
-        slots.append(Slot(perImage: perImage))
+        slots.append(Slot(perImage: perImage, name: name))
         valueOf[name] = slots.count - 1
         return slots.count - 1
     }
@@ -47,6 +51,7 @@ struct Compiler {
         if let embedding { protected.insert(embedding) }
         fuse(protected: protected)
         let finalSteps = steps.compactMap { $0 }.map { step -> Step in
+            if let q = quantized(step) { return q }
             guard case var .conv(c) = step else { return step }
             guard Winograd.eligible(c, options) else {
                 if c.kind == .pointwise && options.directConvolution && !options.pointwiseOnBLAS {
@@ -81,6 +86,23 @@ struct Compiler {
             program.directInputStep = readers[0]
         }
         return program
+    }
+
+    /// The step on the int8 kernel, when compiling for int8 and the step's input was calibrated:
+    /// ungrouped convolutions and dense layers.
+    func quantized(_ step: Step) -> Step? {
+        guard options.precision == .int8, let calibration else { return nil }
+        switch step {
+        case var .conv(c) where c.groups == 1 && c.kind != .depthwise:
+            guard let range = calibration.ranges[slots[c.input].name] else { return nil }
+            c.q8 = Q8Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw, range: range)
+            return .conv(c)
+        case var .gemm(g):
+            guard let range = calibration.ranges[slots[g.input].name] else { return nil }
+            g.q8 = Q8Layer(weights: g.weights, cout: g.n, cin: g.k, taps: 1, range: range)
+            return .gemm(g)
+        default: return nil
+        }
     }
 
     /// Ungrouped convolutions that are not 1x1 run on the direct C kernel (1x1 strided ones

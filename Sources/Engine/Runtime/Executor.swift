@@ -13,6 +13,8 @@ final class Workspace {
     let scratch: UnsafeMutablePointer<Float>
     /// Scratch floats per lane.
     let scratchCount: Int
+    /// The quantised input of the current int8 step.
+    let bytes: UnsafeMutablePointer<UInt8>
 
     init(program: Program, capacity: Int, lanes: Int = 1) {
         self.capacity = capacity
@@ -26,6 +28,13 @@ final class Workspace {
             if c.kind == .gemm { need = max(need, c.k * ConvKernels.columnChunk(k: c.k, total: total)) }
             if c.kind == .winograd || c.kind == .winograd43 { need = max(need, Winograd.scratchFloats(c, nb: capacity, program.options)) }
         }
+        var byteNeed = 64
+        for step in program.steps {
+            if case let .conv(c) = step, c.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(c, nb: capacity)) }
+            if case let .gemm(g) = step, g.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(g, nb: capacity)) }
+        }
+        bytes = .allocate(capacity: byteNeed)
+        bytes.initialize(repeating: 0, count: byteNeed)
         scratchCount = (need + 15) / 16 * 16
         scratch = .allocate(capacity: scratchCount * self.lanes)
         scratch.initialize(repeating: 0, count: scratchCount * self.lanes)
@@ -37,6 +46,7 @@ final class Workspace {
     deinit {
         arena.deallocate()
         scratch.deallocate()
+        bytes.deallocate()
     }
 }
 
@@ -123,9 +133,13 @@ struct Executor {
         return Tensor(shape: [nb] + s.perImage, data: data)
     }
 
-    func run(input: UnsafePointer<Float>) throws {
+    /// Runs every step; `observe(i)` is called before step `i` (calibration reads its inputs).
+    func run(input: UnsafePointer<Float>, observe: ((Int) -> Void)? = nil) throws {
         if program.directInputStep == nil { load(program.inputValue, from: input) }
-        for (i, step) in program.steps.enumerated() { try execute(step, nchwInput: i == program.directInputStep ? input : nil) }
+        for (i, step) in program.steps.enumerated() {
+            observe?(i)
+            try execute(step, nchwInput: i == program.directInputStep ? input : nil)
+        }
     }
 
     /// Runs the program `rounds` times after one warm-up and returns each step's label and its
@@ -155,6 +169,10 @@ struct Executor {
             let total = nb * g.oh * g.ow
             // Waking another thread costs more than a step this small gains from it.
             let par = Double(2 * total * c.cout * c.k) >= minSplitFlops ? self.par : IntraOp(lanes: 1)
+            if let q = c.q8 {
+                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: ws.bytes, par: par)
+                return
+            }
             switch c.kind {
             case .winograd where Winograd.worthIt(c, nb: nb, program.options),
                  .winograd43 where Winograd.worthIt(c, nb: nb, program.options):
@@ -253,6 +271,9 @@ struct Executor {
                 let dst = so.channelMajor ? ((i / so.spatial) * nb + b) * so.spatial + i % so.spatial : b * count + i
                 y[dst] = x[src]
             } }
+        case let .gemm(g) where g.q8 != nil:
+            let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            Quantized.gemm(g, g.q8!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)
         case let .gemm(g):
             let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
             let nbv = nb
