@@ -121,9 +121,9 @@ AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int 
     TILE_BY_WIDTH(phase, a, xb, off, k, 0, cols, bias, rows, NULL, NR, 0, 0, tile);
 }
 
-static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols,
-                               const float *bias, int rows, const float *residual, long ldy,
-                               float lo, float hi, float *y) {
+ALWAYS_INLINE void conv_tile_body(const float *a, const float *b, int k, int ldb, int cols,
+                                  const float *bias, int rows, const float *residual, long ldy,
+                                  float lo, float hi, float *y) {
     float c[MR][NR];
     for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) c[r][j] = r < rows ? bias[r] : 0;
     for (int p = 0; p < k; p++) {
@@ -145,7 +145,22 @@ static void conv_tile_portable(const float *a, const float *b, int k, int ldb, i
     }
 }
 
-static void tiles_blocked(int avx, const float *packed, int k, const float *xb, const int *off, int cols,
+static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                               const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+AVX2 static void conv_tile_avx2(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                                const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+/* The C tile at the level's build (below AVX-512). */
+static void conv_tile_c(int isa, const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                        const float *residual, long ldy, float lo, float hi, float *y) {
+    if (isa_avx2(isa)) conv_tile_avx2(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+    else conv_tile_portable(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+
+static void tiles_blocked(int isa, const float *packed, int k, const float *xb, const int *off, int cols,
                           int m0, int m1, const float *bias, float *tiles);
 AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y);
 
@@ -225,7 +240,7 @@ static void conv_im2col(int isa, const float *x, int nb, int cin, int h, int w, 
         const int ldb = gather ? NR : cols;
         if (gather) {
             im2col_gather_avx512(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
-            tiles_blocked(1, packed, k, col, off, cols, m0, m1, bias, tile);
+            tiles_blocked(isa, packed, k, col, off, cols, m0, m1, bias, tile);
             for (int o = m0; o < m1; o++)
                 store_run_avx512(tile + (long)(o - m0 / MR * MR) * NR, cols,
                                  residual ? residual + o * total + n : NULL, lo, hi, y + o * total + n);
@@ -238,7 +253,7 @@ static void conv_im2col(int isa, const float *x, int nb, int cin, int h, int w, 
             const float *a = packed + (long)mb * k * MR;
             const float *res = residual ? residual + o0 * total + n : NULL;
             if (avx) conv_tile_avx512(a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
-            else conv_tile_portable(a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+            else conv_tile_c(isa, a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
         }
     }
 }
@@ -286,18 +301,14 @@ void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, con
             const float *a = packed + (long)mb * k * MR;
             float *cb = c + (long)mb * MR * ldc + q0;
             if (avx) { gemm_tile_avx512(a, b + q0, ldb, k, cols, rows, cb, ldc); continue; }
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < cols; j++) {
-                    float acc = 0;
-                    for (int p = 0; p < k; p++) acc += a[(long)p * MR + r] * b[(long)p * ldb + q0 + j];
-                    cb[(long)r * ldc + j] = acc;
-                }
+            static const float zero[MR] = {0};
+            conv_tile_c(isa, a, b + q0, k, (int)ldb, cols, zero, rows, NULL, ldc, -INFINITY, INFINITY, cb);
         }
     }
 }
 
-static void phase_tile_portable(const float *a, const float *xb, const int *off, int k, int cols,
-                                const float *bias, int rows, float *tile) {
+ALWAYS_INLINE void phase_tile_body(const float *a, const float *xb, const int *off, int k, int cols,
+                                   const float *bias, int rows, float *tile) {
     for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows ? bias[r] : 0;
     for (int p = 0; p < k; p++) {
         const float *b = xb + off[p];
@@ -311,14 +322,24 @@ static void phase_tile_portable(const float *a, const float *xb, const int *off,
 
 /* tiles[(mb - m0 / MR) * MR * NR ...] = bias + A x B for the 8-channel blocks of [m0, m1) over
    the 48 columns whose B row p is xb + off[p]. (Cutting k into L1-sized passes was tried: slower.) */
-static void tiles_blocked(int avx, const float *packed, int k, const float *xb, const int *off, int cols,
+static void phase_tile_portable(const float *a, const float *xb, const int *off, int k, int cols,
+                                const float *bias, int rows, float *tile) {
+    phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
+}
+AVX2 static void phase_tile_avx2(const float *a, const float *xb, const int *off, int k, int cols,
+                                 const float *bias, int rows, float *tile) {
+    phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
+}
+
+static void tiles_blocked(int isa, const float *packed, int k, const float *xb, const int *off, int cols,
                           int m0, int m1, const float *bias, float *tiles) {
     for (int mb = m0 / MR; mb * MR < m1; mb++) {
         const int o0 = mb * MR;
         const int rows = m1 - o0 < MR ? m1 - o0 : MR;
         const float *a = packed + (long)mb * k * MR;
         float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
-        if (avx) phase_tile_avx512(a, xb, off, k, cols, bias + o0, rows, tile);
+        if (isa_avx512(isa)) phase_tile_avx512(a, xb, off, k, cols, bias + o0, rows, tile);
+        else if (isa_avx2(isa)) phase_tile_avx2(a, xb, off, k, cols, bias + o0, rows, tile);
         else phase_tile_portable(a, xb, off, k, cols, bias + o0, rows, tile);
     }
 }
@@ -409,7 +430,7 @@ void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, 
         const long q1 = (long)nr * wq - (wq - ow); /* last valid output + 1 */
         for (long q0 = 0; q0 < q1; q0 += NR) {
             const int cols = q1 - q0 < NR ? (int)(q1 - q0) : NR;
-            tiles_blocked(avx, packed, k, xb + q0, off, cols, m0, m1, bias, tiles);
+            tiles_blocked(isa, packed, k, xb + q0, off, cols, m0, m1, bias, tiles);
             for (int mb = m0 / MR; mb * MR < m1; mb++) {
                 const int o0 = mb * MR;
                 const int rows = m1 - o0 < MR ? m1 - o0 : MR;
@@ -469,7 +490,7 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
                 const float *res = residual ? residual + (long)o0 * total + q0 : NULL;
                 float *yo = y + (long)o0 * total + q0;
                 if (avx) conv_tile_avx512(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
-                else conv_tile_portable(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
+                else conv_tile_c(isa, a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
             }
         }
     }

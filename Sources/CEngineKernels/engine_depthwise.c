@@ -10,9 +10,9 @@
 
 /* ---------- depthwise ---------- */
 
-static void dw_portable(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
-                        int pt, int pl, int oh, int ow, const float *wt, const float *bias,
-                        const float *residual, float lo, float hi, long p0, long p1, float *y) {
+ALWAYS_INLINE void dw_body(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                           int pt, int pl, int oh, int ow, const float *wt, const float *bias,
+                           const float *residual, float lo, float hi, long p0, long p1, float *y) {
     const long hw = (long)h * w, ohw = (long)oh * ow;
     for (long p = p0; p < p1; p++) {
         const long c = p / nb;
@@ -39,6 +39,12 @@ static void dw_portable(const float *x, int nb, int h, int w, int kh, int kw, in
         }
     }
 }
+
+#define DW_ARGS const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, \
+                int oh, int ow, const float *wt, const float *bias, const float *residual, float lo, float hi, \
+                long p0, long p1, float *y
+static void dw_portable(DW_ARGS) { dw_body(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt, bias, residual, lo, hi, p0, p1, y); }
+AVX2 static void dw_avx2(DW_ARGS) { dw_body(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt, bias, residual, lo, hi, p0, p1, y); }
 
 
 /* Taps of one output vector for a constant kernel size (dilation 1): one chain per kernel row. */
@@ -239,6 +245,8 @@ void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int
         dw_planes_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else if (isa_avx512(isa) && maxIdx < (1L << 30))
         dw_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
+    else if (isa_avx2(isa))
+        dw_avx2(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else
         dw_portable(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
 }

@@ -7,8 +7,12 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
 
-/* The fp32 kernels have an AVX-512 build and a portable one. */
+/* The fp32 kernels have an AVX-512 build, and their plain C loops are compiled twice: for AVX2 +
+   FMA (avx2 and avx2-vnni) and portable. */
 static inline int isa_avx512(int isa) { return isa >= TESSERA_ISA_AVX512; }
+static inline int isa_avx2(int isa) { return isa >= TESSERA_ISA_AVX2; }
+#define AVX2 __attribute__((target("avx2,fma")))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* A 64-byte aligned per-thread buffer of at least n floats (slot `which` < 3), or NULL; freed
    when the thread exits. */

@@ -7,17 +7,18 @@ import Testing
 /// of the dense conv.
 @Suite(.serialized) struct DirectKernelTests {
     /// Every build a test checks: the best kernels this CPU has, the dense conv's two AVX-512
-    /// paths (phase planes / gathered panels) whatever the shape, and the AVX2 level (whose fp32
-    /// kernels are the portable builds); each splits every step of a single micro-batch across
-    /// lanes however small.
+    /// paths (phase planes / gathered panels) whatever the shape, the AVX2 builds of the C loops
+    /// and the portable ones; each splits every step of a single micro-batch across lanes
+    /// however small. (Levels above the CPU's resolve down to it, so they repeat a lower one.)
     static let builds: [EngineOptions] = {
         var base = EngineOptions()
         base.splitMinFlops = 0
-        var gathered = base, planes = base, avx2 = base
+        var gathered = base, planes = base, avx2 = base, portable = base
         gathered.denseConvPath = .gatheredPanels
         planes.denseConvPath = .phasePlanes
         avx2.isa = .avx2
-        return [base, gathered, planes, avx2]
+        portable.isa = .portable
+        return [base, gathered, planes, avx2, portable]
     }()
 
     /// Runs `check` on the model `make` compiles for each of ``builds``.
@@ -64,7 +65,7 @@ import Testing
         let a = rng.floats(m * k), b = rng.floats(k * ldb)
         let packed = Winograd.packEntries(a, cout: m, cin: k)
         for portable in [false, true] {
-            let isa = Int32((portable ? CPUISA.avx2 : .detected).resolved.rawValue)
+            let isa = Int32((portable ? CPUISA.portable : .detected).resolved.rawValue)
             var c = [Float](repeating: 7, count: m * ldc)
             packed.withUnsafeBufferPointer { p in
                 b.withUnsafeBufferPointer { bp in
