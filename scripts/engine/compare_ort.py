@@ -68,9 +68,11 @@ def calibration_patches(directory, size, limit):
     return np.stack(out)
 
 
-def ort_int8_model(path, patches):
-    """Static QDQ quantisation (U8 activations, S8 per-channel weights) calibrated on `patches`."""
-    out = path[:-5] + ".ort-int8.onnx"
+def ort_int8_model(path, patches, cache):
+    """Static QDQ quantisation (U8 activations, S8 per-channel weights) calibrated on `patches`,
+    written to the cache (keyed by the model's path)."""
+    stem = os.path.join(cache, os.path.abspath(path).strip("/").replace("/", "_")[:-5])
+    out = stem + ".ort-int8.onnx"
     if os.path.exists(out):
         return out
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -85,7 +87,7 @@ def ort_int8_model(path, patches):
         def get_next(self):
             return next(self.items, None)
 
-    pre = path[:-5] + ".pre.onnx"
+    pre = stem + ".pre.onnx"
     quant_pre_process(path, pre)
     quantize_static(pre, out + ".tmp", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
@@ -230,7 +232,7 @@ def reduced_precision(args):
         path = ensure_model(name, args.cache)
         size = [int(d) for d in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:]][-1]
         patches = calibration_patches(args.calibration, size, args.calibration_limit)
-        q8 = ort_int8_model(path, patches)
+        q8 = ort_int8_model(path, patches, args.cache)
         subprocess.run([args.tessera, "models", "quantize", path, "--calibration", args.calibration,
                         "--limit", str(args.calibration_limit)], check=True, capture_output=True)
         for threads in [int(t) for t in args.threads.split(",")]:
