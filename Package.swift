@@ -31,19 +31,21 @@ let package = Package(
                        providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd",
                        providers: [.apt(["libmicrohttpd-dev"])]),
-        // Non-variadic wrappers for the variadic / macro C APIs, CPU feature probes, SIMD kernels.
-        .target(name: "CTesseraShims", dependencies: ["CVips", "CMicroHTTPD", "CSQLite"],
-                cSettings: [.unsafeFlags(["-O3"])]),
+        // Non-variadic wrappers for the variadic / macro C APIs, each beside its library.
+        .target(name: "CVipsShims", dependencies: ["CVips"], cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CMicroHTTPDShims", dependencies: ["CMicroHTTPD"]),
+        // The inference engine's SIMD kernels and CPU-feature probe: no system-library dependencies.
+        .target(name: "CEngineKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // ── thin Swift wrappers: own every pointer, expose Swift types ──
-        .target(name: "SlideIO", dependencies: ["CVips", "CTesseraShims"], swiftSettings: swiftSettings),
+        .target(name: "SlideIO", dependencies: ["CVips", "CVipsShims"], swiftSettings: swiftSettings),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
-        .target(name: "JobStore", dependencies: ["CSQLite", "CLibPQ", "CTesseraShims"], swiftSettings: swiftSettings),
-        .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "CTesseraShims"], swiftSettings: swiftSettings),
+        .target(name: "JobStore", dependencies: ["CSQLite", "CLibPQ"], swiftSettings: swiftSettings),
+        .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "CMicroHTTPDShims"], swiftSettings: swiftSettings),
 
         // ── pure Swift ──
         .target(name: "Engine", dependencies: [
-            "LinearAlgebra", "CTesseraShims",
+            "LinearAlgebra", "CEngineKernels",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], swiftSettings: swiftSettings),
         .target(name: "TesseraCore", dependencies: [

@@ -31,6 +31,19 @@ if [ -d "$data" ]; then
   check "TCGA with --slide-mpp 0.25: reads level 1" 'python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"level\"]==1 and d[\"tiles_tissue\"]>0" "$out"'
   run tiles "$data/slides/test3-DAPI-2-387.ndpi" --mpp 0.5 --json
   check "NDPI: coarser level than 0" 'python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"level\"]>0" "$out"'
+  # int8: calibration on real tiles is deterministic, and the bench runs on it
+  q8dir=$(mktemp -d); cp Tests/EngineTests/Fixtures/compact_cnn_32.onnx "$q8dir/m.onnx"
+  run models bench "$q8dir/m.onnx" --precision int8 --batch 2 --repeats 1
+  check "int8 without calibration: one-line error naming models quantize" '[ $rc -eq 1 ] && grep -q "models quantize" <<<"$err" && [ $(printf "%s\n" "$err" | wc -l) -eq 1 ]'
+  run models quantize "$q8dir/m.onnx" --calibration "$data/patches/lc25000" --limit 8
+  first=$(sha256sum < "$q8dir/m.calibration.json")
+  run models quantize "$q8dir/m.onnx" --calibration "$data/patches/lc25000" --limit 8
+  check "quantize: same tiles, same file" '[ $rc -eq 0 ] && [ "$first" = "$(sha256sum < "$q8dir/m.calibration.json")" ]'
+  run models bench "$q8dir/m.onnx" --precision int8 --batch 2 --repeats 1 --json
+  check "bench --precision int8: JSON says int8" 'python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"precision\"]==\"int8\" and d[\"images_per_second\"]>0" "$out"'
+  run models bench "$q8dir/m.onnx" --precision fp16
+  check "bad --precision: exit 1, one line" '[ $rc -eq 1 ] && [ $(printf "%s\n" "$err" | wc -l) -eq 1 ]'
+  rm -rf "$q8dir"
 else
   echo "cli-checks: ../shared/data is absent: real-slide checks skipped"
 fi

@@ -1,5 +1,5 @@
 import CMicroHTTPD
-import CTesseraShims
+import CMicroHTTPDShims
 import Foundation
 
 /// Limits and threads of the server, all set explicitly on the daemon.

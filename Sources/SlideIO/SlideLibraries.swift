@@ -1,4 +1,4 @@
-import CTesseraShims
+import CVipsShims
 import CVips
 
 /// Versions of the libraries slides are read with, for `tessera doctor`.

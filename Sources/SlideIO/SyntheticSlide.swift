@@ -1,4 +1,4 @@
-import CTesseraShims
+import CVipsShims
 import Foundation
 
 /// Writes realistic-looking test slides: a tissue texture (real tissue cut from a slide, or a

@@ -1,4 +1,4 @@
-import CTesseraShims
+import CVipsShims
 import CVips
 import Foundation
 

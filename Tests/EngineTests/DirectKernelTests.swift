@@ -1,4 +1,3 @@
-import Synchronization
 import Testing
 @testable import Engine
 
@@ -7,21 +6,24 @@ import Testing
 /// reference, on random shapes; each case also runs the portable builds and both AVX-512 paths
 /// of the dense conv.
 @Suite(.serialized) struct DirectKernelTests {
-    /// Runs `check` with the AVX-512 kernels (where available) and with the portable ones,
-    /// splitting every step of a single micro-batch across lanes (however small).
-    func bothBuilds(_ check: () throws -> Void) rethrows {
-        Executor.splitAll.store(true, ordering: .relaxed)
-        defer { Executor.splitAll.store(false, ordering: .relaxed) }
-        try check()
-        // the dense conv's two AVX-512 paths (phase planes / gathered panels) whatever the shape
-        ConvKernels.forceDenseGather(true)
-        try check()
-        ConvKernels.forceDenseGather(false)
-        try check()
-        ConvKernels.forceDenseGather(nil)
-        ConvKernels.forcePortable(true)
-        defer { ConvKernels.forcePortable(false) }
-        try check()
+    /// Every build a test checks: the best kernels this CPU has, the dense conv's two AVX-512
+    /// paths (phase planes / gathered panels) whatever the shape, the AVX2 builds of the C loops
+    /// and the portable ones; each splits every step of a single micro-batch across lanes
+    /// however small. (Levels above the CPU's resolve down to it, so they repeat a lower one.)
+    static let builds: [EngineOptions] = {
+        var base = EngineOptions()
+        base.splitMinFlops = 0
+        var gathered = base, planes = base, avx2 = base, portable = base
+        gathered.denseConvPath = .gatheredPanels
+        planes.denseConvPath = .phasePlanes
+        avx2.isa = .avx2
+        portable.isa = .portable
+        return [base, gathered, planes, avx2, portable]
+    }()
+
+    /// Runs `check` on the model `make` compiles for each of ``builds``.
+    func bothBuilds(_ make: (EngineOptions) throws -> Model, _ check: (Model) throws -> Void) rethrows {
+        for options in Self.builds { try check(try make(options)) }
     }
 
     @Test(arguments: 0..<20) func directConvRandomShapes(seed: Int) throws {
@@ -44,9 +46,9 @@ import Testing
         let model = try b.model(inputShape: [cin, h, w])
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == (Winograd.eligible(ConvStep(kind: .gemm, window: c.window, cin: cin, cout: cout, groups: 1,
-                                                      weights: [], bias: [], input: 0, output: 0)) ? .winograd43 : .direct))
+                                                      weights: [], bias: [], input: 0, output: 0), EngineOptions()) ? .winograd43 : .direct))
         let batch = 1 + seed % 5
-        try bothBuilds { () throws in
+        try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
             // several micro-batches, and one micro-batch split across 2 lanes
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 2) < 1e-4, "seed \(seed)")
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 16) < 1e-4, "seed \(seed)")
@@ -63,13 +65,12 @@ import Testing
         let a = rng.floats(m * k), b = rng.floats(k * ldb)
         let packed = Winograd.packEntries(a, cout: m, cin: k)
         for portable in [false, true] {
-            ConvKernels.forcePortable(portable)
-            defer { ConvKernels.forcePortable(false) }
+            let isa = Int32((portable ? CPUISA.portable : .detected).resolved.rawValue)
             var c = [Float](repeating: 7, count: m * ldc)
             packed.withUnsafeBufferPointer { p in
                 b.withUnsafeBufferPointer { bp in
                     c.withUnsafeMutableBufferPointer { cp in
-                        Winograd.gemm(packed: p.baseAddress!, m: m, k: k, b: bp.baseAddress!, ldb: ldb, n: n,
+                        Winograd.gemm(isa: isa, packed: p.baseAddress!, m: m, k: k, b: bp.baseAddress!, ldb: ldb, n: n,
                                       c: cp.baseAddress!, ldc: ldc)
                     }
                 }
@@ -100,7 +101,7 @@ import Testing
         guard case let .conv(cs)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(model.program.steps.count == 1)
         #expect(cs.kind == .direct || cs.kind == .winograd || cs.kind == .winograd43)
-        try bothBuilds { () throws in
+        try bothBuilds({ try b.model(inputShape: [c, h, w], options: $0) }) { model throws in
             #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-4)
             #expect(try compareWithReference(model, batch: 1, threads: 2) < 1e-4)
         }
@@ -127,7 +128,7 @@ import Testing
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == .pointwise && c.directWeights != nil)
         let batch = 1 + seed % 4
-        try bothBuilds { () throws in
+        try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 2) < 1e-4, "seed \(seed)")
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 16) < 1e-4, "seed \(seed)")
             #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4, "seed \(seed)")
@@ -172,7 +173,7 @@ import Testing
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == .depthwise)
         let batch = [1, 2, 5, 16, 19][seed % 5]
-        try bothBuilds { () throws in
+        try bothBuilds({ try b.model(inputShape: [ch, h, w], options: $0) }) { model throws in
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 3) < 1e-4, "seed \(seed)")
             #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 32) < 1e-4, "seed \(seed)")
             #expect(try compareWithReference(model, batch: batch, threads: 1, microBatch: 16) < 1e-4, "seed \(seed)")
@@ -180,8 +181,6 @@ import Testing
     }
 
     @Test(arguments: 0..<8) func poolReadingTheInput(seed: Int) throws {
-        Executor.splitAll.store(true, ordering: .relaxed)
-        defer { Executor.splitAll.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(1000 + seed))
         var b = ONNXBuilder()
         let c = rng.int(1...4), k = rng.int(1...4), s = rng.int(1...3)
@@ -192,7 +191,7 @@ import Testing
                                         : ["ceil_mode": seed % 3 == 0 ? 1 : 0])
         b.constant("w", [5, c, 3, 3], rng.floats(5 * c * 9))
         b.node("Conv", ["p", "w"], ["y"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
-        let model = try b.model(inputShape: [c, h, w])
+        let model = try b.model(inputShape: [c, h, w], options: Self.builds[0])
         #expect(model.program.directInputStep == 0)
         #expect(try compareWithReference(model, batch: 5, threads: 2, microBatch: 2) < 1e-4)
         #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 8) < 1e-4)
@@ -210,8 +209,8 @@ import Testing
         let model = try b.model(inputShape: [64, 26, 26])
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == .winograd43 && c.directWeights != nil)
-        #expect(Winograd.worthIt(c, nb: 1) == false) // 49 tiles
-        #expect(Winograd.worthIt(c, nb: 16) == true) // 784 tiles
+        #expect(Winograd.worthIt(c, nb: 1, model.options) == false) // 49 tiles
+        #expect(Winograd.worthIt(c, nb: 16, model.options) == true) // 784 tiles
         #expect(try compareWithReference(model, batch: batch, threads: 2) < 1e-4)
         #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4)
     }
@@ -219,8 +218,6 @@ import Testing
     /// Batch 1 on 2 threads (one micro-batch, every step split) matches 1 thread on a
     /// MobileNet-like block: pointwise, depthwise, Winograd, direct, global pool, Gemm.
     @Test func singleMicroBatchSplitMatchesOneThread() throws {
-        Executor.splitAll.store(true, ordering: .relaxed)
-        defer { Executor.splitAll.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: 11)
         var b = ONNXBuilder()
         b.constant("w0", [16, 3, 3, 3], rng.floats(16 * 27, scale: 0.5))
@@ -237,7 +234,7 @@ import Testing
         b.node("Flatten", ["g"], ["h"])
         b.constant("fc", [10, 64], rng.floats(640))
         b.node("Gemm", ["h", "fc"], ["y"], int: ["transB": 1])
-        let model = try b.model(inputShape: [3, 40, 36])
+        let model = try b.model(inputShape: [3, 40, 36], options: Self.builds[0])
         #expect(try compareWithReference(model, batch: 1, threads: 2) < 1e-4)
         var r2 = TestRNG(seed: 12)
         let input = Tensor(shape: [1, 3, 40, 36], data: r2.floats(3 * 40 * 36))

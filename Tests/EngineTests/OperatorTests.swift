@@ -59,8 +59,6 @@ import Testing
     }
 
     @Test(arguments: 0..<6) func winogradConvRandomShapes(seed: Int) throws {
-        Winograd.forced.store(true, ordering: .relaxed) // small layers would otherwise run direct
-        defer { Winograd.forced.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(400 + seed))
         var b = ONNXBuilder()
         let cin = rng.int(8...20), cout = rng.int(8...20), h = rng.int(1...11)
@@ -71,7 +69,9 @@ import Testing
         b.constant("b", [cout], rng.floats(cout))
         b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [3, 3], "pads": pads])
         b.node("Relu", ["c"], ["y"])
-        let model = try b.model(inputShape: [cin, h, w])
+        var forced = EngineOptions()
+        forced.forceWinograd = true // small layers would otherwise run direct
+        let model = try b.model(inputShape: [cin, h, w], options: forced)
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == .winograd || c.kind == .winograd43)
         #expect(try compareWithReference(model, batch: 1 + seed % 4, threads: 1 + seed % 2, microBatch: 2) < 1e-4)
@@ -79,8 +79,6 @@ import Testing
 
     @Test(arguments: [(6, 6, ConvStep.Kind.winograd43), (13, 70, .winograd43), (2, 2, .winograd), (8, 8, .winograd43), (2, 5, .winograd)])
     func winogradVariants(h: Int, w: Int, kind: ConvStep.Kind) throws {
-        Winograd.forced.store(true, ordering: .relaxed)
-        defer { Winograd.forced.store(false, ordering: .relaxed) }
         var rng = TestRNG(seed: UInt64(h * 100 + w))
         var b = ONNXBuilder()
         b.constant("w", [12, 12, 3, 3], rng.floats(12 * 12 * 9))
@@ -89,7 +87,9 @@ import Testing
         b.node("Add", ["c", "x"], ["a"])
         b.node("Clip", ["a", "lo", "hi"], ["y"])
         b.constant("lo", [], [-0.5]); b.constant("hi", [], [1])
-        let model = try b.model(inputShape: [12, h, w])
+        var forced = EngineOptions()
+        forced.forceWinograd = true // small layers would otherwise run direct
+        let model = try b.model(inputShape: [12, h, w], options: forced)
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
         #expect(c.kind == kind)
         #expect(model.program.steps.count == 1)

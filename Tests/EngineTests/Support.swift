@@ -79,8 +79,8 @@ struct ONNXBuilder {
         return try m.serializedData()
     }
 
-    func model(inputShape: [Int], output: String = "y") throws -> Model {
-        try Model(data: data(inputShape: inputShape, output: output))
+    func model(inputShape: [Int], output: String = "y", options: EngineOptions = EngineOptions()) throws -> Model {
+        try Model(data: data(inputShape: inputShape, output: output), options: options)
     }
 }
 

@@ -42,12 +42,16 @@ struct DoctorTests {
             #expect(value(report, model)?.hasPrefix("loads in") == true)
         }
         // The CPU lines say what the engine does with what it finds.
-        let avx512 = try #require(value(report, "AVX-512 F/BW/VL/DQ"))
         let flags = Set(((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
             .first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
         let hasAVX512 = ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains)
-        #expect(avx512.hasPrefix(hasAVX512 ? "yes: the engine's AVX-512 kernels run" : "no ("), "\(avx512)")
-        #expect(value(report, "AVX-512 VNNI")?.hasPrefix(flags.contains("avx512_vnni") ? "yes; not used" : "no; not used") == true)
+        let kernels = try #require(value(report, "engine kernels"))
+        #expect(kernels.contains(hasAVX512 ? "AVX-512 register tiles" : flags.contains("avx2") ? "AVX2 + FMA builds" : "portable C"),
+                "\(kernels)")
+        let int8 = try #require(value(report, "INT8 (VNNI)"))
+        let vnni = flags.contains("avx512_vnni") || flags.contains("avx_vnni")
+        #expect(int8.hasPrefix(vnni ? "yes: INT8 kernels on" : flags.contains("avx2") ? "no VNNI: INT8 kernels on" : "no:"), "\(int8)")
+        #expect(value(report, "instruction sets")?.contains("avx2 \(flags.contains("avx2") ? "yes" : "no")") == true)
         #expect(value(report, "threads")?.hasPrefix("1 for inference") == true)
         #expect(value(report, "data folder")?.hasSuffix("will be created") == true)
         #expect(report.text.hasSuffix("no problems found\n"))

@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 """Tessera vs ONNX Runtime (FP32, CPU) throughput on the same ONNX models, threads and batch.
 
+With --calibration DIR (real tiles, e.g. ../shared/data/patches/lc25000) it also measures
+ONNX Runtime INT8 (static QDQ, U8S8, per-channel, calibrated on the same patches Tessera's
+`models quantize` takes: the top-left patch of images spread evenly over the sorted file list),
+OpenVINO (its default precision, when the `openvino` package is installed) and Tessera INT8,
+and reports Tessera's best precision over the faster of ORT INT8 and OpenVINO.
+
 Generates the benchmark models with torch (random weights) into a cache dir outside git,
 times ONNX Runtime (intra-op threads = --threads, sequential execution, all graph
 optimisations) and `tessera models bench --json` (a release build), alternating the two
@@ -48,6 +54,72 @@ def ensure_model(name, cache):
     return path
 
 
+def calibration_patches(directory, size, limit):
+    """The patches `tessera models quantize` uses (unit normalisation: pixels / 255), NCHW."""
+    from PIL import Image
+    exts = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+    files = sorted(os.path.relpath(os.path.join(d, f), directory)
+                   for d, _, fs in os.walk(directory) for f in fs if f.lower().endswith(exts))
+    n = min(limit, len(files))
+    out = []
+    for i in range(n):
+        img = np.asarray(Image.open(os.path.join(directory, files[i * len(files) // n])).convert("RGB"))
+        out.append(img[:size, :size].astype(np.float32).transpose(2, 0, 1) / 255)
+    return np.stack(out)
+
+
+def ort_int8_model(path, patches, cache):
+    """Static QDQ quantisation (U8 activations, S8 per-channel weights) calibrated on `patches`,
+    written to the cache (keyed by the model's path)."""
+    stem = os.path.join(cache, os.path.abspath(path).strip("/").replace("/", "_")[:-5])
+    out = stem + ".ort-int8.onnx"
+    if os.path.exists(out):
+        return out
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnxruntime as ort
+    name = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: patches[i:i + 16]} for i in range(0, len(patches), 16)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre = stem + ".pre.onnx"
+    quant_pre_process(path, pre)
+    quantize_static(pre, out + ".tmp", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def bench_openvino(path, batch, threads, repeats, warmup):
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(path)
+    shape = [batch] + [int(d) for d in model.inputs[0].get_partial_shape()[1:].to_shape()]
+    model.reshape({model.inputs[0].get_any_name(): shape})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                 "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(warmup):
+        req.infer({0: x})
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        req.infer({0: x})
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start > 10:
+            break
+    ms = statistics.median(times) * 1000
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return {"ms_per_batch": ms, "images_per_second": batch / ms * 1000, "precision": str(precision)}
+
+
 def bench_ort(path, batch, threads, repeats, warmup):
     import onnxruntime as ort
     opts = ort.SessionOptions()
@@ -73,9 +145,9 @@ def bench_ort(path, batch, threads, repeats, warmup):
     return {"ms_per_batch": ms, "images_per_second": batch / ms * 1000}
 
 
-def bench_tessera(binary, path, batch, threads, repeats, warmup):
+def bench_tessera(binary, path, batch, threads, repeats, warmup, precision="fp32"):
     out = subprocess.run([binary, "models", "bench", path, "--batch", str(batch), "--threads", str(threads),
-                          "--repeats", str(repeats), "--warmup", str(warmup), "--json"],
+                          "--repeats", str(repeats), "--warmup", str(warmup), "--precision", precision, "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -94,8 +166,12 @@ def main():
     ap.add_argument("--cache", default=os.environ.get("TESSERA_BENCH_CACHE",
                                                       os.path.expanduser("~/.cache/tessera/engine-bench")))
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--calibration", help="directory of real tiles: adds ORT INT8, OpenVINO and Tessera INT8")
+    ap.add_argument("--calibration-limit", type=int, default=64)
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
+    if args.calibration:
+        return reduced_precision(args)
 
     rows = []
     for name in args.models.split(","):
@@ -141,6 +217,48 @@ def main():
             if one:
                 scaling[f"{r['model']}@b{r['batch']}"] = round(r["tessera_images_per_second"] / one["tessera_images_per_second"], 3)
     print(json.dumps({"rows": rows, "tessera_2t_over_1t": scaling}, sort_keys=True))
+
+
+def reduced_precision(args):
+    """ORT FP32 / INT8, OpenVINO, Tessera FP32 / INT8 in one run (best of --rounds, alternating)."""
+    import onnxruntime as ort
+    try:
+        import openvino  # noqa: F401
+        have_ov = True
+    except ImportError:
+        have_ov = False
+    rows = []
+    for name in args.models.split(","):
+        path = ensure_model(name, args.cache)
+        size = [int(d) for d in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:]][-1]
+        patches = calibration_patches(args.calibration, size, args.calibration_limit)
+        q8 = ort_int8_model(path, patches, args.cache)
+        subprocess.run([args.tessera, "models", "quantize", path, "--calibration", args.calibration,
+                        "--limit", str(args.calibration_limit)], check=True, capture_output=True)
+        for threads in [int(t) for t in args.threads.split(",")]:
+            for batch in [int(b) for b in args.batches.split(",")]:
+                best = {}
+                def keep(key, value):
+                    if key not in best or value > best[key]:
+                        best[key] = value
+                for _ in range(max(1, args.rounds)):
+                    keep("ort_fp32", bench_ort(path, batch, threads, args.repeats, args.warmup)["images_per_second"])
+                    keep("tessera_fp32", bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup)["images_per_second"])
+                    keep("ort_int8", bench_ort(q8, batch, threads, args.repeats, args.warmup)["images_per_second"])
+                    keep("tessera_int8", bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup, "int8")["images_per_second"])
+                    if have_ov:
+                        keep("openvino", bench_openvino(path, batch, threads, args.repeats, args.warmup)["images_per_second"])
+                rival = max(best["ort_int8"], best.get("openvino", 0))
+                row = {"model": name, "batch": batch, "threads": threads, **{k: round(v, 1) for k, v in best.items()},
+                       "best_tessera_over_best_rival": round(max(best["tessera_fp32"], best["tessera_int8"]) / rival, 3)}
+                rows.append(row)
+                print("  " + json.dumps(row), file=sys.stderr, flush=True)
+    cols = ["ort_fp32", "ort_int8", "openvino", "tessera_fp32", "tessera_int8", "best_tessera_over_best_rival"]
+    print("| model | batch | threads | " + " | ".join(cols) + " |")
+    print("|" + "|".join(["---"] * (3 + len(cols))) + "|")
+    for r in rows:
+        print(f"| {r['model']} | {r['batch']} | {r['threads']} | " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
+    print(json.dumps({"rows": rows, "openvino": have_ov}, sort_keys=True))
 
 
 if __name__ == "__main__":

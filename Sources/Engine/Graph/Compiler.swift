@@ -7,24 +7,30 @@ struct Compiler {
     static let batchSentinel: Float = 1_073_741_824
 
     let graph: Graph
+    let options: EngineOptions
+    /// Activation ranges for an int8 compile.
+    let calibration: Calibration?
     var constants: [String: Tensor]
     var valueOf: [String: Int] = [:]
     var slots: [Slot] = []
     var steps: [Step?] = []
     var flops: Double = 0
 
-    init(graph: Graph) {
+    init(graph: Graph, options: EngineOptions, calibration: Calibration?) {
         self.graph = graph
+        self.options = options
+        self.calibration = calibration
         self.constants = graph.constants
     }
 
-    static func compile(_ graph: Graph, inputShape: [Int]) throws -> Program {
-        var c = Compiler(graph: graph)
+    static func compile(_ graph: Graph, inputShape: [Int], options: EngineOptions = EngineOptions(),
+                        calibration: Calibration? = nil) throws -> Program {
+        var c = Compiler(graph: graph, options: options, calibration: calibration)
         return try c.run(inputShape: inputShape)
     }
 
     mutating func newValue(_ name: String, _ perImage: [Int]) -> Int {
-        slots.append(Slot(perImage: perImage))
+        slots.append(Slot(perImage: perImage, name: name))
         valueOf[name] = slots.count - 1
         return slots.count - 1
     }
@@ -45,18 +51,19 @@ struct Compiler {
         if let embedding { protected.insert(embedding) }
         fuse(protected: protected)
         let finalSteps = steps.compactMap { $0 }.map { step -> Step in
+            if let q = quantized(step) { return q }
             guard case var .conv(c) = step else { return step }
-            guard Winograd.eligible(c) else {
-                if c.kind == .pointwise && !Self.directDisabled && !Self.pointwiseOnBLAS {
+            guard Winograd.eligible(c, options) else {
+                if c.kind == .pointwise && options.directConvolution && !options.pointwiseOnBLAS {
                     c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
-                } else if Self.directEligible(c) {
+                } else if directEligible(c) {
                     c.weights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
                     c.kind = .direct
                 }
                 return .conv(c)
             }
-            if !Self.directDisabled { c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k) }
-            if Winograd.prefersF43(c) {
+            if options.directConvolution { c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k) }
+            if Winograd.prefersF43(c, options) {
                 c.weights = Winograd.packEntries(Winograd.transformWeights43(c.weights, cout: c.cout, cin: c.cin),
                                                  cout: c.cout, cin: c.cin)
                 c.kind = .winograd43
@@ -71,7 +78,8 @@ struct Compiler {
         var maxK = 0
         for case let .conv(cs) in finalSteps where cs.kind == .gemm { maxK = max(maxK, cs.k) }
         var program = Program(slots: planned, steps: finalSteps, inputValue: input, outputValues: outputs,
-                              embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops)
+                              embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops,
+                              options: options)
         let readers = finalSteps.indices.filter { finalSteps[$0].inputs.contains(input) }
         if readers.count == 1, !protected.contains(input),
            case let .pool(p) = finalSteps[readers[0]], p.input == input, planned[input].channelMajor {
@@ -80,16 +88,28 @@ struct Compiler {
         return program
     }
 
-    /// `TESSERA_ENGINE_DIRECT=0` keeps every dense convolution on im2col + OpenBLAS.
-    static let directDisabled = ProcessInfo.processInfo.environment["TESSERA_ENGINE_DIRECT"] == "0"
-
-    /// `TESSERA_ENGINE_POINTWISE=blas`: 1x1 convs on OpenBLAS instead of the packed AVX-512 tile.
-    static let pointwiseOnBLAS = ProcessInfo.processInfo.environment["TESSERA_ENGINE_POINTWISE"] == "blas"
+    /// The step on the int8 kernel, when compiling for int8 and the step's input was calibrated:
+    /// ungrouped convolutions and dense layers.
+    func quantized(_ step: Step) -> Step? {
+        guard options.precision == .int8, let calibration else { return nil }
+        switch step {
+        case var .conv(c) where c.groups == 1 && c.kind != .depthwise:
+            guard let range = calibration.ranges[slots[c.input].name] else { return nil }
+            c.q8 = Q8Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw, range: range)
+            return .conv(c)
+        case var .gemm(g):
+            guard let range = calibration.ranges[slots[g.input].name] else { return nil }
+            g.q8 = Q8Layer(weights: g.weights, cout: g.n, cin: g.k, taps: 1, range: range)
+            return .gemm(g)
+        default: return nil
+        }
+    }
 
     /// Ungrouped convolutions that are not 1x1 run on the direct C kernel (1x1 strided ones
-    /// stay on a strided im2col + OpenBLAS, which measured faster).
-    static func directEligible(_ c: ConvStep) -> Bool {
-        !directDisabled && c.kind == .gemm && c.groups == 1 && c.window.kh * c.window.kw > 1
+    /// stay on a strided im2col + OpenBLAS, which measured faster); `options.directConvolution`
+    /// false keeps every dense convolution on im2col + OpenBLAS.
+    func directEligible(_ c: ConvStep) -> Bool {
+        options.directConvolution && c.kind == .gemm && c.groups == 1 && c.window.kh * c.window.kw > 1
     }
 
     // MARK: lowering

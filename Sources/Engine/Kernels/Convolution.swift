@@ -1,4 +1,4 @@
-import CTesseraShims
+import CEngineKernels
 import LinearAlgebra
 
 /// Convolution kernels over channel-major activations (`[C, nb, H, W]`).
@@ -119,13 +119,13 @@ enum ConvKernels {
     /// Dense convolution by the C direct kernel (`c.weights` packed by `tessera_engine_conv_pack`)
     /// of output rows `outRows` (of the `nb * oh` (image, oy) rows) and output channels
     /// `channels` (lower bound a multiple of 8).
-    static func direct(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+    static func direct(_ c: ConvStep, _ o: EngineOptions, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                        residual: UnsafePointer<Float>?, nb: Int, outRows: Range<Int>, channels: Range<Int>) {
         let g = c.window
         let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
         (c.kind == .direct ? c.weights : c.directWeights!).withUnsafeBufferPointer { w in
             c.bias.withUnsafeBufferPointer { b in
-                tessera_engine_conv(x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                tessera_engine_conv(isa, o.denseConvPath.rawValue, o.gatherCost, x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
                                     Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
                                     Int32(g.oh), Int32(g.ow), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
                                     lo, hi, outRows.lowerBound, outRows.upperBound,
@@ -143,14 +143,14 @@ enum ConvKernels {
     /// Pointwise convolution by the C kernel (`c.directWeights` packed by `tessera_engine_conv_pack`)
     /// of columns `columns` (flattened (image, oy, ox)) and output channels `channels` (lower
     /// bound a multiple of 8); the input's channel rows are read in place.
-    static func pointwise(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+    static func pointwise(_ c: ConvStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                           residual: UnsafePointer<Float>?, nb: Int, columns: Range<Int>, channels: Range<Int>) {
         let g = c.window
         let total = nb * g.oh * g.ow
         let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
         c.directWeights!.withUnsafeBufferPointer { w in
             c.bias.withUnsafeBufferPointer { b in
-                tessera_engine_pointwise(x, total, Int32(c.cin), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
+                tessera_engine_pointwise(isa, x, total, Int32(c.cin), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
                                          lo, hi, columns.lowerBound, columns.upperBound,
                                          Int32(channels.lowerBound), Int32(channels.upperBound), y)
             }
@@ -159,13 +159,6 @@ enum ConvKernels {
             for o in channels { Epilogue.apply(c.activation, y + o * total + columns.lowerBound, columns.count) }
         }
     }
-
-    /// Forces the portable (non-AVX-512) builds of the direct C kernels (tests only; process-global).
-    static func forcePortable(_ on: Bool) { tessera_engine_force_portable(on ? 1 : 0) }
-
-    /// Forces the dense conv's path (tests only; process-global): nil = per-call choice,
-    /// false = phase-split planes, true = dense gathered panels (AVX-512 builds only).
-    static func forceDenseGather(_ on: Bool?) { tessera_engine_conv_force_path(on == nil ? 0 : on! ? 2 : 1) }
 
     /// Packs `[cout, k]` weights for ``direct(_:x:y:residual:nb:columns:rows:)``.
     static func packDirect(_ w: [Float], cout: Int, k: Int) -> [Float] {
@@ -177,13 +170,13 @@ enum ConvKernels {
     }
 
     /// Depthwise convolution of (channel, image) planes `planes` by the C kernel (16 planes per vector).
-    static func depthwise(_ c: ConvStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+    static func depthwise(_ c: ConvStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                           residual: UnsafePointer<Float>?, nb: Int, planes: Range<Int>) {
         let g = c.window
         let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
         c.weights.withUnsafeBufferPointer { w in
             c.bias.withUnsafeBufferPointer { b in
-                tessera_engine_depthwise(x, Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                tessera_engine_depthwise(isa, x, Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
                                          Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
                                          Int32(g.oh), Int32(g.ow), w.baseAddress!, b.baseAddress!, residual, lo, hi,
                                          planes.lowerBound, planes.upperBound, y)
@@ -196,12 +189,12 @@ enum ConvKernels {
     }
 
     /// Max / average pooling of output planes `planes`; `nchwChannels > 0` reads an NCHW input.
-    static func pool(_ p: PoolStep, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, nb: Int,
+    static func pool(_ p: PoolStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, nb: Int,
                      planes: Range<Int>, nchwChannels: Int = 0) {
         let g = p.window
         p.rowCount.withUnsafeBufferPointer { rc in
             p.colCount.withUnsafeBufferPointer { cc in
-                tessera_engine_pool(x, Int32(nchwChannels), Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                tessera_engine_pool(isa, x, Int32(nchwChannels), Int32(nb), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
                                     Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
                                     Int32(g.oh), Int32(g.ow), p.isMax ? 1 : 0, rc.baseAddress!, cc.baseAddress!,
                                     planes.lowerBound, planes.upperBound, y)

@@ -13,6 +13,8 @@ final class Workspace {
     let scratch: UnsafeMutablePointer<Float>
     /// Scratch floats per lane.
     let scratchCount: Int
+    /// The quantised input of the current int8 step.
+    let bytes: UnsafeMutablePointer<UInt8>
 
     init(program: Program, capacity: Int, lanes: Int = 1) {
         self.capacity = capacity
@@ -24,8 +26,15 @@ final class Workspace {
         for case let .conv(c) in program.steps {
             let total = capacity * c.window.oh * c.window.ow
             if c.kind == .gemm { need = max(need, c.k * ConvKernels.columnChunk(k: c.k, total: total)) }
-            if c.kind == .winograd || c.kind == .winograd43 { need = max(need, Winograd.scratchFloats(c, nb: capacity)) }
+            if c.kind == .winograd || c.kind == .winograd43 { need = max(need, Winograd.scratchFloats(c, nb: capacity, program.options)) }
         }
+        var byteNeed = 64
+        for step in program.steps {
+            if case let .conv(c) = step, c.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(c, nb: capacity)) }
+            if case let .gemm(g) = step, g.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(g, nb: capacity)) }
+        }
+        bytes = .allocate(capacity: byteNeed)
+        bytes.initialize(repeating: 0, count: byteNeed)
         scratchCount = (need + 15) / 16 * 16
         scratch = .allocate(capacity: scratchCount * self.lanes)
         scratch.initialize(repeating: 0, count: scratchCount * self.lanes)
@@ -37,6 +46,7 @@ final class Workspace {
     deinit {
         arena.deallocate()
         scratch.deallocate()
+        bytes.deallocate()
     }
 }
 
@@ -89,14 +99,10 @@ struct Executor {
     /// Intra-step parallelism (lanes <= `ws.lanes`).
     var par = IntraOp(lanes: 1)
 
-    /// Steps with less work than this (FLOPs; ~60 us on one core) are not split: waking the
+    /// Steps with less work than this (FLOPs; default ~60 us on one core) are not split: waking the
     /// other lane costs tens of microseconds on this VM (tessera-crc-compact b1 measured slower).
-    static let defaultMinSplitFlops = Double(ProcessInfo.processInfo.environment["TESSERA_ENGINE_SPLIT_MIN_FLOPS"] ?? "") ?? 1.2e7
-
-    /// Tests: split every step whatever its size.
-    static let splitAll = Atomic<Bool>(false)
-
-    static var minSplitFlops: Double { splitAll.load(ordering: .relaxed) ? 0 : defaultMinSplitFlops }
+    var minSplitFlops: Double { program.options.splitMinFlops }
+    var isa: Int32 { program.isa }
 
     func ptr(_ v: Int) -> UnsafeMutablePointer<Float> { ws.arena + program.slots[v].offset * nb }
 
@@ -127,9 +133,13 @@ struct Executor {
         return Tensor(shape: [nb] + s.perImage, data: data)
     }
 
-    func run(input: UnsafePointer<Float>) throws {
+    /// Runs every step; `observe(i)` is called before step `i` (calibration reads its inputs).
+    func run(input: UnsafePointer<Float>, observe: ((Int) -> Void)? = nil) throws {
         if program.directInputStep == nil { load(program.inputValue, from: input) }
-        for (i, step) in program.steps.enumerated() { try execute(step, nchwInput: i == program.directInputStep ? input : nil) }
+        for (i, step) in program.steps.enumerated() {
+            observe?(i)
+            try execute(step, nchwInput: i == program.directInputStep ? input : nil)
+        }
     }
 
     /// Runs the program `rounds` times after one warm-up and returns each step's label and its
@@ -158,19 +168,24 @@ struct Executor {
             let g = c.window
             let total = nb * g.oh * g.ow
             // Waking another thread costs more than a step this small gains from it.
-            let par = Double(2 * total * c.cout * c.k) >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
+            let par = Double(2 * total * c.cout * c.k) >= minSplitFlops ? self.par : IntraOp(lanes: 1)
+            if let q = c.q8 {
+                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: ws.bytes, par: par)
+                return
+            }
             switch c.kind {
-            case .winograd where Winograd.worthIt(c, nb: nb), .winograd43 where Winograd.worthIt(c, nb: nb):
-                Winograd.run(c, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
+            case .winograd where Winograd.worthIt(c, nb: nb, program.options),
+                 .winograd43 where Winograd.worthIt(c, nb: nb, program.options):
+                Winograd.run(c, program.options, isa: isa, x: x, y: y, residual: residual, nb: nb, par: par, scratch: { ws.scratch($0) })
             case .depthwise:
                 par.ranges(c.cout * nb, grain: 16) { _, planes in
-                    ConvKernels.depthwise(c, x: x, y: y, residual: residual, nb: nb, planes: planes)
+                    ConvKernels.depthwise(c, isa: isa, x: x, y: y, residual: residual, nb: nb, planes: planes)
                 }
             case .direct, .winograd, .winograd43:
                 // Few output rows (batch 1, small maps): split output channels instead.
                 if par.lanes > 1 && nb * g.oh < par.lanes * 4 && c.cout >= 16 {
                     par.ranges(c.cout, grain: 8) { _, channels in
-                        ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: 0..<(nb * g.oh), channels: channels)
+                        ConvKernels.direct(c, program.options, isa: isa, x: x, y: y, residual: residual, nb: nb, outRows: 0..<(nb * g.oh), channels: channels)
                     }
                 } else {
                     // Whole bands: each piece rebuilds its padded input rows and its 48-column tiles
@@ -178,17 +193,17 @@ struct Executor {
                     let rowsTotal = nb * g.oh
                     let perLane = max(1, min(4, rowsTotal / (par.lanes * 8)))
                     par.ranges(rowsTotal, piecesPerLane: perLane) { _, outRows in
-                        ConvKernels.direct(c, x: x, y: y, residual: residual, nb: nb, outRows: outRows, channels: 0..<c.cout)
+                        ConvKernels.direct(c, program.options, isa: isa, x: x, y: y, residual: residual, nb: nb, outRows: outRows, channels: 0..<c.cout)
                     }
                 }
             case .pointwise where c.directWeights != nil:
                 if par.lanes > 1 && total < par.lanes * 256 && c.cout >= 16 {
                     par.ranges(c.cout, grain: 8) { _, channels in
-                        ConvKernels.pointwise(c, x: x, y: y, residual: residual, nb: nb, columns: 0..<total, channels: channels)
+                        ConvKernels.pointwise(c, isa: isa, x: x, y: y, residual: residual, nb: nb, columns: 0..<total, channels: channels)
                     }
                 } else {
                     par.ranges(total, grain: 48) { _, columns in
-                        ConvKernels.pointwise(c, x: x, y: y, residual: residual, nb: nb, columns: columns, channels: 0..<c.cout)
+                        ConvKernels.pointwise(c, isa: isa, x: x, y: y, residual: residual, nb: nb, columns: columns, channels: 0..<c.cout)
                     }
                 }
             case .pointwise where par.lanes > 1 && total < par.lanes * 256 && c.cout >= 2 * par.lanes:
@@ -205,9 +220,9 @@ struct Executor {
             let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)
             let nchw = nchwInput != nil && nb > 1 ? s.channels : 0
             let work = Double(s.channels * nb * p.window.oh * p.window.ow * p.window.kh * p.window.kw)
-            let par = work >= Self.minSplitFlops ? self.par : IntraOp(lanes: 1)
+            let par = work >= minSplitFlops ? self.par : IntraOp(lanes: 1)
             par.ranges(s.channels * nb) { _, planes in
-                ConvKernels.pool(p, x: x, y: y, nb: nb, planes: planes, nchwChannels: nchw)
+                ConvKernels.pool(p, isa: isa, x: x, y: y, nb: nb, planes: planes, nchwChannels: nchw)
             }
         case let .globalPool(isMax, input, output):
             let s = program.slots[input], x = ptr(input), y = ptr(output)
@@ -256,12 +271,15 @@ struct Executor {
                 let dst = so.channelMajor ? ((i / so.spatial) * nb + b) * so.spatial + i % so.spatial : b * count + i
                 y[dst] = x[src]
             } }
+        case let .gemm(g) where g.q8 != nil:
+            let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            Quantized.gemm(g, g.q8!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)
         case let .gemm(g):
             let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
             let nbv = nb
             g.weights.withUnsafeBufferPointer { w in
                 let wp = w.baseAddress!
-                let split = Double(2 * nb * g.n * g.k) >= Self.minSplitFlops ? par : IntraOp(lanes: 1)
+                let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
                 split.ranges(g.n, grain: 16) { _, cols in
                     BLAS.sgemm(transB: true, m: nbv, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
                                ldb: g.k, c: y + cols.lowerBound, ldc: g.n)

@@ -1,4 +1,4 @@
-import CTesseraShims
+import CEngineKernels
 import Dispatch
 import Foundation
 import Synchronization

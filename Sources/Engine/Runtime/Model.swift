@@ -19,21 +19,39 @@ public struct Model: Sendable {
     public var flopsPerImage: Double { program.flopsPerImage }
     /// The ONNX opset the model was exported with.
     public var opset: Int { graph.opset }
+    /// The settings the model was compiled with.
+    public var options: EngineOptions { program.options }
+    /// The instruction-set level its kernels run at.
+    public var isa: CPUISA { CPUISA(rawValue: Int(program.isa)) ?? .portable }
     /// Number of compiled steps (after fusion).
     public var stepCount: Int { program.steps.count }
 
     /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
     /// is required only when the file leaves spatial dimensions symbolic.
-    public init(contentsOf path: String, inputShape: [Int]? = nil) throws {
-        try self.init(graph: ONNXImport.load(path: path), inputShape: inputShape)
+    /// `options.precision == .int8` needs the activation ranges of ``calibrate(_:)``; layers
+    /// without a range (and depthwise convolutions) stay fp32.
+    public init(contentsOf path: String, inputShape: [Int]? = nil, options: EngineOptions = EngineOptions(),
+                calibration: Calibration? = nil) throws {
+        try self.init(graph: ONNXImport.load(path: path), inputShape: inputShape, options: options, calibration: calibration)
     }
 
     /// Loads and compiles serialized ONNX bytes (external data resolves against `baseDirectory`).
-    public init(data: Data, baseDirectory: String? = nil, inputShape: [Int]? = nil) throws {
-        try self.init(graph: ONNXImport.decode(data, baseDirectory: baseDirectory), inputShape: inputShape)
+    public init(data: Data, baseDirectory: String? = nil, inputShape: [Int]? = nil,
+                options: EngineOptions = EngineOptions(), calibration: Calibration? = nil) throws {
+        try self.init(graph: ONNXImport.decode(data, baseDirectory: baseDirectory), inputShape: inputShape,
+                      options: options, calibration: calibration)
     }
 
-    init(graph: Graph, inputShape: [Int]?) throws {
+    init(graph: Graph, inputShape: [Int]?, options: EngineOptions, calibration: Calibration?) throws {
+        switch options.precision {
+        case .fp32: break
+        case .int8:
+            guard calibration != nil else {
+                throw ModelError.invalidArgument("int8 needs a calibration (tessera models quantize MODEL --calibration DIR)")
+            }
+        case .bf16, .auto:
+            throw ModelError.invalidArgument("precision \(options.precision.rawValue) is not implemented yet (fp32 or int8)")
+        }
         let declared = Array(graph.inputDims.dropFirst())
         let shape: [Int]
         if let inputShape {
@@ -51,7 +69,44 @@ public struct Model: Sendable {
         }
         self.graph = graph
         self.inputShape = shape
-        self.program = try Compiler.compile(graph, inputShape: shape)
+        self.program = try Compiler.compile(graph, inputShape: shape, options: options, calibration: calibration)
+    }
+
+    /// The ranges of the inputs of every ungrouped convolution and dense layer, measured by running
+    /// this model (compile it fp32) on the images of `input` in micro-batches of 16. Deterministic:
+    /// the same images give the same ranges.
+    public func calibrate(_ input: Tensor) throws -> Calibration {
+        let batch = try validate(input)
+        let program = self.program
+        var watched: [Int: Int] = [:]
+        for (i, step) in program.steps.enumerated() {
+            switch step {
+            case let .conv(c) where c.groups == 1 && c.kind != .depthwise: watched[i] = c.input
+            case let .gemm(g): watched[i] = g.input
+            default: break
+            }
+        }
+        let capacity = min(batch, 16)
+        let ws = Workspace(program: program, capacity: capacity)
+        var ranges: [String: [Float]] = [:]
+        let perImage = inputShape.reduce(1, *)
+        try input.data.withUnsafeBufferPointer { buf in
+            var start = 0
+            while start < batch {
+                let nb = min(capacity, batch - start)
+                let ex = Executor(program: program, ws: ws, nb: nb)
+                try ex.run(input: buf.baseAddress! + start * perImage) { i in
+                    guard let v = watched[i] else { return }
+                    let p = ex.ptr(v), n = program.slots[v].count * nb
+                    var lo = Float.infinity, hi = -Float.infinity
+                    for j in 0..<n { lo = min(lo, p[j]); hi = max(hi, p[j]) }
+                    let name = program.slots[v].name
+                    if let old = ranges[name] { ranges[name] = [min(old[0], lo), max(old[1], hi)] } else { ranges[name] = [lo, hi] }
+                }
+                start += nb
+            }
+        }
+        return Calibration(ranges: ranges, images: batch)
     }
 
     /// Checks that `tensor` is a batch of this model's inputs and returns the batch size.

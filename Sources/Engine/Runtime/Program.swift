@@ -13,6 +13,8 @@ enum Activation: Sendable, Equatable {
 struct Slot: Sendable {
     var perImage: [Int]
     var offset = 0
+    /// The ONNX tensor it holds (calibration ranges are keyed by it).
+    var name = ""
     var channelMajor: Bool { perImage.count >= 2 }
     var count: Int { perImage.reduce(1, *) }
     var channels: Int { channelMajor ? perImage[0] : count }
@@ -48,6 +50,8 @@ struct ConvStep: Sendable {
     /// Winograd layers: the weights also packed for the direct kernel, used when a
     /// micro-batch has too few tiles for Winograd's GEMMs (see `Winograd.worthIt`).
     var directWeights: [Float]? = nil
+    /// INT8 weights: the layer runs on the int8 kernel (``Quantized``), the fp32 weights unused.
+    var q8: Q8Layer? = nil
     var activation: Activation = .none
     var residual: Int?
     var input: Int, output: Int
@@ -67,6 +71,7 @@ struct GemmStep: Sendable {
     var weights: [Float]
     var bias: [Float]
     var n: Int, k: Int
+    var q8: Q8Layer? = nil
     var activation: Activation = .none
     var input: Int, output: Int
 }
@@ -128,6 +133,24 @@ struct Program: Sendable {
     /// im2col scratch floats needed per worker for a micro-batch of `n`: `scratchPerColumn * columns`.
     var maxScratchK: Int
     var flopsPerImage: Double
+    /// The settings it was compiled with (the runtime knobs are read from here too).
+    var options: EngineOptions
+    /// The `TESSERA_ISA_*` level every kernel of this program runs at.
+    let isa: Int32
+
+    init(slots: [Slot], steps: [Step], inputValue: Int, outputValues: [Int], embeddingValue: Int?,
+         arenaUnits: Int, maxScratchK: Int, flopsPerImage: Double, options: EngineOptions) {
+        self.slots = slots
+        self.steps = steps
+        self.inputValue = inputValue
+        self.outputValues = outputValues
+        self.embeddingValue = embeddingValue
+        self.arenaUnits = arenaUnits
+        self.maxScratchK = maxScratchK
+        self.flopsPerImage = flopsPerImage
+        self.options = options
+        self.isa = Int32(options.effectiveISA.rawValue)
+    }
 }
 
 extension Step {
@@ -136,7 +159,10 @@ extension Step {
         switch self {
         case let .conv(c):
             let g = c.window
-            let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb) ? "direct" : "\(c.kind)"
+            if c.q8 != nil {
+                return "conv.int8 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+            }
+            let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
             return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
@@ -145,7 +171,7 @@ extension Step {
         case let .binary(op, l, _, _, _): return "binary.\(op) \(program.slots[l].perImage)"
         case let .concat(ins, o): return "concat \(ins.count) -> \(program.slots[o].perImage)"
         case let .relayout(i, o): return "relayout \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
-        case let .gemm(g): return "gemm \(g.k)->\(g.n) \(g.activation)"
+        case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8") \(g.k)->\(g.n) \(g.activation)"
         case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }

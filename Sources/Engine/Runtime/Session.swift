@@ -48,7 +48,8 @@ public final class Session: @unchecked Sendable {
             if case let .conv(c) = step, c.kind == .winograd || c.kind == .winograd43 { return c }
             return nil
         }
-        for candidate in [4, 8] where layers.allSatisfy({ Winograd.enoughWork($0, nb: candidate) == Winograd.enoughWork($0, nb: 16) }) {
+        let o = model.program.options
+        for candidate in [4, 8] where layers.allSatisfy({ Winograd.enoughWork($0, nb: candidate, o) == Winograd.enoughWork($0, nb: 16, o) }) {
             return candidate
         }
         return 16

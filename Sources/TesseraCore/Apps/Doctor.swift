@@ -124,16 +124,23 @@ public enum Doctor {
         report.add(section, "model", .ok, model ?? "unknown")
         let cpu = CPUFeatures.current
         let yes = { (flag: Bool) in flag ? "yes" : "no" }
-        report.add(section, "AVX2 + FMA", cpu.avx2 && cpu.fma ? .ok : .note,
-                   cpu.avx2 && cpu.fma ? "yes: OpenBLAS sgemm (im2col convolutions, dense layers) runs its \(EngineBLAS.coreName) kernels"
-                       : "no: OpenBLAS falls back to older kernels, inference is several times slower")
-        report.add(section, "AVX-512 F/BW/VL/DQ", cpu.engineUsesAVX512 ? .ok : .note,
-                   cpu.engineUsesAVX512
-                       ? "yes: the engine's AVX-512 kernels run (direct, pointwise and depthwise convolutions, Winograd, pooling)"
-                       : "no (F \(yes(cpu.avx512f)), BW \(yes(cpu.avx512bw)), VL \(yes(cpu.avx512vl)), DQ \(yes(cpu.avx512dq))): "
-                         + "the engine runs its portable C kernels, slower")
-        report.add(section, "AVX-512 VNNI", .ok, "\(yes(cpu.avx512vnni)); not used: the engine computes in FP32 (it has no INT8 kernels)")
-        report.add(section, "AVX-512 BF16", .ok, "\(yes(cpu.avx512bf16)); not used: the engine computes in FP32 (it has no BF16 kernels)")
+        report.add(section, "instruction sets", .ok,
+                   CPUISA.allCases.map { "\($0) \(yes(cpu.supports($0)))" }.joined(separator: ", "))
+        let kernels: String
+        switch cpu.engineLevel {
+        case .portable: kernels = "portable C (no AVX2 + FMA): inference is several times slower"
+        case .avx2, .avx2VNNI: kernels = "AVX2 + FMA builds of the kernels (the hand-written AVX-512 tiles need AVX-512)"
+        case .avx512, .avx512VNNI, .avx512BF16: kernels = "the AVX-512 register tiles (direct, pointwise, depthwise, Winograd, pooling)"
+        }
+        report.add(section, "engine kernels", cpu.engineLevel >= .avx2 ? .ok : .note, "\(cpu.engineLevel): \(kernels)")
+        let vnni = cpu.supports(.avx512VNNI) || cpu.supports(.avx2VNNI)
+        report.add(section, "INT8 (VNNI)", .ok,
+                   vnni ? "yes: INT8 kernels on, with vpdpbusd (\(cpu.supports(.avx512VNNI) ? "AVX-512 VNNI" : "AVX-VNNI"))"
+                       : cpu.engineLevel >= .avx2 ? "no VNNI: INT8 kernels on, with AVX2 vpmaddubsw + vpmaddwd (exact, slower than VNNI)"
+                       : "no: INT8 kernels run in portable C")
+        report.add(section, "BF16", .ok, "\(yes(cpu.supports(.avx512BF16))); not used: the engine has no BF16 kernels yet")
+        report.add(section, "OpenBLAS kernels", cpu.engineLevel >= .avx2 ? .ok : .note,
+                   "\(EngineBLAS.coreName) (im2col convolutions and dense layers not on Tessera's own tiles)")
         let online = ProcessInfo.processInfo.processorCount
         let usable = ProcessInfo.processInfo.activeProcessorCount
         report.add(section, "threads", threads > usable ? .note : .ok,

@@ -15,11 +15,22 @@ public struct ModelBenchOptions: Sendable {
     public var microBatch: Int?
     /// Seconds the timed phase aims not to exceed.
     public var budgetSeconds: Double
+    /// The engine's settings (the command line builds them from the environment).
+    public var engine = EngineOptions()
 
     public init(model: String, batch: Int = 16, threads: Int = 1, repeats: Int = 10, warmup: Int = 2,
                 microBatch: Int? = nil, budgetSeconds: Double = 10) {
         self.model = model; self.batch = batch; self.threads = threads; self.repeats = repeats
         self.warmup = warmup; self.microBatch = microBatch; self.budgetSeconds = budgetSeconds
+    }
+
+    /// The engine settings of the `TESSERA_ENGINE_*` variables and `--precision` (for the command line).
+    public mutating func useEnvironment(precision: String = "fp32") throws {
+        engine = EngineOptions.fromEnvironment()
+        guard let p = Precision(rawValue: precision.lowercased()) else {
+            throw ModelError.invalidArgument("--precision must be one of \(Precision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(precision)'")
+        }
+        engine.precision = p
     }
 }
 
@@ -36,6 +47,10 @@ public struct ModelBenchResult: Codable, Sendable {
     public var micro_batch: Int
     public var repeats: Int
     public var steps: Int
+    /// `fp32` or `int8`.
+    public var precision: String
+    /// The instruction-set level the kernels ran at.
+    public var isa: String
 }
 
 /// `tessera models bench`: loads a model, times batches (median after warm-up), reports throughput.
@@ -51,10 +66,16 @@ public enum ModelBench {
         return model
     }
 
+    /// The model compiled with the options' engine settings (int8: with the calibration beside it).
+    static func load(_ options: ModelBenchOptions) throws -> Model {
+        let path = resolve(options.model)
+        let calibration = options.engine.precision == .int8 ? try ModelQuantize.load(forModelFile: path) : nil
+        return try Model(contentsOf: path, options: options.engine, calibration: calibration)
+    }
+
     public static func run(_ options: ModelBenchOptions) throws -> ModelBenchResult {
         guard options.batch >= 1 else { throw ModelError.invalidArgument("--batch must be >= 1") }
-        let path = resolve(options.model)
-        let model = try Model(contentsOf: path)
+        let model = try load(options)
         let session = options.microBatch.map { try? Session(model: model, threads: options.threads, microBatch: $0) }
             ?? (try? Session(model: model, threads: options.threads))
         guard let session else { throw ModelError.invalidArgument("bad --threads \(options.threads) / --micro-batch") }
@@ -82,12 +103,13 @@ public enum ModelBench {
                                 images_per_second: ips, ms_per_batch: median * 1000,
                                 gflops: model.flopsPerImage * ips / 1e9, gflop_per_image: model.flopsPerImage / 1e9,
                                 input_shape: model.inputShape, micro_batch: session.microBatchSize(for: options.batch),
-                                repeats: times.count, steps: model.stepCount)
+                                repeats: times.count, steps: model.stepCount,
+                                precision: model.options.precision.rawValue, isa: model.isa.description)
     }
 
     /// Per-step timings of one micro-batch (single worker), slowest first, as text lines.
     public static func profile(_ options: ModelBenchOptions) throws -> [String] {
-        let model = try Model(contentsOf: resolve(options.model))
+        let model = try load(options)
         let session = try Session(model: model, threads: 1, microBatch: options.microBatch)
         let input = Tensor(shape: [options.batch] + model.inputShape,
                            data: [Float](repeating: 0.5, count: options.batch * model.inputShape.reduce(1, *)))
@@ -110,8 +132,8 @@ public enum ModelBench {
 
     /// Human-readable summary.
     public static func text(_ r: ModelBenchResult) -> String {
-        String(format: "%@  batch %d  threads %d  input %@\n  %.1f images/s   %.2f ms/batch (median of %d)   %.1f GFLOP/s (%.3f GFLOP/image)",
-               r.model, r.batch, r.threads, "\(r.input_shape)", r.images_per_second, r.ms_per_batch, r.repeats,
+        String(format: "%@  batch %d  threads %d  input %@  %@ on %@\n  %.1f images/s   %.2f ms/batch (median of %d)   %.1f GFLOP/s (%.3f GFLOP/image)",
+               r.model, r.batch, r.threads, "\(r.input_shape)", r.precision, r.isa, r.images_per_second, r.ms_per_batch, r.repeats,
                r.gflops, r.gflop_per_image)
     }
 }

@@ -2,9 +2,12 @@
 /*
  * Hand-written kernels of the inference engine (Sources/Engine). Activations are
  * channel-major: the (channel c, image b) plane of an [C, nb, H, W] tensor starts at
- * (c * nb + b) * H * W. Each entry point picks an AVX-512 or a portable build at run time.
+ * (c * nb + b) * H * W. Each entry point takes `isa`, the TESSERA_ISA_* level to run at (see
+ * tessera_cpu.h; resolved by the caller), and uses its AVX-512 build at TESSERA_ISA_AVX512 and
+ * above, its portable build below.
  */
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -15,14 +18,14 @@ extern "C" {
  * then tile row, then tile column; th x tw tiles per image). Writes
  * v[(e * cin + ci) * tc + (t - t0)] for the 16 transform entries e.
  */
-void tessera_engine_wino_input(const float *x, int nb, int cin, int h, int w, int pt, int pl,
+void tessera_engine_wino_input(int isa, const float *x, int nb, int cin, int h, int w, int pt, int pl,
                                int th, int tw, long t0, long tc, float *v);
 
 /**
  * Winograd F(2x2,3x3) output transform: y = A^T m A + bias[co] (+ residual), clamped to
  * [lo, hi], for tiles [t0, t0 + tc); m[(e * cout + co) * tc + (t - t0)]. `residual` may be NULL.
  */
-void tessera_engine_wino_output(const float *m, int nb, int cout, int oh, int ow, int th, int tw,
+void tessera_engine_wino_output(int isa, const float *m, int nb, int cout, int oh, int ow, int th, int tw,
                                 long t0, long tc, const float *bias, const float *residual,
                                 float lo, float hi, float *y);
 
@@ -35,11 +38,11 @@ void tessera_engine_im2col(const float *x, int nb, int c0, int cg, int h, int w,
                            long n0, long cols, float *col);
 
 /** Winograd F(4x4,3x3) input transform: 6x6 tiles, stride 4; v[(e * cin + ci) * tc + t], e < 36. */
-void tessera_engine_wino43_input(const float *x, int nb, int cin, int h, int w, int pt, int pl,
+void tessera_engine_wino43_input(int isa, const float *x, int nb, int cin, int h, int w, int pt, int pl,
                                  int th, int tw, long t0, long tc, float *v);
 
 /** Winograd F(4x4,3x3) output transform (as tessera_engine_wino_output, 36 entries, 4x4 tiles). */
-void tessera_engine_wino43_output(const float *m, int nb, int cout, int oh, int ow, int th, int tw,
+void tessera_engine_wino43_output(int isa, const float *m, int nb, int cout, int oh, int ow, int th, int tw,
                                   long t0, long tc, const float *bias, const float *residual,
                                   float lo, float hi, float *y);
 
@@ -48,7 +51,7 @@ void tessera_engine_wino43_output(const float *m, int nb, int cout, int oh, int 
  * tensor (plane p = c * nb + b uses weights[c * kh * kw ...] and bias[c]):
  * y = clamp(conv + bias (+ residual), lo, hi). `residual` (same layout as y) may be NULL.
  */
-void tessera_engine_depthwise(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                               int pt, int pl, int oh, int ow, const float *weights, const float *bias,
                               const float *residual, float lo, float hi, long p0, long p1, float *y);
 
@@ -63,11 +66,8 @@ void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
  * row stride ldb): the direct conv's 8 x 48 AVX-512 tile (portable loop otherwise), for the
  * Winograd transform-domain GEMMs (small m, k, n where OpenBLAS's per-call packing dominates).
  */
-void tessera_engine_sgemm_packed(const float *packed, int m, int k, const float *b, long ldb, int n,
+void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, const float *b, long ldb, int n,
                                  float *c, long ldc);
-
-/** Tests: 0 = choose per call, 1 = always phase planes, 2 = always dense gathered panels (AVX-512 only). */
-void tessera_engine_conv_force_path(int path);
 
 /**
  * Dense (ungrouped) convolution of output rows [r0, r1) (of the nb * oh (image, oy) rows) and
@@ -76,9 +76,11 @@ void tessera_engine_conv_force_path(int path);
  * phase-split zero-padded copies of the input rows (no im2col), or, when those would waste many
  * tile columns (small maps, stride 2, many output channels), on dense im2col panels of 48 output
  * columns gathered across images (AVX-512); other dilations use im2col panels.
- * Uses per-thread scratch; thread-safe for disjoint (row, channel) ranges.
+ * `path`: 0 = choose per call (dense panels when their estimated cost, with `gather_cost` per
+ * gathered k-row, is lower; gather_cost <= 0 never), 1 = always phase planes, 2 = always dense
+ * gathered panels (AVX-512 only). Uses per-thread scratch; thread-safe for disjoint (row, channel) ranges.
  */
-void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
                          const float *bias, const float *residual, float lo, float hi,
                          long r0, long r1, int m0, int m1, float *y);
@@ -89,7 +91,7 @@ void tessera_engine_conv(const float *x, int nb, int cin, int h, int w, int kh, 
  * input, weights packed by tessera_engine_conv_pack (k = cin): the input rows are the GEMM's B
  * rows read in place; y = clamp(W x + bias (+ residual), lo, hi). Thread-safe for disjoint ranges.
  */
-void tessera_engine_pointwise(const float *x, long total, int cin, int cout, const float *packed,
+void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int cout, const float *packed,
                               const float *bias, const float *residual, float lo, float hi,
                               long n0, long n1, int m0, int m1, float *y);
 
@@ -98,12 +100,43 @@ void tessera_engine_pointwise(const float *x, long total, int cin, int cout, con
  * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
  * Average divides by max(row_count[oy] * col_count[ox], 1).
  */
-void tessera_engine_pool(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
                          const float *row_count, const float *col_count, long p0, long p1, float *y);
 
-/** Tests: 1 forces the portable builds of the direct kernels, 0 restores run-time dispatch. */
-void tessera_engine_force_portable(int on);
+/* ── INT8 (engine_int8.c) ─────────────────────────────────────────────────── */
+
+/** Largest quantised activation: 7 bits, so u8 x s8 pair sums fit int16 on every ISA level. */
+#define TESSERA_Q8_MAX 127
+
+/** Bytes of int8 weights [cout][cin][taps] packed by tessera_engine_q8_pack (16-channel blocks, cin in 4s). */
+long tessera_engine_q8_packed_bytes(int cout, int taps, int cin);
+/** Packs int8 weights `w[(o * cin + ci) * taps + t]` for tessera_engine_q8_conv. */
+void tessera_engine_q8_pack(const int8_t *w, int cout, int cin, int taps, int8_t *packed);
+
+/**
+ * Quantises images [i0, i1) of a [C, nb, h, w] (channel_major) or [nb, C, h, w] fp32 tensor to
+ * uint8, q = clamp(round(x * inv_scale) + zp, 0, TESSERA_Q8_MAX), into the padded pixel-major copy
+ * xq[((img * hp + pt + y) * wp + pl + x) * cin4 + c] (cin4 = cin rounded up to 4); the padding
+ * holds zp, the extra channels 0.
+ */
+void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
+                                int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
+                                uint8_t *xq);
+
+/**
+ * INT8 convolution of output pixels [n0, n1) (flattened (image, oy, ox) of oh x ow maps) and output
+ * channels [m0, m1) (m0 a multiple of 16) over the quantised copy `xq` (hp x wp padded maps, cin
+ * channels) with weights packed by tessera_engine_q8_pack (taps = kh * kw):
+ * y[o * so + n * sp] = clamp(float(acc - corr[o]) * scale[o] + bias[o] (+ residual[same index]), lo, hi),
+ * where acc is the exact int32 sum of u8 x s8 products. so = total, sp = 1 writes a channel-major
+ * conv output; so = 1, sp = cout a [n, cout] dense-layer output. `isa` picks vpdpbusd (VNNI levels),
+ * vpmaddwd (AVX-512, AVX2) or plain C; all give the same bits.
+ */
+void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
+                            int dh, int dw, int oh, int ow, int cout, const int8_t *packed, const int32_t *corr,
+                            const float *scale, const float *bias, const float *residual, float lo, float hi,
+                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp);
 
 #ifdef __cplusplus
 }

@@ -3,8 +3,7 @@
  * tiles with stride 4, 36 GEMMs, 4x fewer multiplies than direct convolution. The bodies are
  * plain C over blocks of 16 tiles; they are compiled once for AVX-512 and once portable.
  */
-#include "tessera_engine_kernels.h"
-#include "tessera_shims.h"
+#include "engine_internal.h"
 #include <string.h>
 #include <immintrin.h>
 
@@ -429,20 +428,26 @@ static void w43_output_generic(const float *m, int nb, int cout, int oh, int ow,
                                const float *bias, const float *residual, float lo, float hi, float *y) {
     w43_output_body(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }
-
-static int w43_has_avx512(void) {
-    return tessera_cpu_has_avx512f() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+AVX2 static void w43_input_avx2(const float *x, int nb, int cin, int h, int w, int pt, int pl, int th, int tw,
+                              long t0, long tc, float *v) {
+    w43_input_body(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+}
+AVX2 static void w43_output_avx2(const float *m, int nb, int cout, int oh, int ow, int th, int tw, long t0, long tc,
+                               const float *bias, const float *residual, float lo, float hi, float *y) {
+    w43_output_body(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }
 
-void tessera_engine_wino43_input(const float *x, int nb, int cin, int h, int w, int pt, int pl,
+void tessera_engine_wino43_input(int isa, const float *x, int nb, int cin, int h, int w, int pt, int pl,
                                  int th, int tw, long t0, long tc, float *v) {
-    if (w43_has_avx512()) w43_input_avx512(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+    if (isa_avx512(isa)) w43_input_avx512(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+    else if (isa_avx2(isa)) w43_input_avx2(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
     else w43_input_generic(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
 }
 
-void tessera_engine_wino43_output(const float *m, int nb, int cout, int oh, int ow, int th, int tw,
+void tessera_engine_wino43_output(int isa, const float *m, int nb, int cout, int oh, int ow, int th, int tw,
                                   long t0, long tc, const float *bias, const float *residual,
                                   float lo, float hi, float *y) {
-    if (w43_has_avx512()) w43_output_avx512(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
+    if (isa_avx512(isa)) w43_output_avx512(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
+    else if (isa_avx2(isa)) w43_output_avx2(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
     else w43_output_generic(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }

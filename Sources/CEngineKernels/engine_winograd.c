@@ -1,6 +1,5 @@
 /* Winograd F(2x2,3x3) transforms for the engine; see tessera_engine_kernels.h. */
-#include "tessera_engine_kernels.h"
-#include "tessera_shims.h"
+#include "engine_internal.h"
 #include <string.h>
 #include <immintrin.h>
 
@@ -248,20 +247,26 @@ static void wino_output_generic(const float *m, int nb, int cout, int oh, int ow
                                 const float *bias, const float *residual, float lo, float hi, float *y) {
     wino_output_body(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }
-
-static int engine_has_avx512(void) {
-    return tessera_cpu_has_avx512f() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+AVX2 static void wino_input_avx2(const float *x, int nb, int cin, int h, int w, int pt, int pl, int th, int tw,
+                               long t0, long tc, float *v) {
+    wino_input_body(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+}
+AVX2 static void wino_output_avx2(const float *m, int nb, int cout, int oh, int ow, int th, int tw, long t0, long tc,
+                                const float *bias, const float *residual, float lo, float hi, float *y) {
+    wino_output_body(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }
 
-void tessera_engine_wino_input(const float *x, int nb, int cin, int h, int w, int pt, int pl,
+void tessera_engine_wino_input(int isa, const float *x, int nb, int cin, int h, int w, int pt, int pl,
                                int th, int tw, long t0, long tc, float *v) {
-    if (engine_has_avx512()) wino_input_avx512(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+    if (isa_avx512(isa)) wino_input_avx512(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
+    else if (isa_avx2(isa)) wino_input_avx2(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
     else wino_input_generic(x, nb, cin, h, w, pt, pl, th, tw, t0, tc, v);
 }
 
-void tessera_engine_wino_output(const float *m, int nb, int cout, int oh, int ow, int th, int tw,
+void tessera_engine_wino_output(int isa, const float *m, int nb, int cout, int oh, int ow, int th, int tw,
                                 long t0, long tc, const float *bias, const float *residual,
                                 float lo, float hi, float *y) {
-    if (engine_has_avx512()) wino_output_avx512(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
+    if (isa_avx512(isa)) wino_output_avx512(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
+    else if (isa_avx2(isa)) wino_output_avx2(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
     else wino_output_generic(m, nb, cout, oh, ow, th, tw, t0, tc, bias, residual, lo, hi, y);
 }

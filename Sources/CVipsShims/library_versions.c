@@ -1,4 +1,4 @@
-#include "tessera_shims.h"
+#include "tessera_vips.h"
 
 #include <dlfcn.h>
 #include <stddef.h>

@@ -1,8 +1,7 @@
 #pragma once
 /*
- * Non-variadic wrappers for the libvips / libmicrohttpd / SQLite calls Swift cannot
- * import (variadic functions and function-like macros), CPU feature probes, and the
- * few hand-written pixel kernels of the patch reader.
+ * Non-variadic wrappers for the libvips calls Swift cannot import (variadic functions and
+ * function-like macros), and the few hand-written pixel kernels of the patch reader.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -64,18 +63,6 @@ int tessera_region_read_rgb8(VipsRegion *region, int left, int top, int width, i
  */
 int tessera_region_read_f32(VipsRegion *region, int left, int top, int width, int height,
                             const float mean[3], const float stdev[3], int planar, float *dst);
-
-/* ── CPU features ────────────────────────────────────────────────────────── */
-/** A spin-wait hint (x86 `pause`), for threads polling a shared flag. */
-void tessera_cpu_relax(void);
-int tessera_cpu_has_avx2(void);
-int tessera_cpu_has_fma(void);
-int tessera_cpu_has_avx512f(void);
-int tessera_cpu_has_avx512bw(void);
-int tessera_cpu_has_avx512vl(void);
-int tessera_cpu_has_avx512dq(void);
-int tessera_cpu_has_avx512vnni(void);
-int tessera_cpu_has_avx512bf16(void);
 
 /* ── library versions (tessera doctor) ───────────────────────────────────── */
 /**

@@ -1,4 +1,4 @@
-#include "tessera_shims.h"
+#include "tessera_vips.h"
 #include <string.h>
 
 int tessera_vips_init(const char *argv0) { return VIPS_INIT(argv0); }

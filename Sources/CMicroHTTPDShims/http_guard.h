@@ -1,5 +1,5 @@
 #pragma once
-/* The connection guard of the HTTP server (private to CTesseraShims): a registry of open
+/* The connection guard of the HTTP server (private to CMicroHTTPDShims): a registry of open
    connections, per-address limits, the request-head timeout and the minimum upload rate. */
 #include "tessera_http.h"
 

@@ -1,0 +1,501 @@
+/*
+ * Dense convolution (see tessera_engine_kernels.h): im2col panels of 48 columns or phase-split
+ * padded rows times weights packed in blocks of 8 output channels, an 8x48 AVX-512 register
+ * tile, bias + residual + clamp fused; the same tile serves the pointwise convolution and the
+ * Winograd transform-domain GEMMs. Each entry point has an AVX-512 build and a portable one.
+ */
+#include "engine_internal.h"
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define MR 8
+#define NR 48
+
+long tessera_engine_conv_packed_count(int cout, int k) { return (long)((cout + MR - 1) / MR) * MR * k; }
+
+void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed) {
+    const int blocks = (cout + MR - 1) / MR;
+    for (int b = 0; b < blocks; b++)
+        for (int p = 0; p < k; p++)
+            for (int r = 0; r < MR; r++) {
+                const int o = b * MR + r;
+                packed[((long)b * k + p) * MR + r] = o < cout ? w[(long)o * k + p] : 0;
+            }
+}
+
+/* Lanes of the 16-column group starting at `first` that hold one of a tile's `cols` columns. */
+static inline __mmask16 col_mask(int cols, int first) {
+    const int n = cols - first;
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* The 8-row register tile over NV = 1..3 vectors of 16 columns: one compile-time variant per
+   width, so a last tile of <= 16 or <= 32 columns does not pay for three vectors of FMAs.
+   Named accumulators and constant row indices throughout: with a `c[MR][3]` array indexed by
+   the run-time row count in the epilogue, clang kept the array on the stack and stored all 24
+   accumulators every k step (pointwise 320 -> 1280: 69 -> ~220 GFLOP/s). */
+#define TILE_ACCS __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, \
+                         c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+#define TILE_FMA(R) { const __m512 av = _mm512_set1_ps(a[R]); \
+        c##R##0 = _mm512_fmadd_ps(av, b0, c##R##0); \
+        if (NV > 1) c##R##1 = _mm512_fmadd_ps(av, b1, c##R##1); \
+        if (NV > 2) c##R##2 = _mm512_fmadd_ps(av, b2, c##R##2); }
+#define TILE_LOADB(PTR) \
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, (PTR)); \
+        const __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, (PTR) + 16) : _mm512_setzero_ps(); \
+        const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(m2, (PTR) + 32) : _mm512_setzero_ps();
+
+/* MODE 0: y = A x B (the transform-domain GEMMs of Winograd); MODE 1: y = clamp(bias + A x B
+   (+ residual), lo, hi); MODE 2: y = bias + A x B (the phase-plane conv's tile buffer).
+   B row p is b + p * ldb, or with OFFS b + off[p] (phase planes). */
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
+tile_nv(const int NV, const int MODE, const int OFFS, const float *a, const float *b, const int *off, int k,
+        long ldb, int cols, const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
+    const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
+    TILE_ACCS
+#define INIT(R) { const __m512 bv = MODE && R < rows ? _mm512_set1_ps(bias[R]) : _mm512_setzero_ps(); \
+        c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
+    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+#undef INIT
+    for (int p = 0; p < k; p++) {
+        const float *bp = OFFS ? b + off[p] : b + p * ldb;
+        TILE_LOADB(bp)
+        TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5) TILE_FMA(6) TILE_FMA(7)
+        a += MR;
+    }
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+#define EPI(V) (MODE == 1 ? _mm512_min_ps(_mm512_max_ps((V), vlo), vhi) : (V))
+#define STORE(R) if (R < rows) { \
+        float *yr = y + R * ldy; \
+        __m512 v0 = c##R##0, v1 = c##R##1, v2 = c##R##2; \
+        if (MODE == 1 && residual) { \
+            const float *rr = residual + R * ldy; \
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rr)); \
+            if (NV > 1) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rr + 16)); \
+            if (NV > 2) v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, rr + 32)); \
+        } \
+        _mm512_mask_storeu_ps(yr, m0, EPI(v0)); \
+        if (NV > 1) _mm512_mask_storeu_ps(yr + 16, m1, EPI(v1)); \
+        if (NV > 2) _mm512_mask_storeu_ps(yr + 32, m2, EPI(v2)); }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+#undef STORE
+#undef EPI
+}
+
+/* One compiled variant per (width, mode). */
+#define TILE_VARIANT(NAME, NV, MODE, OFFS) \
+AVX512 static void NAME(const float *a, const float *b, const int *off, int k, long ldb, int cols, const float *bias, \
+                        int rows, const float *residual, long ldy, float lo, float hi, float *y) { \
+    tile_nv(NV, MODE, OFFS, a, b, off, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y); \
+}
+TILE_VARIANT(tile1_plain, 1, 0, 0)
+TILE_VARIANT(tile2_plain, 2, 0, 0)
+TILE_VARIANT(tile3_plain, 3, 0, 0)
+TILE_VARIANT(tile1_fused, 1, 1, 0)
+TILE_VARIANT(tile2_fused, 2, 1, 0)
+TILE_VARIANT(tile3_fused, 3, 1, 0)
+TILE_VARIANT(tile1_phase, 1, 2, 1)
+TILE_VARIANT(tile2_phase, 2, 2, 1)
+TILE_VARIANT(tile3_phase, 3, 2, 1)
+#undef TILE_VARIANT
+#define TILE_BY_WIDTH(KIND, ...) \
+    (cols <= 16 ? tile1_##KIND(__VA_ARGS__) : cols <= 32 ? tile2_##KIND(__VA_ARGS__) : tile3_##KIND(__VA_ARGS__))
+
+/* y[0..rows) x [0..cols) = clamp(bias + A (8 packed rows) x B (rows b + p * ldb) (+ residual)). */
+AVX512 static void conv_tile_avx512(const float *a, const float *b, int k, long ldb, int cols,
+                                    const float *bias, int rows, const float *residual, long ldy,
+                                    float lo, float hi, float *y) {
+    TILE_BY_WIDTH(fused, a, b, NULL, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+
+/* C[0..rows) x [0..cols) = A (8 packed rows) x B (rows b + p * ldb), row stride ldc. */
+AVX512 static void gemm_tile_avx512(const float *a, const float *b, long ldb, int k, int cols, int rows,
+                                    float *c, long ldc) {
+    TILE_BY_WIDTH(plain, a, b, NULL, k, ldb, cols, NULL, rows, NULL, ldc, 0, 0, c);
+}
+
+/* tile[r * NR + q] = bias + A x B over a phase-split padded input: B row p is xb + off[p] + q. */
+AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int *off, int k, int cols,
+                                     const float *bias, int rows, float *tile) {
+    TILE_BY_WIDTH(phase, a, xb, off, k, 0, cols, bias, rows, NULL, NR, 0, 0, tile);
+}
+
+ALWAYS_INLINE void conv_tile_body(const float *a, const float *b, int k, int ldb, int cols,
+                                  const float *bias, int rows, const float *residual, long ldy,
+                                  float lo, float hi, float *y) {
+    float c[MR][NR];
+    for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) c[r][j] = r < rows ? bias[r] : 0;
+    for (int p = 0; p < k; p++) {
+        for (int r = 0; r < MR; r++) {
+            const float av = a[r];
+            for (int j = 0; j < cols; j++) c[r][j] += av * b[j];
+        }
+        a += MR;
+        b += ldb;
+    }
+    for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < cols; j++) {
+            float v = c[r][j];
+            if (residual) v += residual[r * ldy + j];
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            y[r * ldy + j] = v;
+        }
+    }
+}
+
+static void conv_tile_portable(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                               const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+AVX2 static void conv_tile_avx2(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                                const float *residual, long ldy, float lo, float hi, float *y) {
+    conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+/* The C tile at the level's build (below AVX-512). */
+static void conv_tile_c(int isa, const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                        const float *residual, long ldy, float lo, float hi, float *y) {
+    if (isa_avx2(isa)) conv_tile_avx2(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+    else conv_tile_portable(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+}
+
+static void tiles_blocked(int isa, const float *packed, int k, const float *xb, const int *off, int cols,
+                          int m0, int m1, const float *bias, float *tiles);
+AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y);
+
+/* Taps whose gather masks fit on the stack in im2col_gather_avx512 (7x7 kernels need 49). */
+#define GATHER_MAX_TAPS 64
+
+/* Dense im2col panel [k][NR] of output columns [n0, n0 + cols) by masked gathers straight from
+   the channel-major input: every column is a real output (no padding / row-junk columns), so
+   small maps (7x7, 4x4) and strided convs fill the whole 8 x 48 tile. */
+AVX512 static void im2col_gather_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw,
+                                        int sh, int sw, int dh, int dw, int pt, int pl, int oh, int ow,
+                                        long n0, int cols, float *col) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    const int taps = kh * kw;
+    int base[NR], iy0[NR], ix0[NR];
+    for (int j = 0; j < NR; j++) {
+        const long n = n0 + (j < cols ? j : 0);
+        const long b = n / ohw, rem = n - b * ohw;
+        const int oy = (int)(rem / ow), ox = (int)(rem - (long)oy * ow);
+        iy0[j] = oy * sh - pt;
+        ix0[j] = ox * sw - pl;
+        base[j] = (int)(b * hw) + iy0[j] * w + ix0[j];
+    }
+    __m512i idx[GATHER_MAX_TAPS][3];
+    __mmask16 msk[GATHER_MAX_TAPS][3];
+    for (int v = 0; v < 3; v++) {
+        const int valid = cols - 16 * v;
+        const __mmask16 cm = valid >= 16 ? (__mmask16)0xFFFF : valid <= 0 ? 0 : (__mmask16)((1u << valid) - 1);
+        const __m512i vb = _mm512_loadu_si512(base + 16 * v);
+        const __m512i vy = _mm512_loadu_si512(iy0 + 16 * v);
+        const __m512i vx = _mm512_loadu_si512(ix0 + 16 * v);
+        for (int ky = 0; ky < kh; ky++) {
+            const __m512i iy = _mm512_add_epi32(vy, _mm512_set1_epi32(ky * dh));
+            const __mmask16 my = _mm512_cmpge_epi32_mask(iy, _mm512_setzero_si512())
+                               & _mm512_cmplt_epi32_mask(iy, _mm512_set1_epi32(h));
+            for (int kx = 0; kx < kw; kx++) {
+                const __m512i ix = _mm512_add_epi32(vx, _mm512_set1_epi32(kx * dw));
+                const __mmask16 mx = _mm512_cmpge_epi32_mask(ix, _mm512_setzero_si512())
+                                   & _mm512_cmplt_epi32_mask(ix, _mm512_set1_epi32(w));
+                const int t = ky * kw + kx;
+                msk[t][v] = cm & my & mx;
+                idx[t][v] = _mm512_add_epi32(vb, _mm512_set1_epi32(ky * dh * w + kx * dw));
+            }
+        }
+    }
+    const __m512 z = _mm512_setzero_ps();
+    for (int ci = 0; ci < cin; ci++) {
+        const float *src = x + (long)ci * nb * hw;
+        float *d = col + (long)ci * taps * NR;
+        for (int t = 0; t < taps; t++, d += NR) {
+            _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, msk[t][0], idx[t][0], src, 4));
+            _mm512_store_ps(d + 16, _mm512_mask_i32gather_ps(z, msk[t][1], idx[t][1], src, 4));
+            _mm512_store_ps(d + 32, _mm512_mask_i32gather_ps(z, msk[t][2], idx[t][2], src, 4));
+        }
+    }
+}
+
+static int gather_ok(int isa, int nb, int h, int w, int kh, int kw) {
+    return isa_avx512(isa) && kh * kw <= GATHER_MAX_TAPS && (long)nb * h * w < (1L << 30);
+}
+
+static void conv_im2col(int isa, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                        int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                        const float *bias, const float *residual, float lo, float hi,
+                        long n0, long n1, int m0, int m1, float *y) {
+    const int k = cin * kh * kw;
+    const long total = (long)nb * oh * ow;
+    const int avx = isa_avx512(isa);
+    const int gather = gather_ok(isa, nb, h, w, kh, kw);
+    float *col = scratch(0, (size_t)k * NR + 16);
+    float *tile = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    int *off = gather ? (int *)scratch(2, (size_t)k) : NULL;
+    if (!col || !tile || (gather && !off)) abort();
+    if (gather) for (int p = 0; p < k; p++) off[p] = p * NR;
+    for (long n = n0; n < n1; n += NR) {
+        const int cols = n1 - n < NR ? (int)(n1 - n) : NR;
+        const int ldb = gather ? NR : cols;
+        if (gather) {
+            im2col_gather_avx512(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
+            tiles_blocked(isa, packed, k, col, off, cols, m0, m1, bias, tile);
+            for (int o = m0; o < m1; o++)
+                store_run_avx512(tile + (long)(o - m0 / MR * MR) * NR, cols,
+                                 residual ? residual + o * total + n : NULL, lo, hi, y + o * total + n);
+            continue;
+        }
+        tessera_engine_im2col(x, nb, 0, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
+        for (int mb = m0 / MR; mb * MR < m1; mb++) {
+            const int o0 = mb * MR;
+            const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+            const float *a = packed + (long)mb * k * MR;
+            const float *res = residual ? residual + o0 * total + n : NULL;
+            if (avx) conv_tile_avx512(a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+            else conv_tile_c(isa, a, col, k, ldb, cols, bias + o0, rows, res, total, lo, hi, y + o0 * total + n);
+        }
+    }
+}
+
+/* `gather_cost`: relative cost, in 8x48-tile k-steps, of gathering one k-row of a dense panel
+   (the engine's default 4; <= 0 disables the dense-panel path). Measured on
+   this Zen 5 host (cpu-time per layer, batch 16): 256->512 3x3/2 at 7x7 16.5 -> 10.0 ms,
+   128->256 3x3/2 at 14x14 13.4 -> 11.2, 512->512 3x3 at 7x7 31.8 -> 23.0, 256->256 3x3 at 6x6
+   4.2 -> 3.2, 128->128 3x3 at 12x12 4.5 -> 4.0; 64->128 3x3/2 at 28x28 13.0 -> 15.2 (stays on
+   phase planes with this cost). */
+
+/* Whether rows [r0, r1) of a dilation-1 conv run faster on dense gathered panels than on the
+   phase planes, whose 48-column tiles also cover the padding columns of each row and the
+   rounding of each band (a 7x7 map uses 49 of 96 columns). */
+static int prefer_dense(int path, double g, int cin, int kh, int kw, int sh, int sw, int oh, int ow, int nb, long r0, long r1, int m0, int m1) {
+    if (path) return path == 2;
+    if (g <= 0 || r1 <= r0) return 0;
+    const int wq = ow + (kw - 1) / sw, ex = (kh - 1) / sh;
+    const int ny = sh < kh ? sh : kh, nx = sw < kw ? sw : kw;
+    const long phases = (long)cin * ny * nx;
+    int R = (int)(65536 / (phases * wq)) - ex;
+    if (R < 1) R = 1;
+    if (R > oh) R = oh;
+    long tilesImg = 0;
+    for (int oy = 0; oy < oh; oy += R) {
+        const int nr = oh - oy < R ? oh - oy : R;
+        tilesImg += ((long)nr * wq - (wq - ow) + NR - 1) / NR;
+    }
+    const double imgs = (double)(r1 - r0) / oh;
+    const double phaseTiles = tilesImg * imgs;
+    const double denseTiles = ((r1 - r0) * (double)ow + NR - 1) / NR;
+    const double blocks = (m1 - m0 + MR - 1) / MR;
+    (void)nb;
+    return denseTiles * (blocks + g) < phaseTiles * blocks;
+}
+
+void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, const float *b, long ldb, int n,
+                                 float *c, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    const int avx = isa_avx512(isa);
+    for (int q0 = 0; q0 < n; q0 += NR) {
+        const int cols = n - q0 < NR ? n - q0 : NR;
+        for (int mb = 0; mb * MR < m; mb++) {
+            const int rows = m - mb * MR < MR ? m - mb * MR : MR;
+            const float *a = packed + (long)mb * k * MR;
+            float *cb = c + (long)mb * MR * ldc + q0;
+            if (avx) { gemm_tile_avx512(a, b + q0, ldb, k, cols, rows, cb, ldc); continue; }
+            static const float zero[MR] = {0};
+            conv_tile_c(isa, a, b + q0, k, (int)ldb, cols, zero, rows, NULL, ldc, -INFINITY, INFINITY, cb);
+        }
+    }
+}
+
+ALWAYS_INLINE void phase_tile_body(const float *a, const float *xb, const int *off, int k, int cols,
+                                   const float *bias, int rows, float *tile) {
+    for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows ? bias[r] : 0;
+    for (int p = 0; p < k; p++) {
+        const float *b = xb + off[p];
+        for (int r = 0; r < MR; r++) {
+            const float av = a[r];
+            for (int j = 0; j < cols; j++) tile[r * NR + j] += av * b[j];
+        }
+        a += MR;
+    }
+}
+
+/* tiles[(mb - m0 / MR) * MR * NR ...] = bias + A x B for the 8-channel blocks of [m0, m1) over
+   the 48 columns whose B row p is xb + off[p]. (Cutting k into L1-sized passes was tried: slower.) */
+static void phase_tile_portable(const float *a, const float *xb, const int *off, int k, int cols,
+                                const float *bias, int rows, float *tile) {
+    phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
+}
+AVX2 static void phase_tile_avx2(const float *a, const float *xb, const int *off, int k, int cols,
+                                 const float *bias, int rows, float *tile) {
+    phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
+}
+
+static void tiles_blocked(int isa, const float *packed, int k, const float *xb, const int *off, int cols,
+                          int m0, int m1, const float *bias, float *tiles) {
+    for (int mb = m0 / MR; mb * MR < m1; mb++) {
+        const int o0 = mb * MR;
+        const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+        const float *a = packed + (long)mb * k * MR;
+        float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
+        if (isa_avx512(isa)) phase_tile_avx512(a, xb, off, k, cols, bias + o0, rows, tile);
+        else if (isa_avx2(isa)) phase_tile_avx2(a, xb, off, k, cols, bias + o0, rows, tile);
+        else phase_tile_portable(a, xb, off, k, cols, bias + o0, rows, tile);
+    }
+}
+
+
+/* y[t] = clamp(v[t] (+ res[t]), lo, hi) for t < n */
+AVX512 static void store_run_avx512(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    for (int t = 0; t < n; t += 16) {
+        const __mmask16 m = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(m, v + t);
+        if (res) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, res + t));
+        _mm512_mask_storeu_ps(y + t, m, _mm512_min_ps(_mm512_max_ps(a, vlo), vhi));
+    }
+}
+
+static void store_run_portable(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    for (int t = 0; t < n; t++) {
+        float a = v[t];
+        if (res) a += res[t];
+        a = a < lo ? lo : a;
+        y[t] = a > hi ? hi : a;
+    }
+}
+
+void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                         const float *bias, const float *residual, float lo, float hi,
+                         long r0, long r1, int m0, int m1, float *y) {
+    if (m1 > cout) m1 = cout;
+    if (dh != 1 || dw != 1) {
+        conv_im2col(isa, x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cout, packed, bias, residual,
+                    lo, hi, r0 * ow, r1 * ow, m0, m1, y);
+        return;
+    }
+    if (gather_ok(isa, nb, h, w, kh, kw) && prefer_dense(path, gather_cost, cin, kh, kw, sh, sw, oh, ow, nb, r0, r1, m0, m1)) {
+        conv_im2col(isa, x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cout, packed, bias, residual,
+                    lo, hi, r0 * ow, r1 * ow, m0, m1, y);
+        return;
+    }
+    /* Phase split: plane (ci, py, px) of a band holds x[(oy0 + i) * sh + py - pt][j * sw + px - pl]
+       for i < nr + ex, j < wq, so tap (ci, ky, kx) of output (oy0 + i, ox) is element
+       (i + ky / sh) * wq + ox + kx / sw of plane (ci, ky % sh, kx % sw): contiguous in (i, ox). */
+    const int k = cin * kh * kw;
+    const int wq = ow + (kw - 1) / sw, ex = (kh - 1) / sh;
+    const long hw = (long)h * w, ohw = (long)oh * ow, total = (long)nb * ohw;
+    /* only the phases some tap reads (a 1x1 stride-2 kernel reads one of four) */
+    const int ny = sh < kh ? sh : kh, nx = sw < kw ? sw : kw;
+    const int phases = cin * ny * nx;
+    int R = (int)(65536 / ((long)phases * wq)) - ex;
+    if (R < 1) R = 1;
+    if (R > oh) R = oh;
+    const long planeMax = (long)(R + ex) * wq;
+    float *xb = scratch(0, (size_t)(phases * planeMax + wq + NR + 64));
+    float *tiles = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    int *off = (int *)scratch(2, (size_t)k);
+    if (!xb || !tiles || !off) abort();
+    const int avx = isa_avx512(isa);
+    int offPlane = -1;
+    for (long row = r0; row < r1;) {
+        const long b = row / oh;
+        const int oy0 = (int)(row - b * oh);
+        int nr = oh - oy0;
+        if (nr > R) nr = R;
+        if (nr > r1 - row) nr = (int)(r1 - row);
+        const int hq = nr + ex;
+        const long plane = (long)hq * wq;
+        /* fill the phase planes of this band */
+        for (int ci = 0; ci < cin; ci++) {
+            const float *src = x + ((long)ci * nb + b) * hw;
+            for (int py = 0; py < ny; py++) for (int px = 0; px < nx; px++) {
+                float *dst = xb + ((long)(ci * ny + py) * nx + px) * plane;
+                const phase_cols pc = phase_columns(w, pl, px, sw, wq);
+                for (int i = 0; i < hq; i++) {
+                    const int iy = (oy0 + i) * sh + py - pt;
+                    fill_phase_row(dst + (long)i * wq, iy < 0 || iy >= h ? NULL : src + (long)iy * w, pc, avx);
+                }
+            }
+        }
+        memset(xb + phases * plane, 0, sizeof(float) * (wq + NR + 64)); /* slack read by junk columns */
+        if (offPlane != plane) {
+            for (int ci = 0, p = 0; ci < cin; ci++)
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++, p++)
+                        off[p] = (int)(((long)(ci * ny + ky % sh) * nx + kx % sw) * plane + (ky / sh) * wq + kx / sw);
+            offPlane = (int)plane;
+        }
+        const long q1 = (long)nr * wq - (wq - ow); /* last valid output + 1 */
+        for (long q0 = 0; q0 < q1; q0 += NR) {
+            const int cols = q1 - q0 < NR ? (int)(q1 - q0) : NR;
+            tiles_blocked(isa, packed, k, xb + q0, off, cols, m0, m1, bias, tiles);
+            for (int mb = m0 / MR; mb * MR < m1; mb++) {
+                const int o0 = mb * MR;
+                const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+                const float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
+                /* scatter the valid columns (ox < ow) with residual + clamp */
+                int i = (int)(q0 / wq), ox = (int)(q0 - (long)i * wq);
+                for (int j = 0; j < cols;) {
+                    int run = ow - ox;
+                    if (ox >= ow) { j += wq - ox; i++; ox = 0; continue; }
+                    if (run > cols - j) run = cols - j;
+                    const long obase = b * ohw + (long)(oy0 + i) * ow + ox;
+                    for (int r = 0; r < rows; r++) {
+                        float *yr = y + (long)(o0 + r) * total + obase;
+                        const float *rr = residual ? residual + (long)(o0 + r) * total + obase : NULL;
+                        if (avx) store_run_avx512(tile + r * NR + j, run, rr, lo, hi, yr);
+                        else store_run_portable(tile + r * NR + j, run, rr, lo, hi, yr);
+                    }
+                    j += run; ox += run;
+                }
+            }
+        }
+        row += nr;
+    }
+}
+
+void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int cout, const float *packed,
+                              const float *bias, const float *residual, float lo, float hi,
+                              long n0, long n1, int m0, int m1, float *y) {
+    if (m1 > cout) m1 = cout;
+    const int avx = isa_avx512(isa);
+    /* Columns in blocks of up to 10 tiles whose input (cin rows) is first copied into a
+       contiguous [tile][cin][48] panel: the copy streams each channel row, whereas the tile
+       reading the rows in place (one stream per channel) stalled on cache misses. */
+    int nc = (int)(65536 / cin) / NR * NR;
+    if (nc < NR) nc = NR;
+    if (nc > 10 * NR) nc = 10 * NR;
+    float *panel = scratch(0, (size_t)cin * nc);
+    if (!panel) abort();
+    for (long p0 = n0; p0 < n1; p0 += nc) {
+        const int pc = n1 - p0 < nc ? (int)(n1 - p0) : nc;
+        const int ntiles = (pc + NR - 1) / NR;
+        for (int k = 0; k < cin; k++) {
+            const float *src = x + (long)k * total + p0;
+            for (int t = 0; t < ntiles; t++) {
+                const int cols = pc - t * NR < NR ? pc - t * NR : NR;
+                memcpy(panel + ((long)t * cin + k) * NR, src + t * NR, sizeof(float) * cols);
+            }
+        }
+        for (int t = 0; t < ntiles; t++) {
+            const int cols = pc - t * NR < NR ? pc - t * NR : NR;
+            const long q0 = p0 + (long)t * NR;
+            const float *b = panel + (long)t * cin * NR;
+            for (int mb = m0 / MR; mb * MR < m1; mb++) {
+                const int o0 = mb * MR;
+                const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+                const float *a = packed + (long)mb * cin * MR;
+                const float *res = residual ? residual + (long)o0 * total + q0 : NULL;
+                float *yo = y + (long)o0 * total + q0;
+                if (avx) conv_tile_avx512(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
+                else conv_tile_c(isa, a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
+            }
+        }
+    }
+}
+
+/* ---------- pooling ---------- */
+
+/* Vertical pass of one output row: acc[i] = sum / max of the valid input rows; returns 0 if none. */

@@ -1,0 +1,219 @@
+/*
+ * INT8 convolution and dense layers (see tessera_engine_kernels.h). Activations are quantised
+ * per tensor to 7-bit unsigned values (0..127: AVX2's vpmaddubsw cannot saturate) with a zero point into a padded pixel-major copy ([image][row][col][cin4],
+ * padding = the zero point), weights per output channel to symmetric int8, packed in blocks of
+ * 16 output channels: packed[((blk * taps + t) * cin4 / 4 + c4) * 64 + ch * 4 + j] holds weight
+ * (blk * 16 + ch, input channel c4 * 4 + j, tap t). A register tile of 16 output pixels x 16
+ * channels reads every tap of a pixel in place (no im2col) and accumulates u8 x s8 products in
+ * int32: `vpdpbusd` (AVX512-VNNI / AVX-VNNI), or the same exact sums from vpmaddubsw +
+ * vpmaddwd (AVX-512, AVX2), or plain C. Integer sums are exact, and the fp32
+ * epilogue (scale, bias, residual, clamp) and the quantisation are one shared C function each,
+ * so every ISA level gives bit-identical results.
+ */
+#include "engine_internal.h"
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define QCH 16 /* output channels per block */
+#define QPX 16 /* output pixels per tile */
+
+long tessera_engine_q8_packed_bytes(int cout, int taps, int cin) {
+    return (long)((cout + QCH - 1) / QCH) * taps * ((cin + 3) / 4) * 64;
+}
+
+void tessera_engine_q8_pack(const int8_t *w, int cout, int cin, int taps, int8_t *packed) {
+    const int c4n = (cin + 3) / 4;
+    const long n = tessera_engine_q8_packed_bytes(cout, taps, cin);
+    memset(packed, 0, (size_t)n);
+    for (int o = 0; o < cout; o++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int t = 0; t < taps; t++) {
+                const int blk = o / QCH, ch = o % QCH, c4 = ci / 4, j = ci % 4;
+                packed[(((long)blk * taps + t) * c4n + c4) * 64 + ch * 4 + j] = w[((long)o * cin + ci) * taps + t];
+            }
+}
+
+/* q = clamp(round-half-even(v * inv) + zp, 0, 127); one function for every ISA level. */
+__attribute__((noinline)) static uint8_t quantize_one(float v, float inv, int zp) {
+    long q = lrintf(v * inv) + zp;
+    return (uint8_t)(q < 0 ? 0 : q > TESSERA_Q8_MAX ? TESSERA_Q8_MAX : q);
+}
+
+void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
+                                int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
+                                uint8_t *xq) {
+    const int c4 = (cin + 3) / 4 * 4;
+    const long hw = (long)h * w;
+    for (long img = i0; img < i1; img++) {
+        uint8_t *base = xq + img * hp * wp * c4;
+        /* padding rows / columns hold the zero point, padding channels 0 (their weights are 0) */
+        for (long p = 0; p < (long)hp * wp; p++) {
+            memset(base + p * c4, zp, (size_t)cin);
+            if (c4 > cin) memset(base + p * c4 + cin, 0, (size_t)(c4 - cin));
+        }
+        for (int ci = 0; ci < cin; ci++) {
+            const float *plane = channel_major ? x + ((long)ci * nb + img) * hw : x + (img * cin + ci) * hw;
+            for (int y = 0; y < h; y++) {
+                uint8_t *row = base + ((long)(y + pt) * wp + pl) * c4 + ci;
+                const float *src = plane + (long)y * w;
+                for (int xx = 0; xx < w; xx++) row[(long)xx * c4] = quantize_one(src[xx], inv_scale, zp);
+            }
+        }
+    }
+}
+
+/* y = clamp(float(acc - corr) * scale + bias (+ res), lo, hi); one function for every ISA level. */
+__attribute__((noinline)) static void epilogue(const int32_t *acc, int npx, int nch, int o0, const int32_t *corr,
+                                               const float *scale, const float *bias, const float *res,
+                                               float lo, float hi, float *y, long so, long sp) {
+    for (int c = 0; c < nch; c++) {
+        const int o = o0 + c;
+        const float s = scale[o], b = bias[o];
+        const int32_t k = corr[o];
+        for (int p = 0; p < npx; p++) {
+            float v = (float)(acc[p * QCH + c] - k) * s;
+            v = v + b;
+            const long idx = o * so + p * sp;
+            if (res) v = v + res[idx];
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            y[idx] = v;
+        }
+    }
+}
+
+/* The tile: acc[p][ch] = sum over taps t and k4 groups of <x4(pixel p, t, c4), w4(ch, t, c4)>. */
+static void tile_portable(const uint8_t *const *px, int npx, const int *toff, int taps, int c4n,
+                          const int8_t *wb, int32_t *acc) {
+    for (int p = 0; p < npx; p++)
+        for (int ch = 0; ch < QCH; ch++) {
+            int32_t s = 0;
+            for (int t = 0; t < taps; t++) {
+                const uint8_t *a = px[p] + toff[t];
+                const int8_t *wt = wb + (long)t * c4n * 64 + ch * 4;
+                for (int c4 = 0; c4 < c4n; c4++)
+                    for (int j = 0; j < 4; j++) s += (int32_t)a[c4 * 4 + j] * (int32_t)wt[c4 * 64 + j];
+            }
+            acc[p * QCH + ch] = s;
+        }
+}
+
+static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+#define TILE512(NAME, ATTR, ...) \
+__attribute__((target(ATTR))) static void NAME(const uint8_t *const *px, int npx, const int *toff, int taps, \
+                                               int c4n, const int8_t *wb, int32_t *acc) { \
+    __m512i a[QPX]; \
+    for (int p = 0; p < QPX; p++) a[p] = _mm512_setzero_si512(); \
+    for (int t = 0; t < taps; t++) { \
+        const uint8_t *q[QPX]; \
+        for (int p = 0; p < QPX; p++) q[p] = px[p < npx ? p : 0] + toff[t]; \
+        const int8_t *wt = wb + (long)t * c4n * 64; \
+        for (int c4 = 0; c4 < c4n; c4++) { \
+            const __m512i wv = _mm512_loadu_si512((const void *)(wt + c4 * 64)); \
+            __VA_ARGS__ \
+        } \
+    } \
+    for (int p = 0; p < npx; p++) _mm512_storeu_si512((void *)(acc + p * QCH), a[p]); \
+}
+
+TILE512(tile_avx512vnni, "avx512f,avx512bw,avx512vl,avx512vnni",
+    for (int p = 0; p < QPX; p++) a[p] = _mm512_dpbusd_epi32(a[p], _mm512_set1_epi32(load4(q[p] + c4 * 4)), wv);)
+
+/* Without VNNI: vpmaddubsw + vpmaddwd by ones, exact for 7-bit activations (as tile_avx2). */
+TILE512(tile_avx512, "avx512f,avx512bw,avx512vl",
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (int p = 0; p < QPX; p++) {
+        const __m512i xv = _mm512_set1_epi32(load4(q[p] + c4 * 4));
+        a[p] = _mm512_add_epi32(a[p], _mm512_madd_epi16(_mm512_maddubs_epi16(xv, wv), ones));
+    })
+
+#define QPX2 4 /* pixels per AVX2 pass (16 channels = two 8-lane vectors each; 8 accumulators of 16 ymm) */
+#define TILE256(NAME, ATTR, ...) \
+__attribute__((target(ATTR))) static void NAME(const uint8_t *const *px, int npx, const int *toff, int taps, \
+                                               int c4n, const int8_t *wb, int32_t *acc) { \
+    for (int p0 = 0; p0 < npx; p0 += QPX2) { \
+        __m256i a[QPX2][2]; \
+        for (int p = 0; p < QPX2; p++) a[p][0] = a[p][1] = _mm256_setzero_si256(); \
+        for (int t = 0; t < taps; t++) { \
+            const uint8_t *q[QPX2]; \
+            for (int p = 0; p < QPX2; p++) q[p] = px[p0 + p < npx ? p0 + p : 0] + toff[t]; \
+            const int8_t *wt = wb + (long)t * c4n * 64; \
+            for (int c4 = 0; c4 < c4n; c4++) { \
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wt + c4 * 64)); \
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wt + c4 * 64 + 32)); \
+                __VA_ARGS__ \
+            } \
+        } \
+        for (int p = 0; p < QPX2 && p0 + p < npx; p++) { \
+            _mm256_storeu_si256((__m256i *)(acc + (p0 + p) * QCH), a[p][0]); \
+            _mm256_storeu_si256((__m256i *)(acc + (p0 + p) * QCH + 8), a[p][1]); \
+        } \
+    } \
+}
+
+TILE256(tile_avx2vnni, "avx2,fma,avxvnni",
+    for (int p = 0; p < QPX2; p++) {
+        const __m256i xv = _mm256_set1_epi32(load4(q[p] + c4 * 4));
+        a[p][0] = _mm256_dpbusd_avx_epi32(a[p][0], xv, w0);
+        a[p][1] = _mm256_dpbusd_avx_epi32(a[p][1], xv, w1);
+    })
+
+/* Without VNNI: vpmaddubsw (u8 x s8 pairs to int16) then vpmaddwd by ones (pairs to int32).
+   Exact because activations are 7-bit (pair sums <= 2 * 127 * 127 < 32768: no saturation). */
+TILE256(tile_avx2, "avx2,fma",
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int p = 0; p < QPX2; p++) {
+        const __m256i xv = _mm256_set1_epi32(load4(q[p] + c4 * 4));
+        a[p][0] = _mm256_add_epi32(a[p][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w0), ones));
+        a[p][1] = _mm256_add_epi32(a[p][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w1), ones));
+    })
+
+typedef void (*tile_fn)(const uint8_t *const *, int, const int *, int, int, const int8_t *, int32_t *);
+
+static tile_fn pick_tile(int isa) {
+    switch (isa) {
+    case TESSERA_ISA_AVX512_BF16:
+    case TESSERA_ISA_AVX512_VNNI: return tile_avx512vnni;
+    case TESSERA_ISA_AVX512: return tile_avx512;
+    case TESSERA_ISA_AVX2_VNNI: return tile_avx2vnni;
+    case TESSERA_ISA_AVX2: return tile_avx2;
+    default: return tile_portable;
+    }
+}
+
+void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
+                            int dh, int dw, int oh, int ow, int cout, const int8_t *packed, const int32_t *corr,
+                            const float *scale, const float *bias, const float *residual, float lo, float hi,
+                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp) {
+    if (m1 > cout) m1 = cout;
+    const int c4n = (cin + 3) / 4, c4 = c4n * 4, taps = kh * kw;
+    const tile_fn tile = pick_tile(isa);
+    int toff[256];
+    int *offs = taps <= 256 ? toff : malloc(sizeof(int) * taps);
+    if (!offs) abort();
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++) offs[ky * kw + kx] = ((ky * dh) * wp + kx * dw) * c4;
+    const long ohw = (long)oh * ow, blkBytes = (long)taps * c4n * 64;
+    int32_t acc[QPX * QCH];
+    const uint8_t *px[QPX];
+    (void)total;
+    for (long n = n0; n < n1; n += QPX) {
+        const int npx = n1 - n < QPX ? (int)(n1 - n) : QPX;
+        for (int p = 0; p < npx; p++) {
+            const long q = n + p, b = q / ohw, r = q - b * ohw, oy = r / ow, ox = r - oy * ow;
+            px[p] = xq + ((b * hp + oy * sh) * wp + ox * sw) * c4;
+        }
+        for (int o0 = m0 / QCH * QCH; o0 < m1; o0 += QCH) {
+            tile(px, npx, offs, taps, c4n, packed + (long)(o0 / QCH) * blkBytes, acc);
+            const int lo0 = o0 < m0 ? m0 : o0;
+            const int nch = (m1 - lo0 < QCH - (lo0 - o0)) ? m1 - lo0 : QCH - (lo0 - o0);
+            /* the tile's channel c is output o0 + c; shift the accumulator view for a partial block */
+            epilogue(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL,
+                     lo, hi, y + n * sp, so, sp);
+        }
+    }
+    if (offs != toff) free(offs);
+}

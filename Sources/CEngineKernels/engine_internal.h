@@ -1,0 +1,47 @@
+#pragma once
+/* Helpers shared by the kernel families of this target (not part of the module's interface). */
+#include "tessera_cpu.h"
+#include "tessera_engine_kernels.h"
+#include <stddef.h>
+#include <string.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+
+/* The fp32 kernels have an AVX-512 build, and their plain C loops are compiled twice: for AVX2 +
+   FMA (avx2 and avx2-vnni) and portable. */
+static inline int isa_avx512(int isa) { return isa >= TESSERA_ISA_AVX512; }
+static inline int isa_avx2(int isa) { return isa >= TESSERA_ISA_AVX2; }
+#define AVX2 __attribute__((target("avx2,fma")))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* A 64-byte aligned per-thread buffer of at least n floats (slot `which` < 3), or NULL; freed
+   when the thread exits. */
+float *tessera_scratch(int which, size_t n);
+#define scratch tessera_scratch
+
+/* d[j] = s[2 j] for j < n (reads s[0 .. 2n - 2] only) */
+AVX512 void tessera_copy_stride2_avx512(float *d, const float *s, int n);
+
+/* One column phase of a zero-padded input row, as the direct conv and the row-wise depthwise
+   read them: d[j] = row[j * sw + px - pl] where that column lies in [0, w), else 0, for j < wq.
+   The column range is worked out once per phase (`phase_columns`), the rows filled per row. */
+typedef struct { int ca, c1, shift, sw, wq; } phase_cols;
+
+static inline phase_cols phase_columns(int w, int pl, int px, int sw, int wq) {
+    const int c0 = pl - px > 0 ? (pl - px + sw - 1) / sw : 0;
+    int c1 = (w - 1 + pl - px) >= 0 ? (w - 1 + pl - px) / sw + 1 : 0;
+    if (c1 > wq) c1 = wq;
+    return (phase_cols){ .ca = c0 < c1 ? c0 : c1, .c1 = c1, .shift = px - pl, .sw = sw, .wq = wq };
+}
+
+/* Fills d from `row` (NULL: a padding row, all zero). */
+static inline void fill_phase_row(float *d, const float *row, phase_cols pc, int avx) {
+    if (!row) { memset(d, 0, sizeof(float) * pc.wq); return; }
+    const int ca = pc.ca, c1 = pc.c1, sw = pc.sw;
+    const float *s = row + pc.shift;
+    for (int j = 0; j < ca; j++) d[j] = 0;
+    if (sw == 1) memcpy(d + ca, s + ca, sizeof(float) * (c1 - ca));
+    else if (sw == 2 && avx) tessera_copy_stride2_avx512(d + ca, s + 2 * ca, c1 - ca);
+    else for (int j = ca; j < c1; j++) d[j] = s[(long)j * sw];
+    for (int j = c1 > ca ? c1 : ca; j < pc.wq; j++) d[j] = 0;
+}

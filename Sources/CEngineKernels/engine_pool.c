@@ -1,0 +1,119 @@
+/* Max / average pooling reading channel-major or NCHW planes (see tessera_engine_kernels.h). */
+#include "engine_internal.h"
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+
+static inline __attribute__((always_inline)) int
+pool_rows(const float *plane, int h, int w, int kh, int dh, int iy0, int is_max, float *acc) {
+    int first = 1;
+    for (int ky = 0; ky < kh; ky++) {
+        const int iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= h) continue;
+        const float *src = plane + (long)iy * w;
+        if (first) { memcpy(acc, src, sizeof(float) * w); first = 0; }
+        else if (is_max) { for (int i = 0; i < w; i++) acc[i] = acc[i] > src[i] ? acc[i] : src[i]; }
+        else { for (int i = 0; i < w; i++) acc[i] += src[i]; }
+    }
+    return !first;
+}
+
+/* Horizontal pass of output columns [ox0, ox1) (scalar, any geometry). */
+static inline __attribute__((always_inline)) void
+pool_cols(const float *acc, int w, int kw, int sw, int dw, int pl, int is_max, float rc,
+          const float *col_count, int ox0, int ox1, float *orow) {
+    for (int ox = ox0; ox < ox1; ox++) {
+        float v = is_max ? -INFINITY : 0;
+        const int ix0 = ox * sw - pl;
+        for (int kx = 0; kx < kw; kx++) {
+            const int ix = ix0 + kx * dw;
+            if (ix < 0 || ix >= w) continue;
+            if (is_max) v = v > acc[ix] ? v : acc[ix];
+            else v += acc[ix];
+        }
+        if (!is_max) {
+            float d = rc * (col_count ? col_count[ox] : 1);
+            v /= d > 1 ? d : 1;
+        }
+        orow[ox] = v;
+    }
+}
+
+static inline __attribute__((always_inline)) const float *
+pool_plane(const float *x, int nchw_channels, int nb, long hw, long p) {
+    return nchw_channels > 0 ? x + ((p % nb) * nchw_channels + p / nb) * hw : x + p * hw;
+}
+
+static void pool_portable(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                          const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    for (long p = p0; p < p1; p++) {
+        const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
+        for (int oy = 0; oy < oh; oy++) {
+            float *orow = y + p * ohw + (long)oy * ow;
+            if (!pool_rows(plane, h, w, kh, dh, oy * sh - pt, is_max, acc)) {
+                for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
+                continue;
+            }
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, row_count ? row_count[oy] : 1, col_count, 0, ow, orow);
+        }
+    }
+}
+
+AVX512 static void pool_avx512(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                               int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                               const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    /* output columns whose whole window lies inside the row: vectorised with strided gathers */
+    int a = pl > 0 ? (pl + sw - 1) / sw : 0;
+    int z = w - 1 - (kw - 1) * dw + pl >= 0 ? (w - 1 - (kw - 1) * dw + pl) / sw + 1 : 0;
+    if (z > ow) z = ow;
+    if (a > z) a = z;
+    const long span = (long)(16 - 1) * sw + (long)(kw - 1) * dw;
+    const int vec = span < (1L << 20);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(sw));
+    for (long p = p0; p < p1; p++) {
+        const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
+        for (int oy = 0; oy < oh; oy++) {
+            float *orow = y + p * ohw + (long)oy * ow;
+            if (!pool_rows(plane, h, w, kh, dh, oy * sh - pt, is_max, acc)) {
+                for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
+                continue;
+            }
+            const float rc = row_count ? row_count[oy] : 1;
+            if (!vec) { pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, ow, orow); continue; }
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, a, orow);
+            for (int ox = a; ox < z; ox += 16) {
+                const int n = z - ox < 16 ? z - ox : 16;
+                const __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+                const float *base = acc + (long)ox * sw - pl;
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4);
+                for (int kx = 1; kx < kw; kx++) {
+                    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + kx * dw, 4);
+                    v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                }
+                if (!is_max) {
+                    __m512 d = _mm512_mul_ps(_mm512_set1_ps(rc),
+                                             col_count ? _mm512_maskz_loadu_ps(m, col_count + ox) : _mm512_set1_ps(1));
+                    d = _mm512_max_ps(d, _mm512_set1_ps(1));
+                    v = _mm512_div_ps(v, d);
+                }
+                _mm512_mask_storeu_ps(orow + ox, m, v);
+            }
+            pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, z, ow, orow);
+        }
+    }
+}
+
+void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                         int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                         const float *row_count, const float *col_count, long p0, long p1, float *y) {
+    float *acc = scratch(1, (size_t)w + 16);
+    if (!acc) abort();
+    if (isa_avx512(isa))
+        pool_avx512(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
+    else
+        pool_portable(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
+}

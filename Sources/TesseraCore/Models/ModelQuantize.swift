@@ -1,0 +1,74 @@
+import Engine
+import Foundation
+import SlideIO
+
+/// `tessera models quantize MODEL --calibration DIR`: the activation ranges of the model's
+/// convolutions and dense layers on real tiles, written next to the model for its int8 path.
+public enum ModelQuantize {
+    /// Where a model's calibration lives: `models/<name>/calibration.json` for a model folder,
+    /// `<file>.calibration.json` beside a bare `.onnx` file.
+    public static func calibrationPath(forModelFile path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        if url.lastPathComponent == "model.onnx" { return url.deletingLastPathComponent().appendingPathComponent("calibration.json").path }
+        return url.deletingPathExtension().path + ".calibration.json"
+    }
+
+    /// Image files under `directory` (recursively), sorted by relative path.
+    static func images(in directory: String) throws -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ModelError.invalidArgument("--calibration \(directory) is not a directory")
+        }
+        let extensions: Set<String> = ["jpg", "jpeg", "png", "tif", "tiff"]
+        let relative = (FileManager.default.enumerator(atPath: directory)?.allObjects as? [String] ?? [])
+            .filter { extensions.contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
+            .sorted()
+        guard !relative.isEmpty else { throw ModelError.invalidArgument("--calibration \(directory) holds no .jpg/.png/.tif images") }
+        return relative.map { directory + "/" + $0 }
+    }
+
+    /// Up to `limit` patches of `size` px, NCHW, normalised: the first patch of the grid of each of
+    /// `limit` images spread evenly over the sorted list (so every class folder contributes).
+    public static func calibrationInput(directory: String, size: Int, normalisation: Normalisation,
+                                        limit: Int = 256) throws -> Tensor {
+        let files = try images(in: directory)
+        let count = min(limit, files.count)
+        let chosen = (0..<count).map { files[$0 * files.count / count] }
+        let batch = PatchBatch(capacity: 1, tileSize: size, format: .floatNCHW(normalisation))
+        var data: [Float] = []
+        data.reserveCapacity(count * 3 * size * size)
+        for file in chosen {
+            let slide = try Slide.open(path: file)
+            let grid = try TileGrid(plan: slide.plan(targetMPP: nil), tileSize: size, mask: nil, minimumTissue: 0)
+            guard !grid.tiles.isEmpty else { throw ModelError.invalidArgument("\(file) is smaller than the model's \(size) px input") }
+            let reader = try PatchReader(slide: slide, grid: grid, threads: 1)
+            guard try reader.next(into: batch) else { continue }
+            data.append(contentsOf: batch.floats.prefix(3 * size * size))
+        }
+        return Tensor(shape: [data.count / (3 * size * size), 3, size, size], data: data)
+    }
+
+    /// Calibrates the model on the tiles of `directory` and writes the file; returns a one-line summary.
+    public static func run(model nameOrPath: String, calibrationDirectory: String, limit: Int = 256) throws -> String {
+        let reference = try ModelCatalog.resolve(ModelBench.resolve(nameOrPath, modelsDirectory: ModelCatalog.directory))
+        let model = try Model(contentsOf: reference.path)
+        guard model.inputShape.count == 3, model.inputShape[0] == 3, model.inputShape[1] == model.inputShape[2] else {
+            throw ModelError.invalidArgument("quantize needs a square RGB NCHW input, the model takes \(model.inputShape)")
+        }
+        let input = try calibrationInput(directory: calibrationDirectory, size: model.inputShape[1],
+                                         normalisation: reference.card.normalisation, limit: limit)
+        let calibration = try model.calibrate(input)
+        let path = calibrationPath(forModelFile: reference.path)
+        try calibration.encoded().write(to: URL(fileURLWithPath: path), options: .atomic)
+        return "wrote \(path): ranges of \(calibration.ranges.count) tensors from \(calibration.images) images"
+    }
+
+    /// The calibration written for the model file, or a clear error.
+    public static func load(forModelFile path: String) throws -> Calibration {
+        let file = calibrationPath(forModelFile: path)
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ModelError.invalidArgument("int8 needs \(file): run `tessera models quantize MODEL --calibration DIR` first")
+        }
+        return try Calibration.decode(data)
+    }
+}
