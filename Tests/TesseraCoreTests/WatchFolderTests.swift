@@ -15,6 +15,7 @@ struct WatchFolderTests {
 
     func start(root: String, settle: Double = 2.5, poll: Double = 0.5, model: String = "tiny", threads: Int = 2) throws -> Daemon {
         let models = try Support.tinyModels()
+        try FileManager.default.createDirectory(atPath: root + "/in", withIntermediateDirectories: true)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Support.binary!)
         process.arguments = ["watch", root + "/in", "--out", root + "/out", "--data", root + "/data", "--model", model,

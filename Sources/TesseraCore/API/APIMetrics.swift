@@ -25,17 +25,50 @@ public final class APIMetrics: @unchecked Sendable {
         }
     }
 
+    /// A label value with backslashes, quotes and newlines escaped.
+    static func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+
     func addUploadBytes(_ count: Int) { lock.withLock { uploadBytes += count } }
 
     private var lastProgress: [JobID: Int] = [:]
+    private var tilesByModel: [String: Int] = [:]
+    private var jobBuckets = [Int](repeating: 0, count: APIMetrics.jobBounds.count)
+    private var jobSecondsSum = 0.0
+    private var jobCount = 0
+    private var failures: [String: Int] = [:]
+    static let jobBounds: [Double] = [1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600]
 
-    /// Notes a job's progress (tiles done so far) and counts the new tiles.
-    public func observe(job: JobID, tilesDone: Int) {
+    /// Notes a job's progress (tiles done so far) and counts the tiles scored since the last
+    /// note, the first batch of an attempt included (counted from the job's checkpoint at claim).
+    public func observe(job: Job, tilesDone: Int) {
         lock.withLock {
-            let previous = lastProgress[job] ?? tilesDone
-            if tilesDone > previous { tilesProcessed += tilesDone - previous }
-            lastProgress[job] = tilesDone
-            if lastProgress.count > 1000 { lastProgress.removeAll() }
+            let previous = lastProgress[job.id] ?? job.tilesDone
+            if tilesDone > previous {
+                tilesProcessed += tilesDone - previous
+                tilesByModel[job.model, default: 0] += tilesDone - previous
+            }
+            lastProgress[job.id] = tilesDone
+        }
+    }
+
+    /// Notes the end of an attempt: its duration when done, its code when failed.
+    public func finished(job: Job, outcome: JobOutcome) {
+        lock.withLock {
+            lastProgress[job.id] = nil
+            switch outcome {
+            case .done(_, let summary):
+                let seconds = summary.timings["total_seconds"] ?? 0
+                for (index, bound) in Self.jobBounds.enumerated() where seconds <= bound { jobBuckets[index] += 1 }
+                jobSecondsSum += seconds
+                jobCount += 1
+            case .failed(let failure):
+                failures[failure.code.rawValue, default: 0] += 1
+            case .leaseLost, .stopped:
+                break
+            }
         }
     }
 
@@ -52,6 +85,29 @@ public final class APIMetrics: @unchecked Sendable {
                 "tessera_queue_depth \(counts[.queued] ?? 0)",
                 "# HELP tessera_tiles_processed_total Tiles classified by this process (rate() gives tiles/s).",
                 "# TYPE tessera_tiles_processed_total counter", "tessera_tiles_processed_total \(tilesProcessed)",
+                "# HELP tessera_model_tiles_processed_total Tiles classified by this process, per model.",
+                "# TYPE tessera_model_tiles_processed_total counter",
+            ]
+            for model in tilesByModel.keys.sorted() {
+                lines.append("tessera_model_tiles_processed_total{model=\"\(Self.escape(model))\"} \(tilesByModel[model]!)")
+            }
+            lines += ["# HELP tessera_job_duration_seconds Wall time of jobs done by this process.",
+                      "# TYPE tessera_job_duration_seconds histogram"]
+            for (index, bound) in Self.jobBounds.enumerated() {
+                lines.append("tessera_job_duration_seconds_bucket{le=\"\(bound)\"} \(jobBuckets[index])")
+            }
+            lines += [
+                "tessera_job_duration_seconds_bucket{le=\"+Inf\"} \(jobCount)",
+                "tessera_job_duration_seconds_sum \(jobSecondsSum)", "tessera_job_duration_seconds_count \(jobCount)",
+                "# HELP tessera_job_failures_total Failed job attempts in this process, by error code.",
+                "# TYPE tessera_job_failures_total counter",
+            ]
+            for code in JobFailure.Code.allCases {
+                lines.append("tessera_job_failures_total{code=\"\(code.rawValue)\"} \(failures[code.rawValue] ?? 0)")
+            }
+            lines += [
+                "# HELP tessera_build_info Version of the running binary (value 1).", "# TYPE tessera_build_info gauge",
+                "tessera_build_info{version=\"\(Tessera.version)\"} 1",
                 "# HELP tessera_upload_bytes_total Slide bytes accepted.", "# TYPE tessera_upload_bytes_total counter",
                 "tessera_upload_bytes_total \(uploadBytes)",
                 "# HELP tessera_http_requests_total HTTP requests answered.", "# TYPE tessera_http_requests_total counter",

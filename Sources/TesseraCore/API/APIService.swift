@@ -46,9 +46,10 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    /// The output folder of a job run by this server's workers.
-    public func outputDirectory(for job: Job) -> String {
-        configuration.dataDirectory + "/outputs/\(job.id)"
+    /// The intake every upload goes through (the same as `run`'s and `watch`'s).
+    var intake: SlideIntake {
+        SlideIntake(store: store, dataDirectory: configuration.dataDirectory, modelsDirectory: configuration.modelsDirectory,
+                    interface: .api)
     }
 
     // MARK: HTTPHandler
@@ -68,6 +69,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .reject(.error(400, "missing_filename", "the filename query parameter is required"))
         }
         if let failure = resolveModel(request.query["model"]).failure { return .reject(failure) }
+        if case .failure(let error) = Self.parameters(request.query) { return .reject(error.response) }
         guard let length = request.contentLength else {
             return .reject(.error(411, "length_required", "Content-Length is required"))
         }
@@ -95,23 +97,33 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let parts = request.path.split(separator: "/").map(String.init)
         func only(_ methods: [String], _ body: () -> HTTPResponse) -> HTTPResponse {
             methods.contains(request.method) ? body()
-                : .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use \(methods.joined(separator: ", "))")
+                : HTTPResponse.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use \(methods.joined(separator: ", "))")
+                    .adding(("Allow", methods.joined(separator: ", ")))
         }
         switch parts {
-        case []:
-            return only(["GET"]) { statusPage() }
         case ["healthz"]:
             return only(["GET"]) {
                 stopping.isSet ? .error(503, "shutting_down", "the server is shutting down")
                     : .json(200, Data("{\"status\":\"ok\"}".utf8))
             }
+        case ["openapi.json"]:
+            return only(["GET"]) { openAPIDocument() }
+        default:
+            break
+        }
+        guard parts.isEmpty || ["v1", "metrics"].contains(parts[0]) else {
+            return .error(404, "not_found", "no such resource: \(request.path)")
+        }
+        // The status page (slide names) and the metrics are behind the same tokens as /v1/*.
+        if let denied = authenticate(request) { return denied }
+        switch parts {
+        case []:
+            return only(["GET"]) { statusPage() }
         case ["metrics"]:
             return only(["GET"]) { .text(200, metrics.prometheus(store: store), contentType: "text/plain; version=0.0.4") }
         default:
             break
         }
-        guard parts.first == "v1" else { return .error(404, "not_found", "no such resource: \(request.path)") }
-        if let denied = authenticate(request) { return denied }
         switch Array(parts.dropFirst()) {
         case ["slides"]:
             return only(["POST", "PUT"]) { upload(request) }
@@ -125,8 +137,11 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             if path.count == 2 {
                 return only(["GET", "DELETE"]) { request.method == "GET" ? showJob(id) : cancelJob(id) }
             }
+            if path == ["jobs", path[1], "retry"] {
+                return only(["POST"]) { retryJob(id) }
+            }
             if path.count == 3 {
-                return only(["GET"]) { result(id, file: path[2]) }
+                return only(["GET"]) { result(id, file: path[2], request: request) }
             }
             return .error(404, "not_found", "no such resource: \(request.path)")
         default:
@@ -173,13 +188,51 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
+    /// The analysis parameters of an upload's query: `slide_mpp`, `mpp`, `min_tissue`, `overlap`, `embeddings`.
+    static func parameters(_ query: [String: String]) -> Result<AnalysisParameters, HTTPResponseError> {
+        var parameters = AnalysisParameters()
+        func number(_ key: String) -> Result<Double?, HTTPResponseError> {
+            guard let raw = query[key] else { return .success(nil) }
+            guard let value = Double(raw), value.isFinite else {
+                return .failure(HTTPResponseError(.error(400, "bad_parameter", "\(key) must be a number, not '\(raw)'")))
+            }
+            return .success(value)
+        }
+        do {
+            parameters.slideMPP = try number("slide_mpp").get()
+            parameters.mpp = try number("mpp").get()
+            if let minTissue = try number("min_tissue").get() { parameters.minTissue = minTissue }
+            if let raw = query["overlap"] {
+                guard let overlap = Int(raw) else {
+                    return .failure(HTTPResponseError(.error(400, "bad_parameter", "overlap must be a whole number of pixels, not '\(raw)'")))
+                }
+                parameters.overlap = overlap
+            }
+            if let raw = query["embeddings"] {
+                guard let flag = ["true": true, "1": true, "false": false, "0": false][raw.lowercased()] else {
+                    return .failure(HTTPResponseError(.error(400, "bad_parameter", "embeddings must be true or false, not '\(raw)'")))
+                }
+                parameters.embeddings = flag
+            }
+            try parameters.validate { "\($0.stringValue)" }
+        } catch let error as HTTPResponseError {
+            return .failure(error)
+        } catch {
+            return .failure(HTTPResponseError(.error(400, "bad_parameter", "\(error)")))
+        }
+        return .success(parameters)
+    }
+
     private func upload(_ request: HTTPRequest) -> HTTPResponse {
         guard let body = request.bodyFile else { return .error(400, "empty_body", "the slide body is missing") }
         guard request.bodyBytes == request.contentLength else {
             return .error(400, "short_body", "received \(request.bodyBytes) of \(request.contentLength ?? 0) bytes")
         }
-        let (reference, failure) = resolveModel(request.query["model"])
-        guard let reference else { return failure ?? .error(400, "unknown_model", "unknown model") }
+        let parameters: AnalysisParameters
+        switch Self.parameters(request.query) {
+        case .success(let value): parameters = value
+        case .failure(let error): return error.response
+        }
         let name = Self.safeName(request.query["filename"] ?? "slide")
         let fm = FileManager.default
         let ext = (name as NSString).pathExtension.lowercased().filter { $0.isLetter || $0.isNumber }
@@ -191,30 +244,32 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .error(500, "storage", "cannot keep the upload")
         }
         defer { try? fm.removeItem(atPath: candidate) }
-        let digest: String
+        let receipt: SlideIntake.Receipt
         do {
-            digest = try SHA256.hexDigest(ofFile: candidate)
-            _ = try Slide.open(path: candidate)
-        } catch let error as SlideError {
-            let message = error.description.replacingOccurrences(of: candidate, with: name)
-            return .error(422, "not_a_slide", message)
-        } catch {
-            return .error(500, "storage", "cannot read the upload back")
-        }
-        let stored = slides + "/" + digest + (ext.isEmpty ? "" : ".\(ext)")
-        if !fm.fileExists(atPath: stored) {
-            guard rename(candidate, stored) == 0 else { return .error(500, "storage", "cannot store the slide") }
-            Self.syncDirectory(slides)
-        }
-        metrics.addUploadBytes(request.bodyBytes)
-        do {
-            let slide = StoredSlide(sha256: digest, path: stored, originalName: name, size: request.bodyBytes)
-            let (job, created) = try store.enqueue(slide: slide, model: reference.name,
-                                                   idempotencyKey: request.headers["idempotency-key"])
-            return .json(created ? 202 : 200, Self.jobJSON(job), headers: [("Location", "/v1/jobs/\(job.id)")])
+            receipt = try intake.submit(.init(path: candidate, name: name, model: request.query["model"] ?? configuration.defaultModel,
+                                              parameters: parameters, idempotencyKey: request.headers["idempotency-key"],
+                                              keeping: .moveIntoStore))
+        } catch let refusal as SlideIntake.Refusal {
+            switch refusal.code {
+            case .notFound, .notASlide, .missingMPP, .badParameter: return .error(422, refusal.code.rawValue, refusal.description)
+            case .unknownModel: return .error(400, refusal.code.rawValue, refusal.description)
+            case .idempotencyConflict: return .error(409, refusal.code.rawValue, refusal.description)
+            case .storage: return .error(500, refusal.code.rawValue, refusal.description)
+            }
         } catch {
             return .error(503, "queue_unavailable", "\(error)")
         }
+        metrics.addUploadBytes(request.bodyBytes)
+        let job = receipt.job
+        let location = ("Location", "/v1/jobs/\(job.id)")
+        if !receipt.created, [.failed, .cancelled].contains(job.state) {
+            // Said plainly, with the way to run it again: a re-upload does not silently return an old failure.
+            var object = Self.jobObject(job)
+            object["message"] = "this slide was analysed before with the same model and parameters and the job \(job.state.rawValue)"
+                + "; POST /v1/jobs/\(job.id)/retry runs it again"
+            return .json(409, Self.encode(object), headers: [location])
+        }
+        return .json(receipt.created ? 202 : 200, Self.jobJSON(job), headers: [location])
     }
 
     /// The basename of a client-given file name, with only safe characters.
@@ -255,9 +310,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             "attempts": job.attempts, "max_attempts": job.maxAttempts,
             "progress": ["tiles_done": job.tilesDone, "tiles_total": total.map { $0 as Any } ?? NSNull(),
                          "fraction": total.map { $0 > 0 ? Double(job.tilesDone) / Double($0) : 1.0 } ?? 0.0],
-            "error": job.error ?? NSNull(),
+            "error": job.error.map { stored -> Any in
+                let failure = JobFailure(stored: stored)
+                return ["code": failure.code.rawValue, "message": failure.message]
+            } ?? NSNull(),
             "created_at": iso(job.createdAt), "started_at": iso(job.startedAt), "finished_at": iso(job.finishedAt),
-            "links": ["self": "/v1/jobs/\(job.id)", "result": "/v1/jobs/\(job.id)/result"],
+            "links": ["self": "/v1/jobs/\(job.id)", "result": "/v1/jobs/\(job.id)/result", "retry": "/v1/jobs/\(job.id)/retry"],
         ]
         if let started = job.startedAt {
             object["elapsed_seconds"] = (job.finishedAt ?? Date().timeIntervalSince1970) - started
@@ -265,8 +323,10 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         return object
     }
 
-    static func jobJSON(_ job: Job) -> Data {
-        (try? JSONSerialization.data(withJSONObject: jobObject(job), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    static func jobJSON(_ job: Job) -> Data { encode(jobObject(job)) }
+
+    static func encode(_ object: [String: Any]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
     private func listJobs(_ request: HTTPRequest) -> HTTPResponse {
@@ -277,8 +337,19 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             }
             state = parsed
         }
-        let limit = min(1000, max(1, Int(request.query["limit"] ?? "") ?? 100))
-        let offset = max(0, Int(request.query["offset"] ?? "") ?? 0)
+        func integer(_ key: String, _ fallback: Int, _ range: ClosedRange<Int>) -> Result<Int, HTTPResponseError> {
+            guard let raw = request.query[key] else { return .success(fallback) }
+            guard let value = Int(raw), range.contains(value) else {
+                return .failure(HTTPResponseError(.error(400, "bad_parameter",
+                                                         "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound)")))
+            }
+            return .success(value)
+        }
+        let limit: Int, offset: Int
+        switch (integer("limit", 100, 1...1000), integer("offset", 0, 0...Int(Int32.max))) {
+        case (.success(let l), .success(let o)): (limit, offset) = (l, o)
+        case (.failure(let error), _), (_, .failure(let error)): return error.response
+        }
         do {
             let jobs = try store.jobs(state: state, limit: limit, offset: offset)
             let object: [String: Any] = ["jobs": jobs.map(Self.jobObject), "limit": limit, "offset": offset]
@@ -312,6 +383,21 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
+    private func retryJob(_ id: JobID) -> HTTPResponse {
+        if stopping.isSet { return .error(503, "shutting_down", "the server is shutting down") }
+        do {
+            let job = try store.job(id)
+            guard [.failed, .cancelled].contains(job.state) else {
+                return .error(409, "not_retryable", "job \(id) is \(job.state.rawValue); only failed or cancelled jobs can be retried")
+            }
+            return .json(202, Self.jobJSON(try store.retry(id)), headers: [("Location", "/v1/jobs/\(id)")])
+        } catch JobStoreError.notFound {
+            return .error(404, "not_found", "no job \(id)")
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
     static let resultFiles: [String: (String, String)] = [
         "result": ("summary.json", "application/json"),
         "tiles.csv": ("tiles.csv", "text/csv"),
@@ -320,7 +406,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         "overlay.png": ("overlay.png", "image/png"),
     ]
 
-    private func result(_ id: JobID, file: String) -> HTTPResponse {
+    private func result(_ id: JobID, file: String, request: HTTPRequest) -> HTTPResponse {
         guard let (name, type) = Self.resultFiles[file] else { return .error(404, "not_found", "no result file \(file)") }
         do {
             let job = try store.job(id)
@@ -328,8 +414,18 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                 return .error(409, "not_ready", "job \(id) is \(job.state.rawValue); results exist once it is done")
             }
             let path = directory + "/" + name
-            guard FileManager.default.fileExists(atPath: path) else { return .error(404, "not_found", "\(name) is missing") }
-            return HTTPResponse(status: 200, headers: [("Content-Type", type)], body: .file(path))
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+                return .error(404, "not_found", "\(name) is missing")
+            }
+            // A done job's files never change: cacheable, revalidated by their size and time.
+            let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+            let modified = Int(((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) * 1000)
+            let tag = "\"\(id)-\(file)-\(size)-\(modified)\""
+            let caching = [("Cache-Control", "private, max-age=3600"), ("ETag", tag)]
+            if request.headers["if-none-match"]?.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) == true {
+                return HTTPResponse(status: 304, headers: caching)
+            }
+            return HTTPResponse(status: 200, headers: [("Content-Type", type)] + caching, body: .file(path))
         } catch JobStoreError.notFound {
             return .error(404, "not_found", "no job \(id)")
         } catch {
@@ -348,6 +444,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let data = (try? JSONSerialization.data(withJSONObject: ["models": cards], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return .json(200, data)
     }
+}
+
+/// A finished error response carried through `Result` and `throws`.
+struct HTTPResponseError: Error {
+    let response: HTTPResponse
+    init(_ response: HTTPResponse) { self.response = response }
 }
 
 extension HTTPResponse {
