@@ -130,7 +130,12 @@ public enum SlideRun {
             }
             reports[index] = report
         }
-        try CohortTable.write(reports, to: output + "/cohort.csv")
+        // A table for a cohort (several slides, or a folder); a one-slide run (a Slurm array task) writes none.
+        let folderGiven = paths.contains { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+        if inputs.count > 1 || folderGiven { try CohortTable.write(reports, to: output + "/cohort.csv") }
         return reports
     }
 
