@@ -6,22 +6,17 @@ public final class APIMetrics: @unchecked Sendable {
     // @unchecked: all state is guarded by `lock`.
     private let lock = NSLock()
     private var requests: [String: Int] = [:]
-    private var latencyBuckets = [Int](repeating: 0, count: APIMetrics.bounds.count)
-    private var latencySum = 0.0
-    private var latencyCount = 0
+    private var latency = Histogram(bounds: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
     private var uploadBytes = 0
     private var tilesProcessed = 0
     private let started = Date()
-    static let bounds: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
     public init() {}
 
     func record(method: String, status: Int, seconds: Double) {
         lock.withLock {
             requests["method=\"\(method)\",code=\"\(status)\"", default: 0] += 1
-            for (index, bound) in Self.bounds.enumerated() where seconds <= bound { latencyBuckets[index] += 1 }
-            latencySum += seconds
-            latencyCount += 1
+            latency.observe(seconds)
         }
     }
 
@@ -35,11 +30,8 @@ public final class APIMetrics: @unchecked Sendable {
 
     private var lastProgress: [JobID: Int] = [:]
     private var tilesByModel: [String: Int] = [:]
-    private var jobBuckets = [Int](repeating: 0, count: APIMetrics.jobBounds.count)
-    private var jobSecondsSum = 0.0
-    private var jobCount = 0
+    private var jobDuration = Histogram(bounds: [1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600])
     private var failures: [String: Int] = [:]
-    static let jobBounds: [Double] = [1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600]
 
     /// Notes a job's progress (tiles done so far) and counts the tiles scored since the last
     /// note, the first batch of an attempt included (counted from the job's checkpoint at claim).
@@ -60,10 +52,7 @@ public final class APIMetrics: @unchecked Sendable {
             lastProgress[job.id] = nil
             switch outcome {
             case .done(_, let summary):
-                let seconds = summary.timings["total_seconds"] ?? 0
-                for (index, bound) in Self.jobBounds.enumerated() where seconds <= bound { jobBuckets[index] += 1 }
-                jobSecondsSum += seconds
-                jobCount += 1
+                jobDuration.observe(summary.timings["total_seconds"] ?? 0)
             case .failed(let failure):
                 failures[failure.code.rawValue, default: 0] += 1
             case .leaseLost, .stopped:
@@ -91,14 +80,8 @@ public final class APIMetrics: @unchecked Sendable {
             for model in tilesByModel.keys.sorted() {
                 lines.append("tessera_model_tiles_processed_total{model=\"\(Self.escape(model))\"} \(tilesByModel[model]!)")
             }
-            lines += ["# HELP tessera_job_duration_seconds Wall time of jobs done by this process.",
-                      "# TYPE tessera_job_duration_seconds histogram"]
-            for (index, bound) in Self.jobBounds.enumerated() {
-                lines.append("tessera_job_duration_seconds_bucket{le=\"\(bound)\"} \(jobBuckets[index])")
-            }
+            lines += jobDuration.lines("tessera_job_duration_seconds", help: "Wall time of jobs done by this process.")
             lines += [
-                "tessera_job_duration_seconds_bucket{le=\"+Inf\"} \(jobCount)",
-                "tessera_job_duration_seconds_sum \(jobSecondsSum)", "tessera_job_duration_seconds_count \(jobCount)",
                 "# HELP tessera_job_failures_total Failed job attempts in this process, by error code.",
                 "# TYPE tessera_job_failures_total counter",
             ]
@@ -113,19 +96,38 @@ public final class APIMetrics: @unchecked Sendable {
                 "# HELP tessera_http_requests_total HTTP requests answered.", "# TYPE tessera_http_requests_total counter",
             ]
             for key in requests.keys.sorted() { lines.append("tessera_http_requests_total{\(key)} \(requests[key]!)") }
-            lines += ["# HELP tessera_http_request_duration_seconds Time to answer a request (after its body arrived).",
-                      "# TYPE tessera_http_request_duration_seconds histogram"]
-            for (index, bound) in Self.bounds.enumerated() {
-                lines.append("tessera_http_request_duration_seconds_bucket{le=\"\(bound)\"} \(latencyBuckets[index])")
-            }
+            lines += latency.lines("tessera_http_request_duration_seconds", help: "Time to answer a request (after its body arrived).")
             lines += [
-                "tessera_http_request_duration_seconds_bucket{le=\"+Inf\"} \(latencyCount)",
-                "tessera_http_request_duration_seconds_sum \(latencySum)",
-                "tessera_http_request_duration_seconds_count \(latencyCount)",
                 "# HELP tessera_uptime_seconds Seconds since the server started.", "# TYPE tessera_uptime_seconds gauge",
                 "tessera_uptime_seconds \(Date().timeIntervalSince(started))",
             ]
             return lines.joined(separator: "\n") + "\n"
         }
+    }
+}
+
+/// A Prometheus histogram: cumulative buckets, sum and count.
+struct Histogram {
+    let bounds: [Double]
+    private var buckets: [Int]
+    private var sum = 0.0
+    private var count = 0
+
+    init(bounds: [Double]) {
+        self.bounds = bounds
+        buckets = [Int](repeating: 0, count: bounds.count)
+    }
+
+    mutating func observe(_ value: Double) {
+        for (index, bound) in bounds.enumerated() where value <= bound { buckets[index] += 1 }
+        sum += value
+        count += 1
+    }
+
+    /// HELP, TYPE, the buckets, sum and count.
+    func lines(_ name: String, help: String) -> [String] {
+        ["# HELP \(name) \(help)", "# TYPE \(name) histogram"]
+            + bounds.indices.map { "\(name)_bucket{le=\"\(bounds[$0])\"} \(buckets[$0])" }
+            + ["\(name)_bucket{le=\"+Inf\"} \(count)", "\(name)_sum \(sum)", "\(name)_count \(count)"]
     }
 }
