@@ -138,4 +138,38 @@ struct IntakeTests {
         let second = try #require(ResultFolders.job(in: root + "/out/x.tif~2"))
         #expect(second != first)
     }
+
+    @Test func watchMoveKeepsTheSlideForLaterJobsAndTakesSubfolders() throws {
+        let root = Support.temporaryDirectory()
+        let models = try Support.tinyModels()
+        try FileManager.default.createDirectory(atPath: root + "/in/scanner-2", withIntermediateDirectories: true)
+        func watcher(model: String) throws -> WatchFolder {
+            var watch = WatchOptions(input: root + "/in", output: root + "/out")
+            watch.dataDirectory = root + "/data"
+            watch.model = model
+            watch.modelsDirectory = models
+            watch.settleSeconds = 0
+            watch.moveProcessed = true
+            watch.recursive = true
+            return try WatchFolder(options: watch, logger: Self.logger, stop: StopFlag())
+        }
+        func cycle(_ watcher: WatchFolder) throws {
+            try watcher.scan()
+            try watcher.scan()
+            while try watcher.runner.runNext() != nil {}
+            try watcher.fileFinished()
+        }
+        let slide = try Support.syntheticSlide(width: 1500, height: 1000, seed: 58)
+        try FileManager.default.copyItem(atPath: slide, toPath: root + "/in/scanner-2/x.tif")
+        let first = try watcher(model: "tiny")
+        try cycle(first)
+        #expect(FileManager.default.fileExists(atPath: root + "/out/scanner-2/x.tif/summary.json"), "sub-folders are taken")
+        #expect(FileManager.default.fileExists(atPath: root + "/in/done/scanner-2/x.tif"))
+        // The same content again, under another name and for another model, after the first file moved away.
+        try FileManager.default.copyItem(atPath: slide, toPath: root + "/in/y.tif")
+        try cycle(try watcher(model: "tiny-fine"))
+        let jobs = try DataDirectory.openStore(root + "/data").jobs()
+        #expect(jobs.count == 2 && jobs.allSatisfy { $0.state == .done }, "\(jobs.map { ($0.state, $0.error) })")
+        #expect(FileManager.default.fileExists(atPath: root + "/out/y.tif/summary.json"))
+    }
 }
