@@ -33,6 +33,8 @@ struct APIIntakeTests {
         #expect(accepted.status == 202)
         let job = try waitForFinal(client, try #require(accepted.headers["location"]))
         #expect(job["state"] as? String == "done", "\(job)")
+        let summary = try client.json("GET", try #require(accepted.headers["location"]) + "/result").1
+        #expect(summary["slide_mpp_source"] as? String == "override", "the summary says the MPP was the stated fallback")
         let store = try DataDirectory.openStore(server.api.configuration.dataDirectory)
         let parameters = try AnalysisParameters.parse(try #require(try store.jobs().first).parameters)
         #expect(parameters.slideMPP == 0.5 && parameters.minTissue == 0.3 && parameters.embeddings)

@@ -104,7 +104,7 @@ public final class JobRunner: Sendable {
         let inputs = OutputInputs(
             jobID: job.id.rawValue, slideName: job.slide.originalName, modelName: reference.name, classes: reference.card.classes,
             grid: result.grid, mask: result.mask, scores: result.scores, embeddings: result.embeddings,
-            timings: result.timings, slideWidth: result.slideWidth, slideHeight: result.slideHeight)
+            timings: result.timings, slideWidth: result.slideWidth, slideHeight: result.slideHeight, mppSource: result.mppSource)
         let directory = configuration.resultsDirectory + "/\(job.id)"
         let summary = try JobOutputs.write(inputs, to: directory)
         return (directory, summary)

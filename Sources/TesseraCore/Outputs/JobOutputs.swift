@@ -14,6 +14,8 @@ struct OutputInputs {
     var timings: [String: Double]
     var slideWidth: Int
     var slideHeight: Int
+    /// Where the slide's MPP came from: its metadata, or `override` (the fallback stated for slides without one).
+    var mppSource: String? = nil
 }
 
 /// Per-job summary written to summary.json (and served by the API).
@@ -35,12 +37,16 @@ public struct JobSummary: Codable, Sendable {
     public var meanProbabilities: [String: Double]
     public var timings: [String: Double]
     public var tilesPerSecond: Double
+    /// Where the slide's microns per pixel came from (`openslide`, `tiff-resolution`, ..., or
+    /// `override`: the `--slide-mpp` / `slide_mpp` fallback for a slide that records none).
+    public var slideMPPSource: String?
 
     enum CodingKeys: String, CodingKey {
         case job, slide, model, classes, level, mpp, timings
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
         case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total", tilesTissue = "tiles_tissue"
         case classFractions = "class_fractions", meanProbabilities = "mean_probabilities", tilesPerSecond = "tiles_per_second"
+        case slideMPPSource = "slide_mpp_source"
     }
 }
 
@@ -113,7 +119,7 @@ enum JobOutputs {
             mpp: inputs.grid.plan.mpp, tileSize: inputs.grid.tileSize, gridColumns: inputs.grid.columns,
             gridRows: inputs.grid.rows, tilesTotal: inputs.grid.totalCount, tilesTissue: inputs.grid.tiles.count,
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
-            tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0)
+            tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0, slideMPPSource: inputs.mppSource)
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
