@@ -287,14 +287,6 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 
-    static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
-    }
-
     // MARK: Jobs
 
     static func iso(_ seconds: Double?) -> Any {
@@ -373,7 +365,8 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         do {
             let job = try store.job(id)
             if job.state == .done || job.state == .failed {
-                return .error(409, "already_finished", "job \(id) is \(job.state.rawValue)")
+                return .error(409, "already_finished", "job \(id) is \(job.state.rawValue) and cannot be cancelled"
+                              + (job.state == .failed ? "; POST /v1/jobs/\(id)/retry runs it again" : ""))
             }
             return .json(200, Self.jobJSON(try store.cancel(id)))
         } catch JobStoreError.notFound {

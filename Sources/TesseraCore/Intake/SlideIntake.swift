@@ -172,11 +172,21 @@ public struct SlideIntake: Sendable {
                 try? fm.removeItem(atPath: temporary)
                 throw Refusal(code: .storage, description: "cannot store the slide in \(folder)")
             }
+            Self.syncDirectory(folder)
             return stored
         } catch let refusal as Refusal {
             throw refusal
         } catch {
             throw Refusal(code: .storage, description: "cannot store the slide in \(folder): \((error as NSError).localizedDescription)")
+        }
+    }
+
+    /// Flushes a folder's entries, so a renamed-in slide survives a power cut before the job row does.
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
         }
     }
 }
