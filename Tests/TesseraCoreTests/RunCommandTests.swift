@@ -70,7 +70,7 @@ struct RunCommandTests {
     @Test func progressLinesWithoutATerminal() throws {
         let root = Support.temporaryDirectory()
         let models = try Support.tinyModels()
-        let slide = try Support.syntheticSlide(width: 4000, height: 3000, seed: 65)
+        let slide = try Support.syntheticSlide(width: 3000, height: 2000, seed: 65)
         let result = try Support.tessera(["run", slide, "--model", "tiny-fine", "--threads", "1", "--data", root + "/data",
                                           "--out", root + "/out", "--progress-seconds", "0.2"],
                                          environment: ["TESSERA_MODELS": models])
