@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks the layering, builds, runs the CLI
-# checks, the deployment checks (systemd, Kubernetes, Dockerfile, Slurm), the Swift test suite,
-# then makes the Debian package and installs and runs it in a fresh Debian 12 root.
+# checks, a schemathesis pass against a live server (scripts/api-fuzz.sh), the deployment
+# checks (systemd, Kubernetes, Dockerfile, Slurm), the Swift test suite, then makes the Debian
+# package and installs and runs it in a fresh Debian 12 root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 scripts/check-layering.sh
 swift build
 scripts/cli-checks.sh
+scripts/api-fuzz.sh
 scripts/check-deploy.sh
 # A hung test must fail the run, not stall it: the suite takes a few minutes.
 timeout --kill-after=30 2400 swift test

@@ -39,6 +39,9 @@ public protocol JobQueue: AnyObject, Sendable {
     func fail(_ lease: Lease, reason: String, permanent: Bool) throws(JobStoreError)
     /// Cancels a queued or running job; returns the job.
     @discardableResult func cancel(_ id: JobID) throws(JobStoreError) -> Job
+    /// Queues a failed or cancelled job again with a fresh attempt budget, keeping its checkpoints;
+    /// returns the job (unchanged when it was not failed or cancelled).
+    @discardableResult func retry(_ id: JobID) throws(JobStoreError) -> Job
     /// One job. - Throws: `.notFound`.
     func job(_ id: JobID) throws(JobStoreError) -> Job
     /// Jobs, newest first, optionally in one state.

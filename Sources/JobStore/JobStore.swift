@@ -223,6 +223,12 @@ public final class JobStore: @unchecked Sendable {
         return try withConnection { db in try db.immediateTransaction { try QueueWrites.cancel(db, id, now: now) } }
     }
 
+    /// Queues a failed or cancelled job again (fresh attempts, checkpoints kept); returns the job.
+    public func retry(_ id: JobID) throws(JobStoreError) -> Job {
+        let now = clock()
+        return try withConnection { db in try db.immediateTransaction { try QueueWrites.retry(db, id, now: now) } }
+    }
+
     // MARK: Reading
 
     /// Runs one statement under the lock.

@@ -221,6 +221,12 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
         return try inTransaction { db in try QueueWrites.cancel(db, id, now: now) }
     }
 
+    /// Queues a failed or cancelled job again (fresh attempts, checkpoints kept); returns the job.
+    public func retry(_ id: JobID) throws(JobStoreError) -> Job {
+        let now = clock()
+        return try inTransaction { db in try QueueWrites.retry(db, id, now: now) }
+    }
+
     // MARK: Reading
 
     public func job(_ id: JobID) throws(JobStoreError) -> Job {

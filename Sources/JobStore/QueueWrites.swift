@@ -138,6 +138,17 @@ enum QueueWrites {
         }
     }
 
+    /// Queues a failed or cancelled job again with a fresh attempt budget, keeping its checkpoints;
+    /// returns it (unchanged when it was in another state).
+    static func retry(_ db: some QueueConnection, _ id: JobID, now: Double) throws -> Job {
+        try db.query("""
+            UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, lease_owner = NULL, lease_expires = NULL,
+                run_after = $1, finished_at = NULL, updated_at = $1 WHERE id = $2 AND state IN ('failed', 'cancelled')
+            """, [.real(now), .integer(Int64(id.rawValue))])
+        if db.changes > 0 { try recordEvent(db, id, attempt: 0, message: "queued again (retry)", at: now) }
+        return try fetch(db, id)
+    }
+
     /// Cancels a queued or running job; returns it.
     static func cancel(_ db: some QueueConnection, _ id: JobID, now: Double) throws -> Job {
         try db.query("""

@@ -8,7 +8,7 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Analyse slides with a model through the embedded job queue; writes one output folder per slide.")
 
-    @Argument(help: "Slide files.")
+    @Argument(help: "Slide files, or folders of slides.")
     var slides: [String]
 
     @Option(help: "Model name under models/ or a path to an .onnx file.")
@@ -38,6 +38,15 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Also write per-tile embeddings (penultimate-layer features).")
     var embeddings = false
 
+    @Flag(help: "Take slides in sub-folders of a folder given as input too.")
+    var recursive = false
+
+    @Flag(name: .customLong("retry-failed"), help: "Run slides whose earlier job failed or was cancelled again.")
+    var retryFailed = false
+
+    @Option(name: .customLong("progress-seconds"), help: "Seconds between progress lines when standard error is not a terminal.")
+    var progressSeconds = 5.0
+
     @Flag(help: "Print one JSON object per slide.")
     var json = false
 
@@ -52,22 +61,29 @@ struct RunCommand: ParsableCommand {
         options.queue = queue ?? DataDirectory.defaultQueue
         options.threads = max(1, threads)
         options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings)
+        options.retryFailed = retryFailed
+        options.recursive = recursive
         var logger = Logger(label: "tessera.run")
         logger.logLevel = verbose ? .info : .error
-        let bar = ProgressBar.forStandardError()
+        let report = ProgressReport.forStandardError(interval: progressSeconds)
+        let progress: @Sendable (SlideJob, Int, Int) -> Void = { job, done, total in report.update(job.slide.originalName, done, total) }
+        // Ctrl-C / SIGTERM: stop at the next batch; the job keeps its checkpoints for the next run.
+        let stop = options.stop
+        let sources = onTerminationSignal { stop.set() }
+        defer { sources.forEach { $0.cancel() } }
         let reports: [RunReport]
-        var progress: (@Sendable (SlideJob, Int, Int) -> Void)?
-        if let bar {
-            progress = { job, done, total in bar.update(job.slide.originalName, done, total) }
-        }
         do {
             reports = try SlideRun.run(paths: slides, options: options, logger: logger, progress: progress)
+        } catch let interrupted as SlideRun.Interrupted {
+            report.finish()
+            printError(interrupted.description)
+            throw ExitCode(130)
         } catch {
-            bar?.finish()
+            report.finish()
             printError("\(error)")
             throw ExitCode.failure
         }
-        bar?.finish()
+        report.finish()
         for report in reports {
             if json {
                 print(JSONOutput.line(report))
@@ -80,44 +96,5 @@ struct RunCommand: ParsableCommand {
             }
         }
         if reports.contains(where: { $0.state != "done" }) { throw ExitCode(2) }
-    }
-}
-
-/// A one-line progress bar on a terminal (tiles/s, ETA); absent in CI or when stderr is not a TTY.
-final class ProgressBar: @unchecked Sendable {
-    // @unchecked: state guarded by `lock`.
-    private let lock = NSLock()
-    private var started = Date()
-    private var current = ""
-    private var lastDraw = Date.distantPast
-
-    static func forStandardError() -> ProgressBar? {
-        guard isatty(STDERR_FILENO) == 1, ProcessInfo.processInfo.environment["CI"] == nil else { return nil }
-        return ProgressBar()
-    }
-
-    func update(_ name: String, _ done: Int, _ total: Int) {
-        lock.withLock {
-            if name != current {
-                current = name
-                started = Date()
-            }
-            guard Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
-            lastDraw = Date()
-            let fraction = total > 0 ? Double(done) / Double(total) : 1
-            let elapsed = Date().timeIntervalSince(started)
-            let rate = elapsed > 0 ? Double(done) / elapsed : 0
-            let eta = rate > 0 ? Double(total - done) / rate : 0
-            let width = 30
-            let filled = Int(fraction * Double(width))
-            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-            let line = String(format: "\r[%@] %3.0f%% %d/%d tiles %.0f tiles/s ETA %.0fs  %@\u{1B}[K",
-                              bar, fraction * 100, done, total, rate, eta, name)
-            FileHandle.standardError.write(Data(line.utf8))
-        }
-    }
-
-    func finish() {
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }

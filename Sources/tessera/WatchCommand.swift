@@ -36,8 +36,11 @@ struct WatchCommand: ParsableCommand {
     @Option(help: "Cores to use.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it.")
+    @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it (slides that do keep their own).")
     var slideMPP: Double?
+
+    @Flag(help: "Also take slides in sub-folders of IN (results keep the sub-folder).")
+    var recursive = false
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
@@ -53,6 +56,7 @@ struct WatchCommand: ParsableCommand {
         options.moveProcessed = move
         options.threads = max(1, threads)
         options.parameters = AnalysisParameters(slideMPP: slideMPP)
+        options.recursive = recursive
         let stop = StopFlag()
         // SIGTERM / SIGINT: stop at the next batch; the running job goes back to the queue at its checkpoint.
         let sources = onTerminationSignal { stop.set() }

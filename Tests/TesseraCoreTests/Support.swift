@@ -80,3 +80,45 @@ extension Trait where Self == ConditionTrait {
         .enabled(if: PostgresTestServer.available, "PostgreSQL server binaries not installed (apt-get install postgresql)")
     }
 }
+
+extension Support {
+    /// Runs the built `tessera` binary in `directory` and returns its exit status, standard output and error.
+    static func tessera(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
+                        within seconds: Double = 120) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary!)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let root = temporaryDirectory()
+        FileManager.default.createFile(atPath: root + "/out", contents: nil)
+        FileManager.default.createFile(atPath: root + "/err", contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: root + "/out")
+        process.standardError = FileHandle(forWritingAtPath: root + "/err")
+        try process.run()
+        finish(process, within: seconds)
+        return (process.terminationStatus, (try? String(contentsOfFile: root + "/out", encoding: .utf8)) ?? "",
+                (try? String(contentsOfFile: root + "/err", encoding: .utf8)) ?? "")
+    }
+
+    /// A slide that records no microns per pixel: a synthetic slide copied to PPM by the `vips` command.
+    static func slideWithoutMPP(seed: UInt64 = 41) throws -> String {
+        let path = temporaryDirectory() + "/no-mpp.ppm"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/vips")
+        process.arguments = ["copy", try syntheticSlide(width: 1500, height: 1000, seed: seed), path]
+        try process.run()
+        process.waitUntilExit()
+        return path
+    }
+
+    /// Makes the card of model `name` in `models` say `classes` and `size`, keeping the rest.
+    static func rewriteCard(_ models: String, _ name: String, size: Int) throws {
+        let path = models + "/" + name + "/model.json"
+        var card = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        var input = card["input"] as? [String: Any] ?? [:]
+        input["size"] = size
+        card["input"] = input
+        try JSONSerialization.data(withJSONObject: card).write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -30,7 +30,7 @@ extension APIService {
                 <tr><td><a href="/v1/jobs/\(job.id)">\(job.id)</a></td><td>\(escape(job.slide.originalName))</td>\
                 <td>\(escape(job.model))</td><td class="\(job.state.rawValue)">\(job.state.rawValue)</td>\
                 <td><progress max="100" value="\(percent)"></progress> \(job.tilesDone)/\(total)</td>\
-                <td>\(escape(job.error ?? ""))</td><td>\(overlay)</td><td class="files">\(files)</td></tr>
+                <td>\(escape(job.error.map { JobFailure(stored: $0).message } ?? ""))</td><td>\(overlay)</td><td class="files">\(files)</td></tr>
 
                 """
         }

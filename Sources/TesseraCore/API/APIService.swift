@@ -54,9 +54,10 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    /// The output folder of a job run by this server's workers.
-    public func outputDirectory(for job: Job) -> String {
-        configuration.dataDirectory + "/outputs/\(job.id)"
+    /// The intake every upload goes through (the same as `run`'s and `watch`'s).
+    var intake: SlideIntake {
+        SlideIntake(store: store, dataDirectory: configuration.dataDirectory, modelsDirectory: configuration.modelsDirectory,
+                    interface: .api)
     }
 
     // MARK: HTTPHandler
@@ -82,6 +83,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .reject(.error(400, "missing_filename", "the filename query parameter is required"))
         }
         if let failure = resolveModel(request.query["model"]).failure { return .reject(failure) }
+        if case .failure(let error) = Self.parameters(request.query) { return .reject(error.response) }
         let chunked = request.headers["transfer-encoding"]?.lowercased().contains("chunked") == true
         if let declared = request.headers["content-length"], !chunked {
             // All digits but too big for an Int is still a length: over the limit, not missing.
@@ -118,11 +120,10 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let parts = request.path.split(separator: "/").map(String.init)
         func only(_ methods: [String], _ body: () -> HTTPResponse) -> HTTPResponse {
             methods.contains(request.method) ? body()
-                : .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use \(methods.joined(separator: ", "))")
+                : HTTPResponse.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use \(methods.joined(separator: ", "))")
+                    .adding(("Allow", methods.joined(separator: ", ")))
         }
         switch parts {
-        case []:
-            return only(["GET"]) { statusPage() }
         case ["healthz"]:
             return only(["GET"]) {
                 stopping.isSet ? .error(503, "shutting_down", "the server is shutting down")
@@ -130,13 +131,24 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             }
         case let path where path.count >= 3 && path[0] == "static" && path[1] == "leaflet":
             return only(["GET"]) { leafletFile(path.dropFirst(2).joined(separator: "/")) }
+        case ["openapi.json"]:
+            return only(["GET"]) { openAPIDocument() }
+        default:
+            break
+        }
+        guard parts.isEmpty || ["v1", "metrics"].contains(parts[0]) else {
+            return .error(404, "not_found", "no such resource: \(request.path)")
+        }
+        // The status page (slide names) and the metrics are behind the same tokens as /v1/*.
+        if let denied = authenticate(request) { return denied }
+        switch parts {
+        case []:
+            return only(["GET"]) { statusPage() }
         case ["metrics"]:
             return only(["GET"]) { .text(200, metrics.prometheus(store: store), contentType: "text/plain; version=0.0.4") }
         default:
             break
         }
-        guard parts.first == "v1" else { return .error(404, "not_found", "no such resource: \(request.path)") }
-        if let denied = authenticate(request) { return denied }
         switch Array(parts.dropFirst()) {
         case ["slides"]:
             return only(["POST", "PUT"]) { upload(request) }
@@ -151,8 +163,11 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                 return only(["GET", "DELETE"]) { request.method == "GET" ? showJob(id) : cancelJob(id) }
             }
             if let viewer = viewerRoute(id, Array(path.dropFirst(2)), request) { return viewer }
+            if path == ["jobs", path[1], "retry"] {
+                return only(["POST"]) { retryJob(id) }
+            }
             if path.count == 3 {
-                return only(["GET"]) { result(id, file: path[2], request) }
+                return only(["GET"]) { result(id, file: path[2], request: request) }
             }
             return .error(404, "not_found", "no such resource: \(request.path)")
         default:
@@ -203,13 +218,51 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
+    /// The analysis parameters of an upload's query: `slide_mpp`, `mpp`, `min_tissue`, `overlap`, `embeddings`.
+    static func parameters(_ query: [String: String]) -> Result<AnalysisParameters, HTTPResponseError> {
+        var parameters = AnalysisParameters()
+        func number(_ key: String) -> Result<Double?, HTTPResponseError> {
+            guard let raw = query[key] else { return .success(nil) }
+            guard let value = Double(raw), value.isFinite else {
+                return .failure(HTTPResponseError(.error(400, "bad_parameter", "\(key) must be a number, not '\(raw)'")))
+            }
+            return .success(value)
+        }
+        do {
+            parameters.slideMPP = try number("slide_mpp").get()
+            parameters.mpp = try number("mpp").get()
+            if let minTissue = try number("min_tissue").get() { parameters.minTissue = minTissue }
+            if let raw = query["overlap"] {
+                guard let overlap = Int(raw) else {
+                    return .failure(HTTPResponseError(.error(400, "bad_parameter", "overlap must be a whole number of pixels, not '\(raw)'")))
+                }
+                parameters.overlap = overlap
+            }
+            if let raw = query["embeddings"] {
+                guard let flag = ["true": true, "1": true, "false": false, "0": false][raw.lowercased()] else {
+                    return .failure(HTTPResponseError(.error(400, "bad_parameter", "embeddings must be true or false, not '\(raw)'")))
+                }
+                parameters.embeddings = flag
+            }
+            try parameters.validate { "\($0.stringValue)" }
+        } catch let error as HTTPResponseError {
+            return .failure(error)
+        } catch {
+            return .failure(HTTPResponseError(.error(400, "bad_parameter", "\(error)")))
+        }
+        return .success(parameters)
+    }
+
     private func upload(_ request: HTTPRequest) -> HTTPResponse {
         guard let body = request.bodyFile, request.bodyBytes > 0 else { return .error(422, "not_a_slide", "the body is empty") }
         guard request.contentLength == nil || request.bodyBytes == request.contentLength else {
             return .error(400, "short_body", "received \(request.bodyBytes) of \(request.contentLength ?? 0) bytes")
         }
-        let (reference, failure) = resolveModel(request.query["model"])
-        guard let reference else { return failure ?? .error(400, "unknown_model", "unknown model") }
+        let parameters: AnalysisParameters
+        switch Self.parameters(request.query) {
+        case .success(let value): parameters = value
+        case .failure(let error): return error.response
+        }
         let name = Self.safeName(request.query["filename"] ?? "slide")
         let fm = FileManager.default
         let ext = (name as NSString).pathExtension.lowercased().filter { $0.isLetter || $0.isNumber }
@@ -221,35 +274,32 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             return .error(500, "storage", "cannot keep the upload")
         }
         defer { try? fm.removeItem(atPath: candidate) }
-        let digest: String
+        let receipt: SlideIntake.Receipt
         do {
-            digest = try SHA256.hexDigest(ofFile: candidate)
-            let slide = try Slide.open(path: candidate)
-            // Every analysis needs the pixel size; the API has no way to state it for a slide yet.
-            guard slide.properties.mppX != nil else {
-                return .error(422, "mpp_unknown", "\(name): the slide has no MPP (microns per pixel) metadata; "
-                    + "analyse it with tessera run --slide-mpp")
+            receipt = try intake.submit(.init(path: candidate, name: name, model: request.query["model"] ?? configuration.defaultModel,
+                                              parameters: parameters, idempotencyKey: request.headers["idempotency-key"],
+                                              keeping: .moveIntoStore))
+        } catch let refusal as SlideIntake.Refusal {
+            switch refusal.code {
+            case .notFound, .notASlide, .missingMPP, .badParameter: return .error(422, refusal.code.rawValue, refusal.description)
+            case .unknownModel: return .error(400, refusal.code.rawValue, refusal.description)
+            case .idempotencyConflict: return .error(409, refusal.code.rawValue, refusal.description)
+            case .storage: return .error(500, refusal.code.rawValue, refusal.description)
             }
-        } catch let error as SlideError {
-            let message = error.description.replacingOccurrences(of: candidate, with: name)
-            return .error(422, "not_a_slide", message)
-        } catch {
-            return .error(500, "storage", "cannot read the upload back")
-        }
-        let stored = slides + "/" + digest + (ext.isEmpty ? "" : ".\(ext)")
-        if !fm.fileExists(atPath: stored) {
-            guard rename(candidate, stored) == 0 else { return .error(500, "storage", "cannot store the slide") }
-            Self.syncDirectory(slides)
-        }
-        metrics.addUploadBytes(request.bodyBytes)
-        do {
-            let slide = StoredSlide(sha256: digest, path: stored, originalName: name, size: request.bodyBytes)
-            let (job, created) = try store.enqueue(slide: slide, model: reference.name,
-                                                   idempotencyKey: request.headers["idempotency-key"])
-            return .json(created ? 202 : 200, Self.jobJSON(job), headers: [("Location", "/v1/jobs/\(job.id)")])
         } catch {
             return .error(503, "queue_unavailable", "\(error)")
         }
+        metrics.addUploadBytes(request.bodyBytes)
+        let job = receipt.job
+        let location = ("Location", "/v1/jobs/\(job.id)")
+        if !receipt.created, [.failed, .cancelled].contains(job.state) {
+            // Said plainly, with the way to run it again: a re-upload does not silently return an old failure.
+            var object = Self.jobObject(job)
+            object["message"] = "this slide was analysed before with the same model and parameters and the job \(job.state.rawValue)"
+                + "; POST /v1/jobs/\(job.id)/retry runs it again"
+            return .json(409, Self.encode(object), headers: [location])
+        }
+        return .json(receipt.created ? 202 : 200, Self.jobJSON(job), headers: [location])
     }
 
     /// The basename of a client-given file name, with only safe characters.
@@ -267,14 +317,6 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 
-    static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
-    }
-
     // MARK: Jobs
 
     static func iso(_ seconds: Double?) -> Any {
@@ -290,9 +332,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             "attempts": job.attempts, "max_attempts": job.maxAttempts,
             "progress": ["tiles_done": job.tilesDone, "tiles_total": total.map { $0 as Any } ?? NSNull(),
                          "fraction": total.map { $0 > 0 ? Double(job.tilesDone) / Double($0) : 1.0 } ?? 0.0],
-            "error": job.error ?? NSNull(),
+            "error": job.error.map { stored -> Any in
+                let failure = JobFailure(stored: stored)
+                return ["code": failure.code.rawValue, "message": failure.message]
+            } ?? NSNull(),
             "created_at": iso(job.createdAt), "started_at": iso(job.startedAt), "finished_at": iso(job.finishedAt),
-            "links": ["self": "/v1/jobs/\(job.id)", "result": "/v1/jobs/\(job.id)/result"],
+            "links": ["self": "/v1/jobs/\(job.id)", "result": "/v1/jobs/\(job.id)/result", "retry": "/v1/jobs/\(job.id)/retry"],
         ]
         if let started = job.startedAt {
             object["elapsed_seconds"] = (job.finishedAt ?? Date().timeIntervalSince1970) - started
@@ -300,8 +345,10 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         return object
     }
 
-    static func jobJSON(_ job: Job) -> Data {
-        (try? JSONSerialization.data(withJSONObject: jobObject(job), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    static func jobJSON(_ job: Job) -> Data { encode(jobObject(job)) }
+
+    static func encode(_ object: [String: Any]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
     private func listJobs(_ request: HTTPRequest) -> HTTPResponse {
@@ -312,8 +359,19 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
             }
             state = parsed
         }
-        let limit = min(1000, max(1, Int(request.query["limit"] ?? "") ?? 100))
-        let offset = max(0, Int(request.query["offset"] ?? "") ?? 0)
+        func integer(_ key: String, _ fallback: Int, _ range: ClosedRange<Int>) -> Result<Int, HTTPResponseError> {
+            guard let raw = request.query[key] else { return .success(fallback) }
+            guard let value = Int(raw), range.contains(value) else {
+                return .failure(HTTPResponseError(.error(400, "bad_parameter",
+                                                         "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound)")))
+            }
+            return .success(value)
+        }
+        let limit: Int, offset: Int
+        switch (integer("limit", 100, 1...1000), integer("offset", 0, 0...Int(Int32.max))) {
+        case (.success(let l), .success(let o)): (limit, offset) = (l, o)
+        case (.failure(let error), _), (_, .failure(let error)): return error.response
+        }
         do {
             let jobs = try store.jobs(state: state, limit: limit, offset: offset)
             let object: [String: Any] = ["jobs": jobs.map(Self.jobObject), "limit": limit, "offset": offset]
@@ -337,9 +395,25 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         do {
             let job = try store.job(id)
             if job.state == .done || job.state == .failed {
-                return .error(409, "already_finished", "job \(id) is \(job.state.rawValue)")
+                return .error(409, "already_finished", "job \(id) is \(job.state.rawValue) and cannot be cancelled"
+                              + (job.state == .failed ? "; POST /v1/jobs/\(id)/retry runs it again" : ""))
             }
             return .json(200, Self.jobJSON(try store.cancel(id)))
+        } catch JobStoreError.notFound {
+            return .error(404, "not_found", "no job \(id)")
+        } catch {
+            return .error(503, "queue_unavailable", "\(error)")
+        }
+    }
+
+    private func retryJob(_ id: JobID) -> HTTPResponse {
+        if stopping.isSet { return .error(503, "shutting_down", "the server is shutting down") }
+        do {
+            let job = try store.job(id)
+            guard [.failed, .cancelled].contains(job.state) else {
+                return .error(409, "not_retryable", "job \(id) is \(job.state.rawValue); only failed or cancelled jobs can be retried")
+            }
+            return .json(202, Self.jobJSON(try store.retry(id)), headers: [("Location", "/v1/jobs/\(id)")])
         } catch JobStoreError.notFound {
             return .error(404, "not_found", "no job \(id)")
         } catch {
@@ -359,7 +433,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         "probability.tif": ("probability.tif", "image/tiff"),
     ]
 
-    private func result(_ id: JobID, file: String, _ request: HTTPRequest) -> HTTPResponse {
+    private func result(_ id: JobID, file: String, request: HTTPRequest) -> HTTPResponse {
         guard let (name, type) = Self.resultFiles[file] else { return .error(404, "not_found", "no result file \(file)") }
         do {
             let job = try store.job(id)
@@ -367,13 +441,17 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                 return .error(409, "not_ready", "job \(id) is \(job.state.rawValue); results exist once it is done")
             }
             let path = directory + "/" + name
-            guard FileManager.default.fileExists(atPath: path) else { return .error(404, "not_found", "\(name) is missing") }
-            // Revalidated by size and time, so pages that show them do not download them again.
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-            let stamp = ((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) * 1000
-            let tag = "\"\(job.id)-\((attributes?[.size] as? Int) ?? 0)-\(Int(stamp))\""
-            let caching = [("ETag", tag), ("Cache-Control", "private, max-age=300")]
-            if request.headers["if-none-match"] == tag { return HTTPResponse(status: 304, headers: caching) }
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+                return .error(404, "not_found", "\(name) is missing")
+            }
+            // A done job's files never change: cacheable, revalidated by their size and time.
+            let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+            let modified = Int(((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) * 1000)
+            let tag = "\"\(id)-\(file)-\(size)-\(modified)\""
+            let caching = [("Cache-Control", "private, max-age=3600"), ("ETag", tag)]
+            if request.headers["if-none-match"]?.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) == true {
+                return HTTPResponse(status: 304, headers: caching)
+            }
             return HTTPResponse(status: 200, headers: [("Content-Type", type)] + caching, body: .file(path))
         } catch JobStoreError.notFound {
             return .error(404, "not_found", "no job \(id)")
@@ -393,6 +471,12 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         let data = (try? JSONSerialization.data(withJSONObject: ["models": cards], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return .json(200, data)
     }
+}
+
+/// A finished error response carried through `Result` and `throws`.
+struct HTTPResponseError: Error {
+    let response: HTTPResponse
+    init(_ response: HTTPResponse) { self.response = response }
 }
 
 extension HTTPResponse {

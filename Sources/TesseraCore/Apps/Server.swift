@@ -65,13 +65,21 @@ public final class Server: @unchecked Sendable {
         let perWorker = max(1, options.threads / max(1, options.workers))
         for index in 0..<max(0, options.workers) {
             let api = self.api
-            let configuration = WorkerConfiguration(threads: perWorker) { job in api.outputDirectory(for: job) }
-            let worker = Worker(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
+            let configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
+            let runner = JobRunner(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
+            var loop = WorkLoop(runner: runner)
+            loop.progress = { job, done, _ in api.metrics.observe(job: job, tilesDone: done) }
+            loop.finished = { job, outcome in api.metrics.finished(job: job, outcome: outcome) }
             finished.enter()
             let group = finished
+            let logger = self.logger
+            let work = loop
             let thread = Thread {
                 defer { group.leave() }
-                Server.work(worker, metrics: api.metrics)
+                try? work.run(failed: { error in
+                    logger.error("job queue", metadata: ["reason": "\(error)"])
+                    Thread.sleep(forTimeInterval: 1)
+                })
             }
             thread.name = "tessera-worker-\(index)"
             thread.start()
@@ -79,18 +87,6 @@ public final class Server: @unchecked Sendable {
         }
         http = try HTTPServer(configuration: options.http, handler: api)
         logger.info("listening", metadata: ["host": "\(options.http.host)", "port": "\(port)", "workers": "\(options.workers)"])
-    }
-
-    private static func work(_ worker: Worker, metrics: APIMetrics) {
-        while !worker.stop.isSet {
-            do {
-                try worker.recoverLeases()
-                let progress: @Sendable (Job, Int, Int) -> Void = { job, done, _ in metrics.observe(job: job.id, tilesDone: done) }
-                if try worker.runNext(progress: progress) == nil { Thread.sleep(forTimeInterval: 0.5) }
-            } catch {
-                Thread.sleep(forTimeInterval: 1)
-            }
-        }
     }
 
     /// Stops accepting work (new requests get 503), stops the workers at their next batch (their

@@ -13,6 +13,12 @@ public struct RunOptions: Sendable {
     public var batchSize = 64
     public var parameters = AnalysisParameters()
     public var modelsDirectory = ModelCatalog.directory
+    /// Queue failed or cancelled jobs of these slides again instead of reporting the old failure.
+    public var retryFailed = false
+    /// Take the slides in sub-folders of a folder given as input too.
+    public var recursive = false
+    /// Set (e.g. on Ctrl-C) to stop at the next batch; the run then throws `SlideRun.Interrupted`.
+    public var stop = StopFlag()
     public init() {}
 }
 
@@ -23,110 +29,127 @@ public struct RunReport: Codable, Sendable {
     public var state: String
     public var tilesTissue: Int?
     public var tilesPerSecond: Double?
+    public var seconds: Double?
+    /// Absolute path of the slide's result folder.
     public var outputDir: String?
     public var error: String?
+    /// Machine-readable reason of a failure (`JobFailure.Code`, or an intake refusal's code).
+    public var errorCode: String?
+    /// Class fractions of the tissue tiles.
+    public var classFractions: [String: Double]?
 
     enum CodingKeys: String, CodingKey {
-        case slide, job, state, error
-        case tilesTissue = "tiles_tissue", tilesPerSecond = "tiles_per_second", outputDir = "output_dir"
+        case slide, job, state, error, seconds
+        case tilesTissue = "tiles_tissue", tilesPerSecond = "tiles_per_second", outputDir = "output_dir", errorCode = "error_code"
+        case classFractions = "class_fractions"
+    }
+
+    public init(slide: String, job: Int? = nil, state: String, error: String? = nil, errorCode: String? = nil) {
+        self.slide = slide
+        self.job = job
+        self.state = state
+        self.error = error
+        self.errorCode = errorCode
     }
 }
 
-/// Where Tessera keeps its job database (and, for the server, stored slides).
-public enum DataDirectory {
-    /// `$TESSERA_DATA`, else `$XDG_DATA_HOME/tessera`, else `~/.local/share/tessera`.
-    public static var defaultPath: String {
-        let environment = ProcessInfo.processInfo.environment
-        if let explicit = environment["TESSERA_DATA"], !explicit.isEmpty { return explicit }
-        if let xdg = environment["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/tessera" }
-        return NSHomeDirectory() + "/.local/share/tessera"
-    }
-
-    /// `$TESSERA_QUEUE`, when set: the job queue URL for processes not given `--queue`.
-    public static var defaultQueue: String? {
-        ProcessInfo.processInfo.environment["TESSERA_QUEUE"].flatMap { $0.isEmpty ? nil : $0 }
-    }
-
-    /// `$TESSERA_LEASE_SECONDS`, when set: how long a claimed job stays leased without a heartbeat
-    /// (default 30). Shorter leases hand a dead replica's jobs to others sooner.
-    public static var leaseSeconds: Double {
-        ProcessInfo.processInfo.environment["TESSERA_LEASE_SECONDS"].flatMap(Double.init).map { max(1, $0) } ?? 30
-    }
-
-    /// Opens the job queue: the PostgreSQL (or SQLite) store `queue` names, else the SQLite
-    /// store in `path` (created when missing).
-    public static func openStore(_ path: String, queue: String? = nil) throws -> any JobQueue {
-        if let queue, !queue.isEmpty { return try JobQueueLocation(queue).open(leaseSeconds: leaseSeconds) }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return try JobStore(path: path + "/jobs.sqlite", leaseSeconds: leaseSeconds)
-    }
-}
-
-/// `tessera run`: enqueues slides in the embedded job store and works the queue in this process
-/// until they are all finished. A killed run resumes from its checkpoints when run again.
+/// `tessera run`: takes slides (or folders of slides) in through the `SlideIntake`, works the
+/// queue in this process until they are all finished, and leaves every slide's results in
+/// `OUT/<name>/`, also when the job was done before. A killed run resumes from its checkpoints.
 public enum SlideRun {
+    /// The run was stopped (Ctrl-C, SIGTERM) before its jobs finished; they resume when run again.
+    public struct Interrupted: Error, CustomStringConvertible {
+        public var description: String { "interrupted; run the same command again to resume from the last checkpoint" }
+    }
+
     public static func run(paths: [String], options: RunOptions, logger: Logger,
                            progress: (@Sendable (Job, Int, Int) -> Void)? = nil) throws -> [RunReport] {
         let store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
-        let models = ModelProvider(directory: options.modelsDirectory)
-        let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
-        let output = (options.outputDirectory as NSString).standardizingPath
-        var configuration = WorkerConfiguration(threads: options.threads, batchSize: options.batchSize) { job in
-            output + "/" + SlideRun.folderName(for: job)
-        }
+        let output = URL(fileURLWithPath: options.outputDirectory).standardizedFileURL.path
+        let intake = SlideIntake(store: store, dataDirectory: options.dataDirectory, modelsDirectory: options.modelsDirectory,
+                                 interface: .commandLine)
+        _ = try intake.model(options.model)
+        var configuration = WorkerConfiguration(threads: options.threads, batchSize: options.batchSize,
+                                                resultsDirectory: DataDirectory.outputs(options.dataDirectory))
         configuration.checkpointTiles = 8 * configuration.batchSize
-        let worker = Worker(store: store, models: models, configuration: configuration, logger: logger)
+        let runner = JobRunner(store: store, models: ModelProvider(directory: options.modelsDirectory), configuration: configuration,
+                               logger: logger, stop: options.stop)
 
-        var reports: [RunReport?] = Array(repeating: nil, count: paths.count)
-        var jobs: [(Int, JobID)] = []
-        for (index, path) in paths.enumerated() {
-            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
-                reports[index] = RunReport(slide: path, state: "failed", error: "\(path): no such file")
-                continue
+        let inputs = try SlideFolder.expand(paths, recursive: options.recursive)
+        let folders = ResultFolders.distinctNames(inputs.map {
+            ResultFolders.folderName(forFileNamed: ($0 as NSString).lastPathComponent, job: JobID(0))
+        })
+        var reports = inputs.map { RunReport(slide: $0, state: "queued") }
+        var jobs: [Int: JobID] = [:]
+        for (index, path) in inputs.enumerated() {
+            do {
+                var receipt = try intake.submit(.init(path: path, model: options.model, parameters: options.parameters))
+                if [.failed, .cancelled].contains(receipt.job.state), options.retryFailed {
+                    receipt.job = try store.retry(receipt.job.id)
+                    logger.info("queued again", metadata: ["job.id": "\(receipt.job.id)"])
+                }
+                jobs[index] = receipt.job.id
+            } catch let refusal as SlideIntake.Refusal {
+                reports[index] = RunReport(slide: path, state: "failed", error: refusal.description, errorCode: refusal.code.rawValue)
             }
-            let attributes = try? FileManager.default.attributesOfItem(atPath: absolute)
-            let size = (attributes?[.size] as? NSNumber)?.intValue ?? 0
-            let digest = try SHA256.hexDigest(ofFile: absolute)
-            let slide = StoredSlide(sha256: digest, path: absolute, originalName: (absolute as NSString).lastPathComponent,
-                                    size: size)
-            let (job, _) = try store.enqueue(slide: slide, model: reference.identifier, parameters: options.parameters.canonicalJSON)
-            jobs.append((index, job.id))
         }
         // Work the queue until every job of this run is finished (other jobs may be done on the way).
-        while true {
-            try worker.recoverLeases()
-            while try worker.runNext(progress: progress) != nil {}
-            let states = try jobs.map { try store.job($0.1) }
-            if states.allSatisfy({ $0.state.isFinal }) { break }
-            Thread.sleep(forTimeInterval: 0.25)
+        let summaries = SummaryBox()
+        var loop = WorkLoop(runner: runner, idleSeconds: 0.25)
+        loop.progress = progress
+        loop.finished = { job, outcome in
+            if case .done(_, let summary) = outcome { summaries.set(job.id, summary) } else { summaries.set(job.id, nil) }
         }
-        for (index, id) in jobs {
+        let finished = { try jobs.values.allSatisfy { try store.job($0).state.isFinal } }
+        try loop.run(until: finished)
+        if options.stop.isSet, try !finished() { throw Interrupted() }
+        for (index, id) in jobs.sorted(by: { $0.key < $1.key }) {
             let job = try store.job(id)
-            var report = RunReport(slide: paths[index], job: id.rawValue, state: job.state.rawValue,
-                                   tilesTissue: job.tilesTotal, outputDir: job.outputDirectory, error: job.error)
-            if let directory = job.outputDirectory,
-               let data = FileManager.default.contents(atPath: directory + "/summary.json"),
-               let summary = try? JSONDecoder().decode(JobSummary.self, from: data) {
-                report.tilesPerSecond = summary.tilesPerSecond
-                report.tilesTissue = summary.tilesTissue
+            var report = RunReport(slide: inputs[index], job: id.rawValue, state: job.state.rawValue)
+            if let error = job.error {
+                let failure = JobFailure(stored: error)
+                report.error = failure.message + (job.state == .failed && !summaries.ran(id)
+                    ? " (an earlier run's result; --retry-failed runs it again)" : "")
+                report.errorCode = failure.code.rawValue
+            }
+            if job.state == .done, let stored = job.outputDirectory {
+                let target = output + "/" + folders[index]
+                do {
+                    try ResultFolders.deliver(from: stored, to: target)
+                    let summary = summaries.get(id) ?? storedSummary(target)
+                    report.outputDir = target
+                    report.tilesTissue = summary?.tilesTissue
+                    report.tilesPerSecond = summary?.tilesPerSecond
+                    report.seconds = summary?.timings["total_seconds"]
+                    report.classFractions = summary?.classFractions
+                } catch {
+                    report.state = "failed"
+                    report.error = "\(error)"
+                    report.errorCode = "results_missing"
+                }
             }
             reports[index] = report
         }
-        return reports.compactMap { $0 }
+        // A table for a cohort (several slides, or a folder); a one-slide run (a Slurm array task) writes none.
+        let folderGiven = paths.contains { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+        if inputs.count > 1 || folderGiven { try CohortTable.write(reports, to: output + "/cohort.csv") }
+        return reports
     }
 
-    /// The output folder name of a job: the slide's given name, made safe for a file system.
-    public static func folderName(for job: Job) -> String {
-        folderName(forFileNamed: job.slide.originalName, job: job)
+    static func storedSummary(_ folder: String) -> JobSummary? {
+        FileManager.default.contents(atPath: folder + "/summary.json").flatMap { try? JSONDecoder().decode(JobSummary.self, from: $0) }
     }
+}
 
-    /// The output folder name for a slide file name: safe characters only, never hidden.
-    public static func folderName(forFileNamed fileName: String, job: Job) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        var name = String(fileName.map { allowed.contains($0) ? $0 : "_" })
-        while name.hasPrefix(".") { name.removeFirst() }
-        return name.isEmpty ? "job-\(job.id)" : name
-    }
+/// Summaries of the jobs this process ran, handed from the work loop's callback.
+private final class SummaryBox: @unchecked Sendable {
+    // @unchecked: `values` is guarded by `lock`.
+    private let lock = NSLock()
+    private var values: [JobID: JobSummary?] = [:]
+    func set(_ id: JobID, _ summary: JobSummary?) { lock.withLock { values[id] = summary } }
+    func get(_ id: JobID) -> JobSummary? { lock.withLock { values[id] ?? nil } }
+    func ran(_ id: JobID) -> Bool { lock.withLock { values[id] != nil } }
 }

@@ -20,6 +20,8 @@ public struct WatchOptions: Sendable {
     public var moveProcessed = false
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     public var parameters = AnalysisParameters()
+    /// Take slides in sub-folders of IN too (results keep the sub-folder: OUT/<sub>/<name>/).
+    public var recursive = false
 
     public init(input: String, output: String) {
         self.input = input
@@ -33,9 +35,9 @@ public final class WatchFolder: @unchecked Sendable {
     // @unchecked: `pending` is only touched by the scanning thread; the rest is immutable or Sendable.
     public let options: WatchOptions
     public let store: any JobQueue
-    public let worker: Worker
+    public let runner: JobRunner
     private let logger: Logger
-    private let reference: ModelReference
+    private let intake: SlideIntake
     private var pending: [String: (signature: Signature, since: Double)] = [:]
     private let notifier: DirectoryNotifier?
 
@@ -48,16 +50,23 @@ public final class WatchFolder: @unchecked Sendable {
     public init(options: WatchOptions, logger: Logger, stop: StopFlag) throws {
         self.options = options
         self.logger = logger
-        try FileManager.default.createDirectory(atPath: options.input, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-        store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
-        reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
-        let output = (options.output as NSString).standardizingPath
-        let configuration = WorkerConfiguration(threads: options.threads) { job in
-            output + "/" + SlideRun.folderName(for: job)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: options.input, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw UsageError("\(options.input): " + (FileManager.default.fileExists(atPath: options.input) ? "is a file" : "no such folder")
+                             + "; give the folder the scanners write into (create it first)")
         }
-        worker = Worker(store: store, models: ModelProvider(directory: options.modelsDirectory),
-                        configuration: configuration, logger: logger, stop: stop)
+        do {
+            try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
+        } catch {
+            throw UsageError("\(options.output): cannot create the results folder (--out)")
+        }
+        store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
+        intake = SlideIntake(store: store, dataDirectory: options.dataDirectory, modelsDirectory: options.modelsDirectory,
+                             interface: .commandLine)
+        _ = try intake.model(options.model)
+        let configuration = WorkerConfiguration(threads: options.threads, resultsDirectory: DataDirectory.outputs(options.dataDirectory))
+        runner = JobRunner(store: store, models: ModelProvider(directory: options.modelsDirectory),
+                           configuration: configuration, logger: logger, stop: stop)
         notifier = DirectoryNotifier(path: options.input)
     }
 
@@ -65,17 +74,15 @@ public final class WatchFolder: @unchecked Sendable {
     public func run() throws {
         logger.info("watching", metadata: ["in": "\(options.input)", "out": "\(options.output)",
                                             "inotify": "\(notifier != nil)"])
-        try worker.recoverLeases()
-        while !worker.stop.isSet {
+        var loop = WorkLoop(runner: runner, idleSeconds: options.pollSeconds)
+        let notifier = self.notifier
+        loop.wait = { seconds in
+            if let notifier { notifier.wait(seconds: seconds) } else { Thread.sleep(forTimeInterval: seconds) }
+        }
+        try loop.run(step: {
             try scan()
             try fileFinished()
-            if try worker.runNext() != nil {
-                try fileFinished()
-                continue
-            }
-            if let notifier { notifier.wait(seconds: options.pollSeconds) } else { Thread.sleep(forTimeInterval: options.pollSeconds) }
-            try worker.recoverLeases()
-        }
+        })
         logger.info("stopped")
     }
 
@@ -93,33 +100,48 @@ public final class WatchFolder: @unchecked Sendable {
     /// One scan: candidates whose signature has been stable for the settle time are taken.
     func scan() throws {
         let now = Date().timeIntervalSince1970
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: options.input)) ?? []
         var seen = Set<String>()
-        let names = Set(entries)
-        for name in entries.sorted() where !Self.isIgnored(name) {
-            let path = options.input + "/" + name
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
-            // A MIRAX slide's folder belongs to its .mrxs file; it is not a candidate of its own.
-            if isDirectory.boolValue { continue }
-            let stem = (name as NSString).deletingPathExtension
-            let companion = (name.lowercased().hasSuffix(".mrxs") && names.contains(stem)) ? options.input + "/" + stem : nil
+        for (path, relative) in candidates(in: options.input, prefix: "") {
+            let name = (relative as NSString).lastPathComponent
+            let stem = (path as NSString).deletingPathExtension
+            let companion = name.lowercased().hasSuffix(".mrxs") && FileManager.default.fileExists(atPath: stem) ? stem : nil
             guard let signature = Self.signature(path: path, companion: companion) else { continue }
             seen.insert(path)
+            // Already dealt with (this run or an earlier one); a file filed away and put back is new again.
             if let record = try store.watchedFile(path: path), record.size == signature.size,
-               record.modified == signature.modified {
-                continue  // already dealt with (this run or an earlier one)
+               record.modified == signature.modified, record.state != "moved", !(record.state == "rejected" && options.moveProcessed) {
+                continue
             }
             if let previous = pending[path], previous.signature == signature {
                 if now - previous.since >= options.settleSeconds {
                     pending[path] = nil
-                    try take(path: path, name: name, signature: signature)
+                    try take(path: path, relative: relative, signature: signature)
                 }
             } else {
                 pending[path] = (signature, now)
             }
         }
         for path in pending.keys where !seen.contains(path) { pending[path] = nil }
+    }
+
+    /// Files in `folder` that may be slides (path, path relative to IN); sub-folders with `recursive`,
+    /// never `done/` and `failed/` of IN itself, never a MIRAX slide's data folder.
+    private func candidates(in folder: String, prefix: String) -> [(String, String)] {
+        let entries = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+        let names = Set(entries)
+        var result: [(String, String)] = []
+        for name in entries where !Self.isIgnored(name) || (!prefix.isEmpty && ["done", "failed"].contains(name.lowercased())) {
+            let path = folder + "/" + name
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                let isMiraxData = names.contains { $0.lowercased() == name.lowercased() + ".mrxs" }
+                if options.recursive && !isMiraxData { result += candidates(in: path, prefix: prefix + name + "/") }
+                continue
+            }
+            result.append((path, prefix + name))
+        }
+        return result
     }
 
     static func signature(path: String, companion: String?) -> Signature? {
@@ -141,76 +163,95 @@ public final class WatchFolder: @unchecked Sendable {
         return total
     }
 
-    /// A settled file: a job if it opens as a slide, else rejected with its reason.
-    private func take(path: String, name: String, signature: Signature) throws {
+    /// A settled file: a job if it opens as a slide, else rejected with its reason. A file whose
+    /// content already failed (or was cancelled) is a request to try again: the job is queued again.
+    private func take(path: String, relative: String, signature: Signature) throws {
+        let name = (relative as NSString).lastPathComponent
+        let receipt: SlideIntake.Receipt
         do {
-            _ = try Slide.open(path: path, mppOverride: options.parameters.slideMPP)
-        } catch {
-            logger.warning("not a readable slide", metadata: ["file": "\(name)", "reason": "\(error.description)"])
+            receipt = try intake.submit(.init(path: path, name: name, model: options.model, parameters: options.parameters,
+                                              keeping: options.moveProcessed ? .linkIntoStore : .inPlace))
+        } catch let refusal as SlideIntake.Refusal {
+            logger.warning("not taken", metadata: ["file": "\(relative)", "code": "\(refusal.code.rawValue)", "reason": "\(refusal.description)"])
             try store.recordWatchedFile(WatchedFile(path: path, size: signature.size, modified: signature.modified,
-                                                    sha256: nil, job: nil, state: "rejected", reason: error.description))
-            fileAway(path: path, name: name, into: "failed", reason: error.description)
+                                                    sha256: nil, job: nil, state: "rejected", reason: refusal.description))
+            fileAway(path: path, relative: relative, into: "failed", reason: refusal.description)
             return
         }
-        let digest = try SHA256.hexDigest(ofFile: path)
-        let slide = StoredSlide(sha256: digest, path: path, originalName: name, size: signature.size)
-        let (job, created) = try store.enqueue(slide: slide, model: reference.identifier, parameters: options.parameters.canonicalJSON)
+        var job = receipt.job
+        if [.failed, .cancelled].contains(job.state) {
+            job = try store.retry(job.id)
+            logger.info("queued again", metadata: ["file": "\(relative)", "job.id": "\(job.id)"])
+        } else {
+            logger.info(receipt.created ? "queued" : "already known", metadata: ["file": "\(relative)", "job.id": "\(job.id)"])
+        }
         try store.recordWatchedFile(WatchedFile(path: path, size: signature.size, modified: signature.modified,
-                                                sha256: digest, job: job.id, state: "queued", reason: nil))
-        logger.info(created ? "queued" : "already known", metadata: ["file": "\(name)", "job.id": "\(job.id)"])
+                                                sha256: job.slide.sha256, job: job.id, state: "queued", reason: nil))
     }
 
-    /// Files slides whose jobs finished into done/ or failed/ (when asked to).
-    private func fileFinished() throws {
+    /// Files slides whose jobs finished into done/ or failed/ (when asked to), and their results into OUT.
+    func fileFinished() throws {
         for (file, job) in try store.watchedFilesWithFinishedJobs() {
             var record = file
-            record.state = "moved"
-            record.reason = job.error
-            let name = (file.path as NSString).lastPathComponent
-            if job.state == .done { deliver(job, as: name) }
+            record.state = options.moveProcessed ? "moved" : "finished"
+            record.reason = job.error.map { JobFailure(stored: $0).message }
+            let input = (options.input as NSString).standardizingPath
+            let path = (file.path as NSString).standardizingPath
+            let relative = path.hasPrefix(input + "/") ? String(path.dropFirst(input.count + 1)) : (path as NSString).lastPathComponent
+            if job.state == .done { deliver(job, as: relative) }
             if options.moveProcessed, FileManager.default.fileExists(atPath: file.path) {
-                fileAway(path: file.path, name: name, into: job.state == .done ? "done" : "failed", reason: job.error)
+                fileAway(path: file.path, relative: relative, into: job.state == .done ? "done" : "failed", reason: record.reason)
             }
             try store.recordWatchedFile(record)
         }
     }
 
-    /// Makes sure OUT/<name>/ holds the job's outputs. A job done by another worker on the same
-    /// queue (`tessera serve`, another replica) or an earlier file with the same content has them
-    /// elsewhere: they are copied under a temporary name and renamed, so OUT never shows a partial folder.
-    private func deliver(_ job: Job, as name: String) {
-        let fm = FileManager.default
-        let folder = SlideRun.folderName(forFileNamed: name, job: job)
-        let target = (options.output as NSString).standardizingPath + "/" + folder
-        guard let source = job.outputDirectory, (source as NSString).standardizingPath != target,
-              !fm.fileExists(atPath: target), fm.fileExists(atPath: source) else { return }
-        let temporary = (options.output as NSString).standardizingPath + "/." + folder + ".copy-" + UUID().uuidString
+    /// Puts the job's results into OUT/<sub-folder>/<name>/. A folder there from another job (the
+    /// same name with other content, rescanned) is kept: these results go to `name~2` (then `~3`, ...).
+    private func deliver(_ job: Job, as relative: String) {
+        let output = (options.output as NSString).standardizingPath
+        let sub = (relative as NSString).deletingLastPathComponent
+        let base = ResultFolders.folderName(forFileNamed: (relative as NSString).lastPathComponent, job: job.id)
+        var n = 1
+        var target: String { output + (sub.isEmpty ? "" : "/" + sub) + "/" + ResultFolders.numbered(base, n) }
+        while FileManager.default.fileExists(atPath: target), ResultFolders.job(in: target) != job.id.rawValue { n += 1 }
+        guard let source = job.outputDirectory else { return }
         do {
-            try fm.copyItem(atPath: source, toPath: temporary)
-            try fm.moveItem(atPath: temporary, toPath: target)
-            logger.info("outputs copied", metadata: ["file": "\(name)", "job.id": "\(job.id)", "from": "\(source)"])
+            if ResultFolders.job(in: target) == job.id.rawValue { return }
+            try ResultFolders.deliver(from: source, to: target)
+            if n > 1 {
+                logger.notice("results of an earlier file with this name kept; these are in \(ResultFolders.numbered(base, n))",
+                              metadata: ["file": "\(relative)", "job.id": "\(job.id)"])
+            }
+            logger.info("results", metadata: ["file": "\(relative)", "job.id": "\(job.id)", "out": "\(target)"])
         } catch {
-            try? fm.removeItem(atPath: temporary)
-            logger.error("could not copy outputs", metadata: ["file": "\(name)", "job.id": "\(job.id)", "reason": "\(error)"])
+            logger.error("could not place results", metadata: ["file": "\(relative)", "job.id": "\(job.id)", "reason": "\(error)"])
         }
     }
 
-    /// Moves a slide (and a MIRAX folder) into IN/<folder>/, with NAME.reason.txt for failures.
-    /// Without `moveProcessed`, a failure's reason goes to OUT/NAME.reason.txt instead.
-    private func fileAway(path: String, name: String, into folder: String, reason: String?) {
+    /// Moves a slide (and a MIRAX folder) into IN/<folder>/<sub-folder>/, with NAME.reason.txt for
+    /// failures. Without `moveProcessed`, a failure's reason goes to OUT/<relative>.reason.txt instead.
+    private func fileAway(path: String, relative: String, into folder: String, reason: String?) {
         let fm = FileManager.default
+        let name = (relative as NSString).lastPathComponent
+        let sub = (relative as NSString).deletingLastPathComponent
         guard options.moveProcessed else {
-            if let reason { try? (reason + "\n").write(toFile: options.output + "/" + name + ".reason.txt", atomically: true, encoding: .utf8) }
+            if let reason {
+                let target = options.output + (sub.isEmpty ? "" : "/" + sub)
+                try? fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+                try? (reason + "\n").write(toFile: target + "/" + name + ".reason.txt", atomically: true, encoding: .utf8)
+            }
             return
         }
-        let target = options.input + "/" + folder
+        let target = options.input + "/" + folder + (sub.isEmpty ? "" : "/" + sub)
         try? fm.createDirectory(atPath: target, withIntermediateDirectories: true)
         try? fm.removeItem(atPath: target + "/" + name)
         try? fm.moveItem(atPath: path, toPath: target + "/" + name)
-        let stem = (name as NSString).deletingPathExtension
-        if name.lowercased().hasSuffix(".mrxs"), fm.fileExists(atPath: options.input + "/" + stem) {
-            try? fm.removeItem(atPath: target + "/" + stem)
-            try? fm.moveItem(atPath: options.input + "/" + stem, toPath: target + "/" + stem)
+        let stem = (path as NSString).deletingPathExtension
+        if name.lowercased().hasSuffix(".mrxs"), fm.fileExists(atPath: stem) {
+            let stemName = (stem as NSString).lastPathComponent
+            try? fm.removeItem(atPath: target + "/" + stemName)
+            try? fm.moveItem(atPath: stem, toPath: target + "/" + stemName)
         }
         if let reason, folder == "failed" {
             try? (reason + "\n").write(toFile: target + "/" + name + ".reason.txt", atomically: true, encoding: .utf8)

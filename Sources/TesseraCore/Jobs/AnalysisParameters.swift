@@ -1,11 +1,12 @@
 import Foundation
 
-/// What a job asks for beyond slide and model. Stored as canonical JSON in the job row, so the
-/// same slide, model and parameters dedupe to one job.
+/// What a job asks for beyond slide and model. Stored as canonical JSON in the job row (every
+/// field present, keys sorted, defaults resolved by `SlideIntake`), so one slide analysed one
+/// way is one job whichever way it came in.
 public struct AnalysisParameters: Codable, Sendable, Equatable {
-    /// Target microns per pixel; nil uses the model card's.
+    /// Target microns per pixel; nil uses the model card's (the intake fills it in).
     public var mpp: Double?
-    /// Slide MPP to assume when the slide does not record one.
+    /// Slide MPP to assume when the slide does not record one (nil when it does).
     public var slideMPP: Double?
     /// Minimum tissue fraction of a tile.
     public var minTissue: Double
@@ -13,6 +14,11 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     public var overlap: Int
     /// Whether to write per-tile embeddings.
     public var embeddings: Bool
+    /// SHA-256 of the model's ONNX file: with the model name, the model's identity.
+    public var modelSHA256: String?
+    /// SHA-256 of what the model card says about analysis (input, classes, output), so a fixed
+    /// card analyses again.
+    public var cardSHA256: String?
     /// Marks the job as one measurement run's own, so a repeated measurement of the same slide on
     /// a shared queue (which outlives the run) is not deduplicated into an earlier job. Usually nil.
     public var run: String?
@@ -25,20 +31,79 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         self.embeddings = embeddings
     }
 
-    enum CodingKeys: String, CodingKey {
+    public enum CodingKeys: String, CodingKey, CaseIterable {
         case mpp, overlap, embeddings, run
-        case slideMPP = "slide_mpp", minTissue = "min_tissue"
+        case slideMPP = "slide_mpp", minTissue = "min_tissue", modelSHA256 = "model_sha256", cardSHA256 = "card_sha256"
     }
 
-    /// Canonical JSON (sorted keys) for the job row.
+    /// Decodes strictly: a key Tessera does not know, or a value of the wrong type, is an error.
+    /// Missing keys take their defaults (rows queued by older versions).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        let known = Set(CodingKeys.allCases.map(\.stringValue))
+        if let unknown = container.allKeys.first(where: { !known.contains($0.stringValue) }) {
+            throw DecodingError.dataCorruptedError(forKey: unknown, in: container, debugDescription: "unknown parameter '\(unknown.stringValue)'")
+        }
+        let values = try decoder.container(keyedBy: CodingKeys.self)
+        mpp = try values.decodeIfPresent(Double.self, forKey: .mpp)
+        slideMPP = try values.decodeIfPresent(Double.self, forKey: .slideMPP)
+        minTissue = try values.decodeIfPresent(Double.self, forKey: .minTissue) ?? 0.5
+        overlap = try values.decodeIfPresent(Int.self, forKey: .overlap) ?? 0
+        embeddings = try values.decodeIfPresent(Bool.self, forKey: .embeddings) ?? false
+        modelSHA256 = try values.decodeIfPresent(String.self, forKey: .modelSHA256)
+        cardSHA256 = try values.decodeIfPresent(String.self, forKey: .cardSHA256)
+        run = try values.decodeIfPresent(String.self, forKey: .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        // Every key, nulls included: the canonical text does not depend on which were given.
+        var values = encoder.container(keyedBy: CodingKeys.self)
+        try values.encode(mpp, forKey: .mpp)
+        try values.encode(slideMPP, forKey: .slideMPP)
+        try values.encode(minTissue, forKey: .minTissue)
+        try values.encode(overlap, forKey: .overlap)
+        try values.encode(embeddings, forKey: .embeddings)
+        try values.encode(modelSHA256, forKey: .modelSHA256)
+        try values.encode(cardSHA256, forKey: .cardSHA256)
+        try values.encode(run, forKey: .run)
+    }
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// Checks the values: one line naming the parameter as `name(for:)` spells it.
+    public func validate(naming name: (CodingKeys) -> String = { "--" + $0.stringValue.replacingOccurrences(of: "_", with: "-") }) throws {
+        if let mpp, !(mpp > 0 && mpp.isFinite) { throw UsageError("\(name(.mpp)) must be a positive number of microns per pixel") }
+        if let slideMPP, !(slideMPP > 0 && slideMPP.isFinite) {
+            throw UsageError("\(name(.slideMPP)) must be a positive number of microns per pixel")
+        }
+        guard minTissue >= 0 && minTissue <= 1 else { throw UsageError("\(name(.minTissue)) must be between 0 and 1") }
+        guard overlap >= 0 && overlap < 4096 else { throw UsageError("\(name(.overlap)) must be 0 or more pixels (and less than 4096)") }
+    }
+
+    /// Canonical JSON (every key, sorted) for the job row.
     public var canonicalJSON: String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(self)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
     }
 
-    /// Parses a job row's parameters (defaults for anything missing).
-    public static func parse(_ json: String) -> AnalysisParameters {
-        (try? JSONDecoder().decode(AnalysisParameters.self, from: Data(json.utf8))) ?? AnalysisParameters()
+    /// Parses a job row's parameters.
+    /// - Throws: `JobFailure(.badParameters)` naming what is wrong; never falls back to defaults.
+    public static func parse(_ json: String) throws -> AnalysisParameters {
+        do {
+            return try JSONDecoder().decode(AnalysisParameters.self, from: Data(json.utf8))
+        } catch let DecodingError.dataCorrupted(context) {
+            throw JobFailure(.badParameters, "job parameters \(json): \(context.debugDescription)")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw JobFailure(.badParameters, "job parameters \(json): '\(key)' has the wrong type")
+        } catch {
+            throw JobFailure(.badParameters, "job parameters \(json) are not valid JSON")
+        }
     }
 }

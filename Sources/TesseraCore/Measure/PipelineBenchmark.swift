@@ -14,13 +14,15 @@ public enum PipelineBenchmark {
         public var seconds: Double
         public var tilesPerSecond: Double
         public var engineOnlyTilesPerSecond: Double?
+        /// The same slide through `SlideAnalysis` alone (no queue, no checkpoints, no output files).
+        public var analysisTilesPerSecond: Double?
         public var targetTilesPerSecond: Double
         public var peakRSSBytes: Int
 
         enum CodingKeys: String, CodingKey {
             case benchmark, slide, width, model, threads, seconds
             case tilesTissue = "tiles_tissue", tilesPerSecond = "tiles_per_second"
-            case engineOnlyTilesPerSecond = "engine_only_tiles_per_second"
+            case engineOnlyTilesPerSecond = "engine_only_tiles_per_second", analysisTilesPerSecond = "analysis_tiles_per_second"
             case targetTilesPerSecond = "target_tiles_per_second", peakRSSBytes = "peak_rss_bytes"
         }
 
@@ -32,8 +34,9 @@ public enum PipelineBenchmark {
                 String(format: "wall time              %.2f s", seconds),
                 String(format: "end-to-end tiles/s     %.1f  (%.2fx the %.0f tiles/s goal: 2 GT450 scanners at 20x)",
                        tilesPerSecond, tilesPerSecond / targetTilesPerSecond, targetTilesPerSecond),
+                analysisTilesPerSecond.map { String(format: "analysis only tiles/s %.1f  (no queue, checkpoints or output files)", $0) } ?? "",
                 String(format: "peak RSS               %.1f MiB (getrusage ru_maxrss)", Double(peakRSSBytes) / 1_048_576),
-            ].joined(separator: "\n")
+            ].filter { !$0.isEmpty }.joined(separator: "\n")
         }
     }
 
@@ -61,8 +64,16 @@ public enum PipelineBenchmark {
             throw ModelCatalogError(description: "benchmark run failed: \(reports.first?.error ?? "no report")")
         }
         let tiles = report.tilesTissue ?? 0
-        return Report(slide: path, width: size, model: model, threads: threads, tilesTissue: tiles, seconds: seconds,
-                      tilesPerSecond: Double(tiles) / seconds, engineOnlyTilesPerSecond: nil,
-                      targetTilesPerSecond: targetTilesPerSecond, peakRSSBytes: ResourceUsage.peakResidentBytes)
+        // The same pipeline without the job queue around it: what the queue and the outputs cost.
+        let (reference, session) = try ModelProvider(directory: modelsDirectory).session(for: model, threads: threads)
+        let analysisClock = Stopwatch()
+        let analysis = try SlideAnalysis(slidePath: path, parameters: AnalysisParameters(), card: reference.card, session: session,
+                                         threads: threads).run()
+        let analysisSeconds = analysisClock.seconds
+        var result = Report(slide: path, width: size, model: model, threads: threads, tilesTissue: tiles, seconds: seconds,
+                            tilesPerSecond: Double(tiles) / seconds, engineOnlyTilesPerSecond: nil,
+                            targetTilesPerSecond: targetTilesPerSecond, peakRSSBytes: ResourceUsage.peakResidentBytes)
+        result.analysisTilesPerSecond = Double(analysis.scores.count) / max(analysisSeconds, 1e-9)
+        return result
     }
 }

@@ -22,6 +22,8 @@ struct OutputInputs {
     var parameters = AnalysisParameters()
     /// What the model was validated on (nil: not validated).
     var validated: String? = nil
+    /// Where the slide's MPP came from: its metadata, or `override` (the fallback stated for slides without one).
+    var mppSource: String? = nil
 }
 
 /// Per-job summary written to summary.json (and served by the API).
@@ -54,6 +56,9 @@ public struct JobSummary: Codable, Sendable {
     public var classAreasMM2: [String: Double]?
     public var tissueAreaMM2: Double?
     public var provenance: Provenance?
+    /// Where the slide's microns per pixel came from (`openslide`, `tiff-resolution`, ..., or
+    /// `override`: the `--slide-mpp` / `slide_mpp` fallback for a slide that records none).
+    public var slideMPPSource: String?
 
     enum CodingKeys: String, CodingKey {
         case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails
@@ -62,6 +67,7 @@ public struct JobSummary: Codable, Sendable {
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
         case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total", tilesTissue = "tiles_tissue"
         case classFractions = "class_fractions", meanProbabilities = "mean_probabilities", tilesPerSecond = "tiles_per_second"
+        case slideMPPSource = "slide_mpp_source"
     }
 }
 
@@ -149,7 +155,7 @@ enum JobOutputs {
             gridRows: inputs.grid.rows, tilesTotal: inputs.grid.totalCount, tilesTissue: inputs.grid.tiles.count,
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
             tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0,
-            validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no)
+            validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no, slideMPPSource: inputs.mppSource)
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {

@@ -1,0 +1,162 @@
+import Engine
+import Foundation
+import JobStore
+import SlideIO
+
+/// One slide scored by one model: slide -> level for the model's MPP -> tissue mask -> tile grid
+/// -> patches (a reader thread) -> engine (overlapping with reading) -> per-tile scores.
+///
+/// Knows no queue: a job runner resumes it from the tiles it already has and keeps what it
+/// reports through `checkpoint`; a measurement runs it from scratch and keeps nothing.
+public struct SlideAnalysis {
+    /// What the analysis produced: everything the output files are made from.
+    public struct Result {
+        public var grid: TileGrid
+        public var mask: TissueMask
+        /// Scores of every tissue tile, in grid order.
+        public var scores: [[Float]]
+        /// Per-tile embeddings when asked for.
+        public var embeddings: [[Float]]?
+        /// `mask_seconds`, `tiles_seconds`, `total_seconds`.
+        public var timings: [String: Double]
+        public var slideWidth: Int
+        public var slideHeight: Int
+        /// Where the slide's microns per pixel came from (metadata or the stated fallback).
+        public var mppSource: String
+        /// The slide's level-0 microns per pixel (metadata or the stated fallback).
+        public var slideMPP: Double?
+    }
+
+    /// Calls made while the analysis runs; each may throw to end it (a lost lease, a stop).
+    public struct Events {
+        /// The tissue tile count, once the grid is laid.
+        public var planned: (Int) throws -> Void = { _ in }
+        /// Tiles scored since the last checkpoint, and tiles done in all.
+        public var checkpoint: ([TileResult], Int) throws -> Void = { _, _ in }
+        /// Tiles done and total, after every batch.
+        public var progress: (Int, Int) -> Void = { _, _ in }
+        /// Asked before every batch: throw to stop.
+        public var check: () throws -> Void = {}
+        public init() {}
+    }
+
+    public var slidePath: String
+    public var parameters: AnalysisParameters
+    public var card: ModelCard
+    public var session: Session
+    /// Cores: the reader gets half of them, the engine's session has its own.
+    public var threads: Int
+    public var batchSize: Int
+    /// Tiles per checkpoint (whole batches).
+    public var checkpointTiles: Int
+
+    public init(slidePath: String, parameters: AnalysisParameters, card: ModelCard, session: Session, threads: Int,
+                batchSize: Int = 64, checkpointTiles: Int = 512) {
+        self.slidePath = slidePath
+        self.parameters = parameters
+        self.card = card
+        self.session = session
+        self.threads = max(1, threads)
+        self.batchSize = max(1, batchSize)
+        self.checkpointTiles = max(1, checkpointTiles / self.batchSize) * self.batchSize
+    }
+
+    /// Runs the analysis. `resume` holds tiles scored earlier (indices from 0, in order); the
+    /// analysis starts at the last whole batch among them.
+    public func run(resume: [TileResult] = [], events: Events = Events()) throws -> Result {
+        let total = Stopwatch()
+        let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP)
+        let plan = try slide.plan(targetMPP: parameters.mpp ?? card.input.mpp ?? 0.5)
+        let maskClock = Stopwatch()
+        let mask = try slide.detectTissue()
+        let maskSeconds = maskClock.seconds
+        let grid = try TileGrid(plan: plan, tileSize: card.input.size, overlap: parameters.overlap, mask: mask,
+                                minimumTissue: parameters.minTissue)
+        try events.planned(grid.tiles.count)
+        var kept = resume.prefix { $0.index < grid.tiles.count }
+        kept = kept.prefix((min(kept.count, grid.tiles.count) / batchSize) * batchSize)
+        for (offset, result) in kept.enumerated() where result.index != offset {
+            throw SlideError.readFailed(path: slidePath, reason: "checkpointed tiles are out of order at tile \(offset)")
+        }
+        var scores = kept.map(\.scores)
+        var embeddings: [[Float]]? = parameters.embeddings ? kept.map { $0.embedding ?? [] } : nil
+        let tileClock = Stopwatch()
+        if scores.count < grid.tiles.count {
+            try infer(slide: slide, grid: grid, from: scores.count, events: events) { result in
+                scores.append(result.scores)
+                if embeddings != nil { embeddings?.append(result.embedding ?? []) }
+            }
+        }
+        guard scores.count == grid.tiles.count else {
+            throw SlideError.readFailed(path: slidePath, reason: "results incomplete (\(scores.count) of \(grid.tiles.count) tiles)")
+        }
+        return Result(grid: grid, mask: mask, scores: scores, embeddings: embeddings,
+                      timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileClock.seconds, "total_seconds": total.seconds],
+                      slideWidth: slide.properties.width, slideHeight: slide.properties.height,
+                      mppSource: slide.properties.mppSource.rawValue, slideMPP: slide.properties.mppX)
+    }
+
+    /// The read/infer loop with a two-slot queue between the reader thread and the engine.
+    private func infer(slide: Slide, grid: TileGrid, from start: Int, events: Events,
+                       keep: (TileResult) -> Void) throws {
+        let reader = try PatchReader(slide: slide, grid: grid, threads: max(1, threads / 2))
+        reader.seek(toTile: start)
+        let format = PatchFormat.floatNCHW(card.normalisation)
+        let pipe = BatchPipe(batches: (0..<2).map { _ in PatchBatch(capacity: batchSize, tileSize: grid.tileSize, format: format) })
+        let owned = ReaderBox(reader)
+        let producer = Thread {
+            let reader = owned.reader
+            while let batch = pipe.takeFree() {
+                do {
+                    if try reader.next(into: batch) {
+                        pipe.putFilled(batch)
+                    } else {
+                        pipe.finish(error: nil)
+                        return
+                    }
+                } catch {
+                    pipe.finish(error: error)
+                    return
+                }
+            }
+        }
+        producer.stackSize = 1 << 20
+        producer.start()
+        defer { pipe.abort() }
+        var done = start
+        var pending: [TileResult] = []
+        while let batch = try pipe.takeFilled() {
+            try events.check()
+            let count = batch.count
+            let per = batch.elementsPerPatch
+            let input = count == batch.capacity ? batch.floats : Array(batch.floats.prefix(count * per))
+            let result = try session.run(Tensor(shape: [count, 3, grid.tileSize, grid.tileSize], data: input),
+                                         embedding: parameters.embeddings)
+            pipe.putFree(batch)
+            let output = result.outputs[0]
+            let classes = output.count / max(1, count)
+            let features = result.embedding
+            let dims = features.map { $0.count / max(1, count) } ?? 0
+            for n in 0..<count {
+                let scores = card.probabilities(fromOutput: Array(output.data[(n * classes)..<((n + 1) * classes)]))
+                let embedding = features.map { Array($0.data[(n * dims)..<((n + 1) * dims)]) }
+                let tile = TileResult(index: done + n, scores: scores, embedding: embedding)
+                pending.append(tile)
+                keep(tile)
+            }
+            done += count
+            if pending.count >= checkpointTiles || done == grid.tiles.count {
+                try events.checkpoint(pending, done)
+                pending.removeAll(keepingCapacity: true)
+            }
+            events.progress(done, grid.tiles.count)
+        }
+        if !pending.isEmpty { try events.checkpoint(pending, done) }
+    }
+}
+
+/// Hands the patch reader to the producer thread, its only user from then on.
+private final class ReaderBox: @unchecked Sendable {
+    let reader: PatchReader
+    init(_ reader: PatchReader) { self.reader = reader }
+}
