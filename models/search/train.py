@@ -20,10 +20,11 @@ def to_tensor(x_uint8):
 
 
 def distill(model, x, p, epochs, seed, bs=64, lr=3e-3, wd=1e-4, T=2.0, alpha=0.2, log=None, weights=None,
-            hard=None, geo=True, kd=1.0, logits=False):
+            hard=None, geo=True, kd=1.0, logits=False, kd_mask=None):
     """hard: labels for the CE term (default: teacher argmax); geo=False: no on-the-fly rotation/flip, so the
     teacher's soft labels stay those of the exact pixels the student sees; kd: weight of the KL term;
-    logits=True: p holds teacher logits rather than probabilities."""
+    logits=True: p holds teacher logits rather than probabilities; kd_mask: per-sample bool, KL term only
+    where True (samples without a teacher output get the CE term only)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -52,7 +53,12 @@ def distill(model, x, p, epochs, seed, bs=64, lr=3e-3, wd=1e-4, T=2.0, alpha=0.2
                     xb = torch.flip(xb, (3,))
             s = model.logits(xb)
             tl = t_logp[idx]
-            kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True, reduction="batchmean")
+            if kd_mask is None:
+                kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True, reduction="batchmean")
+            else:
+                km = torch.from_numpy(np.asarray(kd_mask)[idx].astype(np.float32))
+                kl = (F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True,
+                               reduction="none").sum(1) * km).sum() / len(idx)
             loss = kd * kl * T * T + alpha * F.cross_entropy(s, hard[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
