@@ -176,11 +176,25 @@ def arch_json(a):
     return json.dumps(a, sort_keys=True, separators=(",", ":"))
 
 
-def export_onnx(model, path):
+class Logits(nn.Module):
+    """Wraps a model with a .logits(x) method so the exported graph ends in raw logits (no Softmax)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m.logits(x)
+
+
+def export_onnx(model, path, output="probabilities"):
+    """output="probabilities": the model's forward (softmax); output="logits": raw logits."""
     model = copy.deepcopy(model).eval()
+    if output == "logits":
+        model = Logits(model)
     torch.onnx.export(model, torch.zeros(1, 3, 224, 224), path, input_names=["input"],
-                      output_names=["probabilities"],
-                      dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}},
+                      output_names=[output],
+                      dynamic_axes={"input": {0: "N"}, output: {0: "N"}},
                       opset_version=17, do_constant_folding=True, dynamo=False,
                       training=torch.onnx.TrainingMode.EVAL)
     return path

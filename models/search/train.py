@@ -19,12 +19,17 @@ def to_tensor(x_uint8):
     return torch.from_numpy(x_uint8).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def distill(model, x, p, epochs, seed, bs=64, lr=3e-3, wd=1e-4, T=2.0, alpha=0.2, log=None, weights=None):
+def distill(model, x, p, epochs, seed, bs=64, lr=3e-3, wd=1e-4, T=2.0, alpha=0.2, log=None, weights=None,
+            hard=None, geo=True, kd=1.0, logits=False, kd_mask=None):
+    """hard: labels for the CE term (default: teacher argmax); geo=False: no on-the-fly rotation/flip, so the
+    teacher's soft labels stay those of the exact pixels the student sees; kd: weight of the KL term;
+    logits=True: p holds teacher logits rather than probabilities; kd_mask: per-sample bool, KL term only
+    where True (samples without a teacher output get the CE term only)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    t_logp = torch.from_numpy(np.log(np.clip(p, 1e-30, 1.0))).float()
-    hard = t_logp.argmax(1)
+    t_logp = torch.from_numpy(p if logits else np.log(np.clip(p, 1e-30, 1.0))).float()
+    hard = t_logp.argmax(1) if hard is None else torch.as_tensor(np.asarray(hard), dtype=torch.long)
     n = len(x)
     steps = epochs * (n // bs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
@@ -40,15 +45,21 @@ def distill(model, x, p, epochs, seed, bs=64, lr=3e-3, wd=1e-4, T=2.0, alpha=0.2
         for i in range(0, n - bs + 1, bs):
             idx = np.sort(perm[i:i + bs])
             xb = to_tensor(x[idx])
-            k = int(rng.integers(4))
-            if k:
-                xb = torch.rot90(xb, k, (2, 3))
-            if rng.random() < 0.5:
-                xb = torch.flip(xb, (3,))
+            if geo:
+                k = int(rng.integers(4))
+                if k:
+                    xb = torch.rot90(xb, k, (2, 3))
+                if rng.random() < 0.5:
+                    xb = torch.flip(xb, (3,))
             s = model.logits(xb)
             tl = t_logp[idx]
-            kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True, reduction="batchmean")
-            loss = kl * T * T + alpha * F.cross_entropy(s, hard[idx])
+            if kd_mask is None:
+                kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True, reduction="batchmean")
+            else:
+                km = torch.from_numpy(np.asarray(kd_mask)[idx].astype(np.float32))
+                kl = (F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(tl / T, 1), log_target=True,
+                               reduction="none").sum(1) * km).sum() / len(idx)
+            loss = kd * kl * T * T + alpha * F.cross_entropy(s, hard[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
