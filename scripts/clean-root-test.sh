@@ -147,7 +147,7 @@ if [ -f "$tarball" ]; then
   tar -C "$root/opt" -xzf "$tarball"
   if [ "$(in_root "/opt/tessera-$version/bin/tessera" --version 2>&1)" = "$version" ] \
     && in_root "/opt/tessera-$version/bin/tessera" doctor --data /var/lib/tessera/check >"$work/doctor-tarball.txt" 2>&1 \
-    && grep -q "models folder: /opt/tessera-$version/models: densenet121-pathmnist, tessera-crc-compact" "$work/doctor-tarball.txt"; then
+    && grep -q "models folder: /opt/tessera-$version/models: densenet121-lc25000, densenet121-pathmnist, tessera-crc-compact, tessera-lc25000-compact" "$work/doctor-tarball.txt"; then
     pass "tarball: /opt/tessera-$version/bin/tessera runs and finds its models/ beside bin/"
   else
     fail "tarball binary:"; cat "$work/doctor-tarball.txt"

@@ -21,7 +21,9 @@ cd "$(dirname "$0")/.."
 version=$(sed -n 's/.*static let version = "\([^"]*\)".*/\1/p' Sources/TesseraCore/TesseraCore.swift)
 [ -n "$version" ] || { echo "package: no version in Sources/TesseraCore/TesseraCore.swift" >&2; exit 1; }
 arch=amd64
-models=(tessera-crc-compact densenet121-pathmnist)
+# Every shipped model: each folder of models/ with a card.
+models=()
+for card in models/*/model.json; do models+=("$(basename "$(dirname "$card")")"); done
 
 # Libraries of the Swift toolchain that must not appear in the binary's ldd.
 toolchain_libraries() { grep -E 'libswift|libFoundation|lib_Foundation|libdispatch|libBlocksRuntime|libXCTest|libTesting' || true; }
@@ -84,6 +86,9 @@ strip --strip-debug "$pkg/usr/bin/tessera"
 for model in "${models[@]}"; do
   install -D -m 0644 "models/$model/model.onnx" "$pkg/usr/share/tessera/models/$model/model.onnx"
   install -D -m 0644 "models/$model/model.json" "$pkg/usr/share/tessera/models/$model/model.json"
+  if [ -f "models/$model/calibration.json" ]; then
+    install -D -m 0644 "models/$model/calibration.json" "$pkg/usr/share/tessera/models/$model/calibration.json"
+  fi
 done
 install -D -m 0644 deploy/systemd/tessera.service "$pkg/lib/systemd/system/tessera.service"
 install -D -m 0644 deploy/systemd/tessera-watch.service "$pkg/lib/systemd/system/tessera-watch.service"
@@ -192,6 +197,7 @@ mkdir -p "$tree/bin" "$tree/share/man/man1" "$tree/systemd"
 cp -a "$pkg/usr/bin/tessera" "$tree/bin/"
 cp -a "$pkg/usr/share/tessera/models" "$tree/models"
 cp -a "$pkg/usr/share/doc/tessera" "$tree/doc"
+mkdir -p "$tree/docs" && cp -a docs/openapi.json "$tree/docs/openapi.json"
 cp -a "$pkg/usr/share/man/man1/tessera.1.gz" "$tree/share/man/man1/"
 cp -a "$pkg/lib/systemd/system/"*.service "$pkg/usr/lib/sysusers.d/tessera.conf" "$pkg/etc/tessera/tessera.env.example" "$tree/systemd/"
 printf 'Depends (Debian 12 package names): %s\n' "$depends_line" >"$tree/DEPENDS"

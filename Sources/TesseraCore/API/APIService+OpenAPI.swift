@@ -6,22 +6,23 @@ extension APIService {
     func openAPIDocument() -> HTTPResponse {
         guard let path = APIDocument.path else {
             return .error(404, "not_found", "the OpenAPI document is not installed (docs/openapi.json next to the binary's tree, "
-                          + "or /opt/tessera/openapi.json)")
+                          + "/usr/share/doc/tessera/openapi.json or /opt/tessera/openapi.json)")
         }
         return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .file(path))
     }
 }
 
-/// Where the OpenAPI document is: `docs/openapi.json` up from the executable (build tree), else
+/// Where the OpenAPI document is: `docs/openapi.json` up from the executable (build tree, the
+/// unpacked tarball), else `/usr/share/doc/tessera/openapi.json` (the Debian package), else
 /// `/opt/tessera/openapi.json`.
 enum APIDocument {
     static let path: String? = {
-        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        var url = URL(fileURLWithPath: ModelCatalog.executablePath).resolvingSymlinksInPath()
         for _ in 0..<5 {
             url.deleteLastPathComponent()
             let candidate = url.appendingPathComponent("docs/openapi.json").path
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
-        return FileManager.default.fileExists(atPath: "/opt/tessera/openapi.json") ? "/opt/tessera/openapi.json" : nil
+        return ["/usr/share/doc/tessera/openapi.json", "/opt/tessera/openapi.json"].first { FileManager.default.fileExists(atPath: $0) }
     }()
 }
