@@ -108,8 +108,9 @@ extension HostileInputTests {
         defer { server.stop() }
         let tcga = try Data(contentsOf: Support.shared.appendingPathComponent("slides/tcga-cr-7395-01a-01-ts1.svs"))
         let response = try client.call("POST", "/v1/slides?filename=tcga.svs", body: tcga)
-        #expect(response.status == 422 && errorCode(response.body) == "mpp_unknown")
-        #expect(String(decoding: response.body, as: UTF8.self).contains("no MPP"))
+        #expect(response.status == 422 && errorCode(response.body) == "missing_mpp")
+        #expect(String(decoding: response.body, as: UTF8.self).contains("slide_mpp query parameter"),
+                "the message names the API parameter, not a CLI flag")
         #expect(try client.json("GET", "/v1/jobs").1["jobs"] as? [Any] == nil
             || (try client.json("GET", "/v1/jobs").1["jobs"] as? [Any])?.isEmpty == true, "no job queued")
         let slides = (try? FileManager.default.contentsOfDirectory(atPath: root + "/data/slides")) ?? []

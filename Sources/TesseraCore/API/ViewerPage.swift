@@ -82,10 +82,13 @@ extension APIService {
         if (!response.ok) { throw new Error('tiles.csv: HTTP ' + response.status); }
         return response.text();
       }).then(function (text) {
-        var lines = text.trim().split('\n'), header = lines[0].split(','), first = header.indexOf('class') + 1;
+        var lines = text.trim().split('\n'), header = lines[0].split(',');
+        // The probability columns are p_<class>; other columns (flags, ...) are not probabilities.
+        var probabilityColumns = header.map(function (h, i) { return h.indexOf('p_') === 0 ? i : -1; })
+          .filter(function (i) { return i >= 0; });
         for (var n = 1; n < lines.length; n++) {
           var f = lines[n].split(','), column = Math.floor(+f[1] / step + 0.5), row = Math.floor(+f[2] / step + 0.5);
-          var p = f.slice(first).map(Number);
+          var p = probabilityColumns.map(function (i) { return +f[i]; });
           cells[row * columns + column] = {column: column, row: row, name: f[7], p: p, best: Math.max.apply(null, p)};
         }
         var area = L.latLngBounds(at(0, rows * step), at(columns * step, 0));
