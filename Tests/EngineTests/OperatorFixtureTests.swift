@@ -55,6 +55,25 @@ import Testing
         #expect(relativeError(three.outputs[0].data, expected[0]) < 1e-4)
     }
 
+    static let lavlab = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/data/models/lavlab-shell-v1/model_v1.onnx").path
+
+    /// The third-party SegResNet-style segmenter (external weights, symbolic H/W, Resize,
+    /// InstanceNormalization, Mish) on a real H&E crop, against ONNX Runtime's output map.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: lavlab), "../shared/data is absent"))
+    func lavlabSegmenterMatchesONNXRuntime() async throws {
+        #expect(throws: ModelError.self) { try Model(contentsOf: Self.lavlab) } // symbolic H/W needs a shape
+        let index = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: fixtureURL("ops/ops.json")))
+        let entry = try #require(index["lavlab_tile32"])
+        let model = try Model(contentsOf: Self.lavlab, inputShape: Array(entry.input_shape.dropFirst()))
+        #expect(model.warnings.isEmpty, "\(model.warnings)")
+        let input = Tensor(shape: entry.input_shape, data: try readFloats(fixtureURL("ops/lavlab_tile32.input.bin")))
+        let expected = try readFloats(fixtureURL("ops/lavlab_tile32.out0.bin"))
+        let result = try await Session(model: model, threads: 2).run(input)
+        #expect(result.outputs[0].shape == entry.output_shapes[0])
+        #expect(relativeError(result.outputs[0].data, expected) < 1e-3)
+    }
+
     @Test func heavyNaiveNodeGetsALoadTimeWarning() throws {
         var b = ONNXBuilder()
         b.node("LRN", ["x"], ["y"], name: "norm_big", int: ["size": 5])

@@ -158,6 +158,25 @@ CASES = {
 }
 
 
+LAVLAB = os.path.join(ROOT, "..", "shared", "data", "models", "lavlab-shell-v1", "model_v1.onnx")
+CMU = os.path.join(ROOT, "..", "shared", "data", "slides", "CMU-1-Small-Region.svs")
+
+
+def lavlab_tile(size=32):
+    """The third-party lavlab SHELL segmenter (not committed; read from ../shared/data) on a
+    real H&E crop of CMU-1-Small-Region.svs, RGB scaled to [0, 1]: only input and ORT output
+    are written."""
+    import subprocess
+    import tempfile
+    from PIL import Image
+    png = os.path.join(tempfile.mkdtemp(), "tile.png")
+    subprocess.run(["vips", "crop", CMU, png, "1100", "1400", str(size), str(size)], check=True)
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255
+    x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+    sess = ort.InferenceSession(LAVLAB, providers=["CPUExecutionProvider"])
+    return x, sess.run(None, {sess.get_inputs()[0].name: x})
+
+
 def run_ort(model, x):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -181,6 +200,12 @@ def main():
             y.astype("<f4").tofile(os.path.join(OUT, f"{name}.out{i}.bin"))
         index[name] = {"input_shape": list(x.shape), "output_shapes": [list(y.shape) for y in ys]}
         print(f"{name}: {len(model.graph.node)} nodes, outputs {[list(y.shape) for y in ys]}")
+    if os.path.exists(LAVLAB):
+        x, ys = lavlab_tile()
+        x.astype("<f4").tofile(os.path.join(OUT, "lavlab_tile32.input.bin"))
+        ys[0].astype("<f4").tofile(os.path.join(OUT, "lavlab_tile32.out0.bin"))
+        index["lavlab_tile32"] = {"input_shape": list(x.shape), "output_shapes": [list(ys[0].shape)]}
+        print(f"lavlab_tile32: output {list(ys[0].shape)}")
     with open(os.path.join(OUT, "ops.json"), "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
         f.write("\n")
