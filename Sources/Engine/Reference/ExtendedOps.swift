@@ -341,7 +341,9 @@ extension Reference {
         }
         let outHW: [Int], scaleHW: [Float]
         if let sizes {
-            guard sizes.count == 4, sizes[0] == x.shape[0], sizes[1] == x.shape[1] else { throw node.error("sizes \(sizes) must keep N and C") }
+            // sizes read from the input's Shape hold the compiler's batch stand-in.
+            let batch = sizes.first.map { $0 == x.shape[0] || Float($0) == Compiler.batchSentinel } ?? false
+            guard sizes.count == 4, batch, sizes[1] == x.shape[1] else { throw node.error("sizes \(sizes) must keep N and C") }
             outHW = [sizes[2], sizes[3]]
             scaleHW = (0..<2).map { Float(outHW[$0]) / Float(x.shape[$0 + 2]) }
         } else if let scales {
