@@ -55,7 +55,7 @@ public struct Model: Sendable {
             shape = inputShape
         } else {
             guard declared.allSatisfy({ $0 != nil }) else {
-                throw ModelError.invalidGraph(reason: "input '\(graph.inputName)' has symbolic non-batch dimensions; pass inputShape")
+                throw ModelError.invalidGraph(reason: "input '\(graph.inputName)' has symbolic non-batch dimensions; pass its per-image shape (inputShape; --input-shape C,H,W on the command line)")
             }
             shape = declared.map { $0! }
         }
