@@ -15,18 +15,38 @@ struct Compiler {
     var slots: [Slot] = []
     var steps: [Step?] = []
     var flops: Double = 0
+    /// The batch size the graph is fixed to (a literal batch in its input or a Reshape), or nil
+    /// when the batch is free; a fixed-batch program runs micro-batches of exactly that size.
+    let fixedBatch: Int?
+    /// Load-time warnings (nodes left on the slow reference path).
+    var warnings: [String] = []
 
-    init(graph: Graph, options: EngineOptions, calibration: Calibration?) {
+    /// The reason shape inference gives when a value does not keep the batch first.
+    static let batchNotFirst = "the output does not keep the batch as its first dimension (unsupported)"
+    /// Reference nodes above this many FLOPs per image get a load-time warning.
+    static let slowFallbackFLOPs: Double = 1e6
+
+    init(graph: Graph, options: EngineOptions, calibration: Calibration?, fixedBatch: Int? = nil) {
         self.graph = graph
         self.options = options
         self.calibration = calibration
         self.constants = graph.constants
+        self.fixedBatch = fixedBatch
     }
 
+    /// Compiles with a free batch; a graph that pins its batch (a value that does not keep the
+    /// batch first at batch sizes 2 and 3, e.g. a Reshape to a literal 1) compiles at the
+    /// input's declared batch size (1 when it is symbolic).
     static func compile(_ graph: Graph, inputShape: [Int], options: EngineOptions = EngineOptions(),
                         calibration: Calibration? = nil) throws -> Program {
-        var c = Compiler(graph: graph, options: options, calibration: calibration)
-        return try c.run(inputShape: inputShape)
+        do {
+            var c = Compiler(graph: graph, options: options, calibration: calibration)
+            return try c.run(inputShape: inputShape)
+        } catch let ModelError.invalidNode(_, _, reason) where reason == batchNotFirst {
+            var c = Compiler(graph: graph, options: options, calibration: calibration,
+                             fixedBatch: (graph.inputDims.first ?? nil) ?? 1)
+            return try c.run(inputShape: inputShape)
+        }
     }
 
     mutating func newValue(_ name: String, _ perImage: [Int]) -> Int {
@@ -80,6 +100,8 @@ struct Compiler {
         var program = Program(slots: planned, steps: finalSteps, inputValue: input, outputValues: outputs,
                               embeddingValue: embedding, arenaUnits: arena, maxScratchK: maxK, flopsPerImage: flops,
                               options: options)
+        program.fixedBatch = fixedBatch
+        program.warnings = warnings
         let readers = finalSteps.indices.filter { finalSteps[$0].inputs.contains(input) }
         if readers.count == 1, !protected.contains(input),
            case let .pool(p) = finalSteps[readers[0]], p.input == input, planned[input].channelMajor {
@@ -126,6 +148,13 @@ struct Compiler {
         for name in present where constants[name] == nil && valueOf[name] == nil {
             throw ModelError.invalidGraph(reason: "node '\(node.name)' (\(node.opType)) reads '\(name)', which is not defined before it")
         }
+        // A constant materialised at a shape holding the batch (ViT's class token expanded to
+        // [N, 1, D]): one copy per image.
+        if present.allSatisfy({ constants[$0] != nil }), ["Expand", "ConstantOfShape", "Tile"].contains(node.opType),
+           present.contains(where: { constants[$0]!.data.contains(Self.batchSentinel) }) {
+            try lowerBatchBroadcast(node)
+            return
+        }
         // Constant folding: every input known.
         if present.allSatisfy({ constants[$0] != nil }) {
             let ins: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : constants[$0] }
@@ -135,7 +164,7 @@ struct Compiler {
         }
         if node.opType == "Shape", let first = node.input(0), let xv = valueOf[first], node.outputs.count == 1 {
             let x = slots[xv].perImage
-            let full = [Float](arrayLiteral: Self.batchSentinel) + x.map { Float($0) }
+            let full = [fixedBatch.map(Float.init) ?? Self.batchSentinel] + x.map { Float($0) }
             var start = node.int("start", 0), end = node.int("end", x.count + 1)
             let r = x.count + 1
             if start < 0 { start += r }; if end < 0 { end += r }
@@ -290,11 +319,66 @@ struct Compiler {
         default: break
         }
         // Generic path: the reference op on an NCHW copy of the micro-batch.
+        let cost = referenceFLOPs(node, ins)
+        if node.opType == "MatMul" || node.opType == "Gemm" || node.opType == "ConvTranspose" { flops += cost.blas }
+        if cost.naive >= Self.slowFallbackFLOPs {
+            warnings.append(String(format: "node '%@' (%@) runs on the naive reference interpreter (%.0f MFLOP per image): expect it to be slow",
+                                   node.name, node.opType, cost.naive / 1e6))
+        }
         var outs: [Int] = []
         for (i, name) in node.outputs.enumerated() where !name.isEmpty {
             if i < perImage.count { outs.append(newValue(name, perImage[i])) }
         }
         steps.append(.fallback(node, inputs: ins, outputs: outs, opset: graph.opset))
+    }
+
+    /// A constant-input node whose shape input holds the batch: evaluated once at batch 1
+    /// (checked at 2) and repeated per image at run time.
+    mutating func lowerBatchBroadcast(_ node: Node) throws {
+        func evaluate(_ batch: Int) throws -> Tensor {
+            let ins: [Tensor?] = node.inputs.map { name in
+                guard let t = constants[name] else { return nil }
+                return Tensor(shape: t.shape, data: t.data.map { $0 == Self.batchSentinel ? Float(batch) : $0 })
+            }
+            return try Reference.evaluate(node, ins, opset: graph.opset)[0]
+        }
+        let one = try evaluate(1), two = try evaluate(2)
+        guard one.shape.first == 1, two.shape.first == 2, one.shape.dropFirst() == two.shape.dropFirst() else {
+            throw node.error(Self.batchNotFirst)
+        }
+        let perImage = Array(one.shape.dropFirst())
+        let out = newValue(node.outputs[0], perImage)
+        let synthetic = Node(name: node.name, opType: BatchBroadcast.opType, inputs: [graph.inputName, node.outputs[0]],
+                             outputs: [node.outputs[0]], attributes: [:])
+        steps.append(.fallback(synthetic, inputs: [.value(valueOf[graph.inputName]!), .constant(Tensor(shape: perImage, data: one.data))],
+                               outputs: [out], opset: graph.opset))
+    }
+
+    /// Per-image FLOPs of a node on the reference path: (naive loops, OpenBLAS products).
+    func referenceFLOPs(_ node: Node, _ ins: [Operand?]) -> (naive: Double, blas: Double) {
+        func shape(_ i: Int) -> [Int]? {
+            guard i < ins.count, let op = ins[i] else { return nil }
+            switch op {
+            case let .value(v): return [1] + slots[v].perImage
+            case let .constant(t): return t.shape
+            }
+        }
+        switch node.opType {
+        case "Conv":
+            guard let x = shape(0), let w = shape(1), x.count == 4, w.count == 4 else { return (0, 0) }
+            return (2 * Double(w.reduce(1, *)) * Double(x[2] * x[3]) / Double(max(node.int("group", 1), 1)), 0)
+        case "MatMul", "Gemm":
+            guard let a = shape(0), let b = shape(1), a.count >= 1, b.count >= 1 else { return (0, 0) }
+            let n = b.count >= 2 ? b[b.count - 1] : 1, bBatch = b.count > 2 ? b.dropLast(2).reduce(1, *) : 1
+            return (0, 2 * Double(max(a.reduce(1, *), bBatch * (b.count >= 2 ? b[b.count - 2] : b[0]))) * Double(n))
+        case "ConvTranspose":
+            guard let x = shape(0), let w = shape(1), x.count == 4 else { return (0, 0) }
+            return (0, 2 * Double(w.reduce(1, *)) * Double(x[2] * x[3]))
+        case "LRN":
+            guard let x = shape(0) else { return (0, 0) }
+            return (Double(x.reduce(1, *)) * Double(2 * node.int("size", 1) + 4), 0)
+        default: return (0, 0)
+        }
     }
 
     mutating func lowerBinary(_ node: Node, _ perImage: [Int]) throws -> Bool {
@@ -339,7 +423,7 @@ struct Compiler {
         func shapes(_ batch: Int) throws -> [[Int]] {
             let consts: [Tensor?] = node.inputs.map { name in
                 guard let t = constants[name] else { return nil }
-                guard t.data.contains(Self.batchSentinel) else { return t }
+                guard t.data.contains(Self.batchSentinel), fixedBatch == nil else { return t }
                 return Tensor(shape: t.shape, data: t.data.map { $0 == Self.batchSentinel ? Float(batch) : $0 })
             }
             let ins: [[Int]] = node.inputs.map { name in
@@ -348,11 +432,17 @@ struct Compiler {
             }
             return try Reference.outputShapes(node, ins, consts, opset: graph.opset)
         }
+        if let fixedBatch {
+            return try shapes(fixedBatch).map { a in
+                guard a.first == fixedBatch else {
+                    throw node.error("the output \(a) does not keep the graph's batch \(fixedBatch) as its first dimension (unsupported)")
+                }
+                return Array(a.dropFirst())
+            }
+        }
         let s2 = try shapes(2), s3 = try shapes(3)
         return try zip(s2, s3).map { a, b in
-            guard a.first == 2, b.first == 3, a.dropFirst() == b.dropFirst() else {
-                throw node.error("the output does not keep the batch as its first dimension (unsupported)")
-            }
+            guard a.first == 2, b.first == 3, a.dropFirst() == b.dropFirst() else { throw node.error(Self.batchNotFirst) }
             return Array(a.dropFirst())
         }
     }

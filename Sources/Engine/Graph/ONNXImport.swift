@@ -52,7 +52,8 @@ enum ONNXImport {
             if !(n.domain.isEmpty || n.domain == "ai.onnx") {
                 throw ModelError.unsupportedOperator(op: "\(n.domain).\(n.opType)", node: name)
             }
-            guard supportedOps.contains(n.opType) else {
+            guard supportedOps.contains(n.opType) || Reference.extendedOps.contains(n.opType),
+                  n.opType != BatchBroadcast.opType else {
                 throw ModelError.unsupportedOperator(op: n.opType, node: name)
             }
             var attributes: [String: Attribute] = [:]

@@ -59,6 +59,22 @@ enum Reference {
     static func binary(_ a: Tensor, _ b: Tensor, _ node: Node, _ f: (Float, Float) -> Float) throws -> Tensor {
         let shape = try broadcastShape(a.shape, b.shape, node)
         var out = [Float](repeating: 0, count: shape.reduce(1, *))
+        // Fast paths: an operand repeating over the leading dims (same shape, a bias row, a scalar).
+        func repeats(_ t: Tensor) -> Bool {
+            let padded = [Int](repeating: 1, count: shape.count - t.rank) + t.shape
+            guard let first = padded.firstIndex(where: { $0 != 1 }) else { return true }
+            return Array(padded[first...]) == Array(shape[first...])
+        }
+        if a.shape == shape, repeats(b), b.count > 0 {
+            let n = b.count
+            for i in 0..<out.count { out[i] = f(a.data[i], b.data[i % n]) }
+            return Tensor(shape: shape, data: out)
+        }
+        if b.shape == shape, repeats(a), a.count > 0 {
+            let n = a.count
+            for i in 0..<out.count { out[i] = f(a.data[i % n], b.data[i]) }
+            return Tensor(shape: shape, data: out)
+        }
         forEach(shape, [broadcastStrides(a.shape, to: shape), broadcastStrides(b.shape, to: shape)]) { i, o in
             out[i] = f(a.data[o[0]], b.data[o[1]])
         }
@@ -258,7 +274,7 @@ enum Reference {
             if case let .tensor(t)? = node.attributes["value"], let v = t.data.first { value = v }
             return [Tensor(shape: shape, data: [Float](repeating: value, count: shape.reduce(1, *)))]
         default:
-            throw ModelError.unsupportedOperator(op: node.opType, node: node.name)
+            return try evaluateExtended(node, inputs, opset: opset)
         }
     }
 
@@ -392,24 +408,7 @@ enum Reference {
     }
 
     static func matmul(_ node: Node, _ a: Tensor, _ b: Tensor) throws -> Tensor {
-        guard a.rank >= 2, b.rank == 2 || b.rank == a.rank else {
-            throw node.error("MatMul supports [..., M, K] x [K, N] or equal-rank batches, got \(a.shape) x \(b.shape)")
-        }
-        let m = a.shape[a.rank - 2], k = a.shape[a.rank - 1]
-        let k2 = b.shape[b.rank - 2], n = b.shape[b.rank - 1]
-        guard k == k2 else { throw node.error("inner dimensions \(k) and \(k2) differ") }
-        let batch = a.shape.dropLast(2).reduce(1, *)
-        if b.rank > 2, Array(b.shape.dropLast(2)) != Array(a.shape.dropLast(2)) { throw node.error("batch dims differ") }
-        var out = [Float](repeating: 0, count: batch * m * n)
-        for bi in 0..<batch {
-            let bo = b.rank == 2 ? 0 : bi * k * n
-            for i in 0..<m { for j in 0..<n {
-                var acc: Float = 0
-                for p in 0..<k { acc += a.data[bi * m * k + i * k + p] * b.data[bo + p * n + j] }
-                out[bi * m * n + i * n + j] = acc
-            } }
-        }
-        return Tensor(shape: Array(a.shape.dropLast(2)) + [m, n], data: out)
+        try matmulBroadcast(node, a, b)
     }
 
     // MARK: shape inference
@@ -506,10 +505,11 @@ enum Reference {
             return [[m, n]]
         case "MatMul":
             let a = try s(0), b = try s(1)
-            guard a.count >= 2, b.count == 2 || b.count == a.count, a.last == b[b.count - 2] else {
+            guard !a.isEmpty, !b.isEmpty, a.last == (b.count == 1 ? b[0] : b[b.count - 2]) else {
                 throw node.error("unsupported MatMul shapes \(a) x \(b)")
             }
-            return [Array(a.dropLast()) + [b[b.count - 1]]]
+            let batch = try broadcastShape(Array(a.dropLast(2)), Array(b.dropLast(2)), node)
+            return [batch + (a.count >= 2 ? [a[a.count - 2]] : []) + (b.count >= 2 ? [b[b.count - 1]] : [])]
         case "Concat":
             guard !shapes.isEmpty else { throw node.error("no inputs") }
             let x = try s(0)
@@ -556,7 +556,7 @@ enum Reference {
             return [try sliceGeometry(node, consts, x).2]
         case "ConstantOfShape": return [try const(0).data.map(int)]
         default:
-            throw ModelError.unsupportedOperator(op: node.opType, node: node.name)
+            return try extendedShapes(node, shapes, consts, opset: opset)
         }
     }
 }

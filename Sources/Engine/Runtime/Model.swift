@@ -25,6 +25,11 @@ public struct Model: Sendable {
     public var isa: CPUISA { CPUISA(rawValue: Int(program.isa)) ?? .portable }
     /// Number of compiled steps (after fusion).
     public var stepCount: Int { program.steps.count }
+    /// Load-time warnings: nodes that run on the naive reference interpreter with significant FLOPs.
+    public var warnings: [String] { program.warnings }
+    /// The batch size the graph pins (a literal batch in its input or a Reshape); batches are
+    /// run in pieces of this size (the last one padded). nil when the batch is free.
+    public var fixedBatch: Int? { program.fixedBatch }
 
     /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
     /// is required only when the file leaves spatial dimensions symbolic.
@@ -63,7 +68,7 @@ public struct Model: Sendable {
             shape = inputShape
         } else {
             guard declared.allSatisfy({ $0 != nil }) else {
-                throw ModelError.invalidGraph(reason: "input '\(graph.inputName)' has symbolic non-batch dimensions; pass inputShape")
+                throw ModelError.invalidGraph(reason: "input '\(graph.inputName)' has symbolic non-batch dimensions; pass its per-image shape (inputShape; --input-shape C,H,W on the command line)")
             }
             shape = declared.map { $0! }
         }

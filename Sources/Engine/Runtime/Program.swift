@@ -137,6 +137,10 @@ struct Program: Sendable {
     var options: EngineOptions
     /// The `TESSERA_ISA_*` level every kernel of this program runs at.
     let isa: Int32
+    /// The batch size the graph is fixed to (micro-batches are exactly this size), or nil.
+    var fixedBatch: Int? = nil
+    /// Load-time warnings, e.g. nodes left on the naive reference interpreter.
+    var warnings: [String] = []
 
     init(slots: [Slot], steps: [Step], inputValue: Int, outputValues: [Int], embeddingValue: Int?,
          arenaUnits: Int, maxScratchK: Int, flopsPerImage: Double, options: EngineOptions) {

@@ -27,7 +27,8 @@ public final class Session: @unchecked Sendable {
 
     public init(model: Model, threads: Int = 1, microBatch: Int? = nil) throws {
         guard threads >= 1, threads <= 256 else { throw ModelError.invalidArgument("threads must be 1...256, got \(threads)") }
-        let microBatch = microBatch ?? Self.defaultMicroBatch(for: model)
+        // A fixed-batch graph runs exactly its batch size per pass.
+        let microBatch = model.program.fixedBatch ?? microBatch ?? Self.defaultMicroBatch(for: model)
         guard microBatch >= 1 else { throw ModelError.invalidArgument("microBatch must be >= 1, got \(microBatch)") }
         self.model = model
         self.threads = threads
@@ -84,12 +85,23 @@ public final class Session: @unchecked Sendable {
 
     /// Per-worker micro-batch size used for a batch of `batch` images.
     public func microBatchSize(for batch: Int) -> Int {
-        min(microBatch, max(1, (batch + threads - 1) / threads))
+        if let fixed = model.program.fixedBatch { return fixed }
+        return min(microBatch, max(1, (batch + threads - 1) / threads))
     }
 
     private func execute(_ input: Tensor, wantEmbedding: Bool) throws -> InferenceResult {
         let program = model.program
         let batch = try model.validate(input)
+        if let fixed = program.fixedBatch, batch % fixed != 0 {
+            // Pad to whole passes of the graph's batch, then drop the padding images.
+            let padded = (batch + fixed - 1) / fixed * fixed
+            let data = input.data + [Float](repeating: 0, count: (padded - batch) * model.inputShape.reduce(1, *))
+            let full = try execute(Tensor(shape: [padded] + model.inputShape, data: data), wantEmbedding: wantEmbedding)
+            func trim(_ t: Tensor) -> Tensor {
+                Tensor(shape: [batch] + t.shape.dropFirst(), data: Array(t.data.prefix(batch * t.shape.dropFirst().reduce(1, *))))
+            }
+            return InferenceResult(outputs: full.outputs.map(trim), embedding: full.embedding.map(trim))
+        }
         let mb = microBatchSize(for: batch)
         let chunks = (batch + mb - 1) / mb
         let workers = min(threads, chunks)

@@ -17,6 +17,12 @@ public struct ModelBenchOptions: Sendable {
     public var budgetSeconds: Double
     /// The engine's settings (the command line builds them from the environment).
     public var engine = EngineOptions()
+    /// Per-image input shape for models with symbolic height/width (e.g. `[3, 512, 512]`).
+    public var inputShape: [Int]?
+    /// Raw little-endian float32 images to time instead of random ones (the batch is tiled from them).
+    public var inputFile: String?
+    /// Raw float32 of the first output for `inputFile`: the result then reports the max relative error.
+    public var expectFile: String?
 
     public init(model: String, batch: Int = 16, threads: Int = 1, repeats: Int = 10, warmup: Int = 2,
                 microBatch: Int? = nil, budgetSeconds: Double = 10) {
@@ -51,6 +57,10 @@ public struct ModelBenchResult: Codable, Sendable {
     public var precision: String
     /// The instruction-set level the kernels ran at.
     public var isa: String
+    /// Max |Tessera - expected| / max |expected| over the first output, with `expectFile`.
+    public var max_relative_error: Double?
+    /// Load-time warnings (nodes on the naive reference interpreter).
+    public var warnings: [String]
 }
 
 /// `tessera models bench`: loads a model, times batches (median after warm-up), reports throughput.
@@ -70,7 +80,7 @@ public enum ModelBench {
     static func load(_ options: ModelBenchOptions) throws -> Model {
         let path = resolve(options.model)
         let calibration = options.engine.precision == .int8 ? try ModelQuantize.load(forModelFile: path) : nil
-        return try Model(contentsOf: path, options: options.engine, calibration: calibration)
+        return try Model(contentsOf: path, inputShape: options.inputShape, options: options.engine, calibration: calibration)
     }
 
     public static func run(_ options: ModelBenchOptions) throws -> ModelBenchResult {
@@ -80,10 +90,27 @@ public enum ModelBench {
             ?? (try? Session(model: model, threads: options.threads))
         guard let session else { throw ModelError.invalidArgument("bad --threads \(options.threads) / --micro-batch") }
         var seed: UInt64 = 0x2545_F491_4F6C_DD1D
-        let count = options.batch * model.inputShape.reduce(1, *)
-        let data = (0..<count).map { _ -> Float in
+        let perImage = model.inputShape.reduce(1, *), count = options.batch * perImage
+        var data = (0..<count).map { _ -> Float in
             seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
             return Float(seed % 2000) / 1000 - 1
+        }
+        var maxRelativeError: Double?
+        if let inputFile = options.inputFile {
+            let given = try readFloat32(inputFile)
+            guard !given.isEmpty, given.count % perImage == 0 else {
+                throw ModelError.invalidArgument("\(inputFile): \(given.count) floats is not a whole number of \(model.inputShape) images")
+            }
+            data = (0..<count).map { given[$0 % given.count] }
+            if let expectFile = options.expectFile {
+                let expected = try readFloat32(expectFile)
+                let out = try session.run(Tensor(shape: [given.count / perImage] + model.inputShape, data: given)).outputs[0].data
+                guard out.count == expected.count else {
+                    throw ModelError.invalidArgument("\(expectFile): \(expected.count) floats, the model gives \(out.count)")
+                }
+                let scale = max(expected.map { abs(Double($0)) }.max() ?? 0, 1e-6)
+                maxRelativeError = zip(out, expected).map { abs(Double($0) - Double($1)) }.max().map { $0 / scale }
+            }
         }
         let input = Tensor(shape: [options.batch] + model.inputShape, data: data)
         for _ in 0..<max(1, options.warmup) { _ = try session.run(input) }
@@ -104,7 +131,15 @@ public enum ModelBench {
                                 gflops: model.flopsPerImage * ips / 1e9, gflop_per_image: model.flopsPerImage / 1e9,
                                 input_shape: model.inputShape, micro_batch: session.microBatchSize(for: options.batch),
                                 repeats: times.count, steps: model.stepCount,
-                                precision: model.options.precision.rawValue, isa: model.isa.description)
+                                precision: model.options.precision.rawValue, isa: model.isa.description,
+                                max_relative_error: maxRelativeError, warnings: model.warnings)
+    }
+
+    static func readFloat32(_ path: String) throws -> [Float] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelError.invalidArgument("cannot read \(path)")
+        }
+        return data.withUnsafeBytes { raw in (0..<(data.count / 4)).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } }
     }
 
     /// Per-step timings of one micro-batch (single worker), slowest first, as text lines.
