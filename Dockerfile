@@ -27,8 +27,11 @@ COPY deploy deploy
 COPY docs docs
 COPY README.md ./
 COPY models/README.md models/
-COPY models/tessera-crc-compact/model.onnx models/tessera-crc-compact/model.json models/tessera-crc-compact/
-COPY models/densenet121-pathmnist/model.onnx models/densenet121-pathmnist/model.json models/densenet121-pathmnist/
+# The shipped models (package.sh installs every folder with a card, and its INT8 calibration).
+COPY models/densenet121-lc25000 models/densenet121-lc25000/
+COPY models/tessera-lc25000-compact models/tessera-lc25000-compact/
+COPY models/tessera-crc-compact models/tessera-crc-compact/
+COPY models/densenet121-pathmnist models/densenet121-pathmnist/
 # swift build -c release --product tessera --static-swift-stdlib, then dist/tessera_<version>_amd64.deb.
 RUN scripts/package.sh && cp dist/tessera_*_amd64.deb /tessera.deb
 

@@ -155,7 +155,7 @@ mkdir -p "$work/incoming"
 touch -d '-1 minute' "$work/incoming/watched.tif"
 mapfile -d '' -t watch_argv < <(checks execstart deploy/systemd/tessera-watch.service \
   "TESSERA_WATCH_IN=$work/incoming" "TESSERA_WATCH_OUT=$work/results" "TESSERA_WATCH_DATA=$work/watch" \
-  "TESSERA_SETTLE=1" "TESSERA_POLL=0.5")
+  "TESSERA_SETTLE=1" "TESSERA_POLL=0.5" "TESSERA_MODEL=tessera-lc25000-compact")
 watch_argv[0]=$binary
 TESSERA_MODELS="$root/models" "${watch_argv[@]}" >"$work/watch.log" 2>&1 &
 watch_pid=$!
