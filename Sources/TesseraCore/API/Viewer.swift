@@ -33,7 +33,7 @@ extension APIService {
     func viewerRoute(_ id: JobID, _ rest: [String], _ request: HTTPRequest) -> HTTPResponse? {
         guard rest.first == "viewer" && rest.count == 1 || rest.first == "tiles" && rest.count == 4 else { return nil }
         guard request.method == "GET" || request.method == "HEAD" else {
-            return .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use GET")
+            return HTTPResponse.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path); use GET").adding(("Allow", "GET"))
         }
         let job: Job
         do {
