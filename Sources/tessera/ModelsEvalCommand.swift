@@ -23,7 +23,7 @@ extension ModelsCommand {
         var patchMPP: Double?
         @Option(help: "CSV of the images to use: file[,group][,split].") var manifest: String?
         @Option(help: "With --manifest: only rows whose split column equals this.") var split: String?
-        @Option(help: "Engine precision.") var precision: String = "fp32"
+        @Option(help: "fp32 or int8 (int8 reads the calibration `models quantize` wrote).") var precision: String = "fp32"
         @Option(help: "Cores to use.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
         @Option(help: "Images per batch.") var batch: Int = 32
         @Option(help: "Bootstrap resamples for the 95% intervals (0 = none).") var bootstrap: Int = 1000
@@ -37,6 +37,7 @@ extension ModelsCommand {
                 options.manifest = manifest
                 options.split = split
                 options.precision = precision
+                options.useEnvironment()
                 options.threads = threads
                 options.batch = batch
                 options.bootstrap = bootstrap

@@ -69,6 +69,20 @@ struct ModelEvaluationTests {
         #expect(ModelEvaluator.text(evaluation).contains("balanced accuracy:  80.6%"))
     }
 
+    @Test func int8UsesTheCalibrationAndAgrees() throws {
+        let models = try Self.rgbModels()
+        let patches = try Self.labelledFolder()
+        var opts = options(models, patches)
+        opts.precision = "int8"
+        #expect(throws: (any Error).self, "int8 without a calibration is refused") { try ModelEvaluator.run(opts) }
+        _ = try ModelQuantize.run(model: models + "/rgb/model.onnx", calibrationDirectory: patches)
+        let int8 = try ModelEvaluator.run(opts)
+        #expect(int8.precision == "int8")
+        #expect(int8.confusion.matrix == [[3, 1, 0], [0, 2, 0], [1, 0, 2]], "the same answers as fp32 on clear-cut patches")
+        opts.precision = "bf17"
+        #expect(throws: (any Error).self) { try ModelEvaluator.run(opts) }
+    }
+
     @Test func classMapAndIgnore() throws {
         let models = try Self.rgbModels()
         let patches = try Self.labelledFolder(names: ["rouge", "vert", "bleu"])

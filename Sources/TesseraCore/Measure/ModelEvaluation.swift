@@ -20,8 +20,10 @@ public struct ModelEvaluationOptions: Sendable {
     public var manifest: String?
     /// Keep only manifest rows whose `split` equals this.
     public var split: String?
-    /// Engine precision (only `fp32` in this build).
+    /// Engine precision: `fp32`, or `int8` (with the calibration `tessera models quantize` wrote).
     public var precision: String = "fp32"
+    /// The engine's other settings (the command line builds them from the environment).
+    public var engine = EngineOptions()
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     public var batch: Int = 32
     /// Bootstrap resamples for the 95% intervals (0: none).
@@ -31,6 +33,11 @@ public struct ModelEvaluationOptions: Sendable {
     public init(model: String, patches: String) {
         self.model = model
         self.patches = patches
+    }
+
+    /// The engine settings of the `TESSERA_ENGINE_*` variables (for the command line).
+    public mutating func useEnvironment() {
+        engine = EngineOptions.fromEnvironment()
     }
 
     /// Parses `a=b,c=d`.
@@ -127,11 +134,13 @@ public enum ModelEvaluator {
     }
 
     public static func run(_ options: ModelEvaluationOptions) throws -> ModelEvaluation {
-        guard options.precision == "fp32" else {
-            throw ModelEvaluationError("--precision \(options.precision): this build runs fp32 only")
+        guard let precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8].contains(precision) else {
+            throw ModelEvaluationError("--precision \(options.precision): use fp32 or int8")
         }
-        let provider = ModelProvider(directory: options.modelsDirectory)
-        let (reference, session) = try provider.session(for: options.model, threads: max(1, options.threads))
+        let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
+        var engine = options.engine
+        engine.precision = precision
+        let session = try Session(model: try ModelCardCheck.load(reference, options: engine), threads: max(1, options.threads))
         let card = reference.card
         let classes = card.classes.isEmpty
             ? (0..<(session.model.outputShapes.first?.reduce(1, *) ?? 0)).map { "class_\($0)" } : card.classes

@@ -6,7 +6,8 @@ import Foundation
 /// results (a 2-class card on a 9-output network) or fails later.
 enum ModelCardCheck {
     /// Loads `reference`'s ONNX file with the card's input size and checks the card against it.
-    static func load(_ reference: ModelReference) throws -> Model {
+    /// An `int8` precision reads the calibration `tessera models quantize` wrote beside the model.
+    static func load(_ reference: ModelReference, options: EngineOptions = EngineOptions()) throws -> Model {
         let card = reference.card
         let where_ = reference.cardJSON == nil ? reference.path : reference.folder
         if let layout = card.input.layout, layout.uppercased() != "NCHW" {
@@ -25,7 +26,8 @@ enum ModelCardCheck {
         let size = card.input.size
         let model: Model
         do {
-            model = try Model(contentsOf: reference.path, inputShape: [3, size, size])
+            let calibration = options.precision == .int8 ? try ModelQuantize.load(forModelFile: reference.path) : nil
+            model = try Model(contentsOf: reference.path, inputShape: [3, size, size], options: options, calibration: calibration)
         } catch ModelError.inputShapeMismatch(let expected, _) {
             throw ModelCatalogError(description: "\(where_): card input.size \(size) (and 3 channels) does not fit the ONNX "
                                     + "input, which is \(expected)")
