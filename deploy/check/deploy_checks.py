@@ -354,8 +354,9 @@ def check_dockerfile() -> None:
                    + (" and is not in .dockerignore" if dockerignore.exists() else ""))
     for model in sorted((ROOT / "models").glob("*/model.json")):
         folder = model.parent.relative_to(ROOT)
-        report(f"{folder}/model.onnx" in " ".join(a for _, i, a in instructions if i == "COPY"),
-               f"Dockerfile: ships model {folder.name}")
+        sources = [a.split()[:-1] for _, i, a in instructions if i == "COPY" and not a.startswith("--from")]
+        shipped = any(src in (f"{folder}/model.onnx", str(folder), f"{folder}/") for srcs in sources for src in srcs)
+        report(shipped, f"Dockerfile: ships model {folder.name}")
     for needed in ("USER", "HEALTHCHECK", "VOLUME", "CMD"):
         report(needed in {i for s, i, a in instructions if s != "build"}, f"Dockerfile: run stage has {needed}")
     user = next(a for s, i, a in instructions if i == "USER" and s != "build")
