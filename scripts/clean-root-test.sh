@@ -126,11 +126,16 @@ if in_root tessera doctor --data /var/lib/tessera/check >"$work/doctor.txt" 2>&1
 else
   fail "tessera doctor:"; cat "$work/doctor.txt"
 fi
-mkdir -p "$root/tmp/no-models"
-if in_root env TESSERA_MODELS=/tmp/no-models tessera doctor --data /var/lib/tessera/check >"$work/doctor-bad.txt" 2>&1; then
-  fail "tessera doctor passes with an empty models folder"
+# TESSERA_MODELS adds folders before the shipped one: a lab folder holding a model whose card
+# disagrees with its network must make doctor fail, naming it.
+mkdir -p "$root/tmp/lab-models/broken"
+cp "$root/usr/share/tessera/models/tessera-lc25000-compact/model.onnx" "$root/tmp/lab-models/broken/model.onnx"
+printf '{"name": "broken", "classes": ["a", "b"], "input": {"size": 224, "mpp": 0.5}, "output": {"kind": "logits"}}\n' \
+  >"$root/tmp/lab-models/broken/model.json"
+if in_root env TESSERA_MODELS=/tmp/lab-models tessera doctor --data /var/lib/tessera/check >"$work/doctor-bad.txt" 2>&1; then
+  fail "tessera doctor passes with a model that does not load"
 else
-  pass "tessera doctor exits 1 with an empty models folder: $(grep -m1 PROBLEM "$work/doctor-bad.txt" | sed 's/^ *//')"
+  pass "tessera doctor exits 1 with a model that does not load: $(grep -m1 PROBLEM "$work/doctor-bad.txt" | sed 's/^ *//')"
 fi
 # The demo analysis: a generated slide through the job queue with the shipped default model.
 mkdir -p "$root/tmp/demo"

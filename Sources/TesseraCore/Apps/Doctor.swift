@@ -230,13 +230,18 @@ public enum Doctor {
         if !names.contains(ModelCatalog.compactModel) && !names.contains(ModelCatalog.teacherModel) {
             report.add(section, "default model", .problem,
                        "neither \(ModelCatalog.compactModel) nor \(ModelCatalog.teacherModel) is in \(directory): commands without --model fail")
+        } else {
+            let name = ModelCatalog.defaultModel(in: directory)
+            let validated = (try? ModelCatalog.resolve(name, in: directory))?.card.validationStatement
+            report.add(section, "default model", .ok, "\(name)" + (validated.map { " (validated: \($0))" } ?? " (not validated on real labels)"))
         }
         for name in names {
             let clock = Stopwatch()
             do {
                 let reference = try ModelCatalog.resolve(name, in: directory)
                 let size = reference.card.input.size
-                let model = try Model(contentsOf: reference.path, inputShape: [3, size, size])
+                // The card checked against the network, as every command that runs the model does.
+                let model = try ModelCardCheck.load(reference)
                 let mpp = reference.card.input.mpp.map { " at \($0) um/px" } ?? ""
                 report.add(section, name, .ok, String(format: "loads in %.2f s: %d classes, %d px input%@, %.2f GFLOP per patch",
                                                       clock.seconds, reference.card.classes.count, size, mpp, model.flopsPerImage / 1e9))
