@@ -24,12 +24,7 @@ struct PicturesTests {
         let models = try Support.tinyModels()
         let root = Support.temporaryDirectory()
         let slide = try Support.syntheticSlide(width: width, height: height, tissue: 0.5, seed: seed)
-        var options = RunOptions()
-        options.model = "tiny"
-        options.modelsDirectory = models
-        options.outputDirectory = root + "/out"
-        options.dataDirectory = root + "/data"
-        options.threads = 2
+        let options = PipelineTests().options(models: models, root: root)
         let report = try #require(try SlideRun.run(paths: [slide], options: options, logger: Logger(label: "tests")).first)
         let directory = try #require(report.outputDir)
         let summary = try JSONDecoder().decode(JobSummary.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/summary.json")))

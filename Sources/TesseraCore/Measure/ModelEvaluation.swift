@@ -186,8 +186,7 @@ public enum ModelEvaluator {
             let width = output.count / chunk.count
             for n in 0..<chunk.count {
                 let p = card.probabilities(fromOutput: Array(output.data[(n * width)..<((n + 1) * width)]))
-                var best = 0
-                for c in 1..<p.count where p[c] > p[best] { best = c }
+                let best = JobOutputs.argmax(p)
                 predictions.append(best)
                 confidences.append(Double(p[best]))
             }
