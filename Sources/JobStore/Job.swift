@@ -64,6 +64,8 @@ public struct Job: Sendable, Equatable {
     public var startedAt: Double?
     public var finishedAt: Double?
     public var updatedAt: Double
+    /// Leases lost in a row without progress (the worker or server died); not attempts.
+    public var interruptions: Int = 0
 }
 
 /// Proof that a worker holds a job: every write it makes is checked against the token, so a
@@ -72,6 +74,13 @@ public struct Lease: Sendable, Equatable {
     public let job: JobID
     public let token: Int
     public let owner: String
+
+    /// A lease handed on, e.g. from a worker to the process it runs the job in.
+    public init(job: JobID, token: Int, owner: String) {
+        self.job = job
+        self.token = token
+        self.owner = owner
+    }
 }
 
 /// Why a queue operation was refused.

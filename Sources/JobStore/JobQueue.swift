@@ -3,8 +3,8 @@ import Foundation
 /// The durable job queue, whatever holds it: `JobStore` (embedded SQLite, one machine) or
 /// `PostgresJobStore` (a PostgreSQL server shared by several worker replicas). Both keep the
 /// same rules: a claim leases a job (owner, fencing token, expiry) and counts an attempt; an
-/// expired lease returns the job to the queue (or fails it after `max_attempts`), keeping the
-/// attempt when the lost lease made progress; every write of a worker is fenced by its token;
+/// expired lease returns the job to the queue without using that attempt, counting an
+/// interruption when the lost lease made no progress (too many in a row fail the job); every write of a worker is fenced by its token;
 /// jobs are deduplicated by (slide SHA-256, model, parameters) and by idempotency key;
 /// checkpoints replace tiles already committed.
 public protocol JobQueue: AnyObject, Sendable {
@@ -21,10 +21,13 @@ public protocol JobQueue: AnyObject, Sendable {
     func claim(owner: String) throws(JobStoreError) -> (job: Job, lease: Lease)?
     /// Extends the lease. - Throws: `.leaseLost` when the lease was taken over or the job cancelled.
     func heartbeat(_ lease: Lease) throws(JobStoreError)
-    /// Returns expired leases to the queue (or fails jobs out of attempts).
+    /// Returns expired leases to the queue (an interruption: see `releaseLeases`).
     @discardableResult func rescueExpiredLeases() throws(JobStoreError) -> [JobID]
-    /// Releases the leases of `owners` right away.
-    @discardableResult func releaseLeases(ownedBy owners: [String], reason: String) throws(JobStoreError) -> [JobID]
+    /// Releases the leases of `owners` right away. A lost lease never uses one of the slide's
+    /// attempts (the worker died, the slide did not fail); with `interrupted` (the owner died
+    /// rather than gave the job back) a loss without progress counts as an interruption, and a
+    /// job interrupted `QueueWrites.maxInterruptions` times in a row without progress fails.
+    @discardableResult func releaseLeases(ownedBy owners: [String], reason: String, interrupted: Bool) throws(JobStoreError) -> [JobID]
     /// Owners holding running leases.
     func leaseOwners() throws(JobStoreError) -> [String]
     /// Records the tile total of a running job (fenced).
@@ -66,6 +69,12 @@ extension JobQueue {
     public func enqueue(slide: StoredSlide, model: String, parameters: String = "{}", maxAttempts: Int = 3,
                         idempotencyKey: String? = nil) throws(JobStoreError) -> (job: Job, created: Bool) {
         try enqueue(slide: slide, model: model, parameters: parameters, maxAttempts: maxAttempts, idempotencyKey: idempotencyKey)
+    }
+
+    /// `releaseLeases` of owners that died (an interruption).
+    @discardableResult
+    public func releaseLeases(ownedBy owners: [String], reason: String) throws(JobStoreError) -> [JobID] {
+        try releaseLeases(ownedBy: owners, reason: reason, interrupted: true)
     }
 
     /// `fail`, retrying unless `permanent`.

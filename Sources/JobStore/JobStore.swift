@@ -124,8 +124,7 @@ public final class JobStore: @unchecked Sendable {
         try withConnection { db in try QueueWrites.heartbeat(db, lease, now: now, leaseSeconds: self.leaseSeconds) }
     }
 
-    /// Returns expired leases to the queue (or fails jobs out of attempts). A job that made
-    /// progress under the lost lease does not lose an attempt: its worker died, the slide did not fail.
+    /// Returns expired leases to the queue: an interruption, never one of the slide's attempts.
     @discardableResult
     public func rescueExpiredLeases() throws(JobStoreError) -> [JobID] {
         let now = clock()
@@ -143,7 +142,7 @@ public final class JobStore: @unchecked Sendable {
 
     /// Releases the leases of `owners` right away (e.g. workers on this host whose process is gone).
     @discardableResult
-    public func releaseLeases(ownedBy owners: [String], reason: String) throws(JobStoreError) -> [JobID] {
+    public func releaseLeases(ownedBy owners: [String], reason: String, interrupted: Bool) throws(JobStoreError) -> [JobID] {
         guard !owners.isEmpty else { return [] }
         let now = clock()
         return try withConnection { db in
@@ -152,7 +151,8 @@ public final class JobStore: @unchecked Sendable {
                 let ids = try db.query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner IN (\(marks))",
                                        owners.map { .text($0) }).compactMap { $0.int("id") }
                 for id in ids {
-                    try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds)
+                    try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds,
+                                                 interrupted: interrupted)
                 }
                 return ids.map(JobID.init)
             }
@@ -285,7 +285,8 @@ public final class JobStore: @unchecked Sendable {
             heartbeatAt: row.double("heartbeat_at"), tilesDone: row.int("tiles_done") ?? 0,
             tilesTotal: row.int("tiles_total"), error: row.string("error"), outputDirectory: row.string("output_dir"),
             createdAt: row.double("created_at") ?? 0, startedAt: row.double("started_at"),
-            finishedAt: row.double("finished_at"), updatedAt: row.double("updated_at") ?? 0)
+            finishedAt: row.double("finished_at"), updatedAt: row.double("updated_at") ?? 0,
+            interruptions: row.int("interruptions") ?? 0)
     }
 
 }

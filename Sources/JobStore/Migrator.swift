@@ -67,6 +67,10 @@ enum Migrator {
         );
         CREATE INDEX watched_files_job ON watched_files(job_id);
         """,
+        // 3: leases lost without progress (a worker or server that died), counted apart from attempts.
+        """
+        ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 
     /// Brings the schema to the latest version, one transaction per migration.

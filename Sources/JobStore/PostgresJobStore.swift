@@ -146,7 +146,7 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
     }
 
     @discardableResult
-    public func releaseLeases(ownedBy owners: [String], reason: String) throws(JobStoreError) -> [JobID] {
+    public func releaseLeases(ownedBy owners: [String], reason: String, interrupted: Bool) throws(JobStoreError) -> [JobID] {
         guard !owners.isEmpty else { return [] }
         let now = clock()
         return try inTransaction { db in
@@ -154,7 +154,8 @@ public final class PostgresJobStore: JobQueue, @unchecked Sendable {
             let ids = try db.query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner IN (\(marks)) ORDER BY id FOR UPDATE",
                                    owners.map { .text($0) }).compactMap { $0.int("id") }
             for id in ids {
-                try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds)
+                try QueueWrites.releaseLease(db, JobID(id), reason: reason, now: now, backoffBase: self.backoffSeconds,
+                                             interrupted: interrupted)
             }
             return ids.map(JobID.init)
         }
@@ -377,6 +378,10 @@ enum PostgresMigrator {
             updated_at double precision NOT NULL
         );
         CREATE INDEX watched_files_job ON watched_files(job_id);
+        """,
+        // 3: leases lost without progress (a worker or server that died), counted apart from attempts.
+        """
+        ALTER TABLE jobs ADD COLUMN interruptions integer NOT NULL DEFAULT 0;
         """,
     ]
 

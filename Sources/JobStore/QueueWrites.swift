@@ -62,26 +62,37 @@ enum QueueWrites {
         min(3600, base * pow(2, Double(max(0, attempts - 1))))
     }
 
-    /// Returns a running job to the queue, or fails it out of attempts. A job that made progress
-    /// under the lost lease does not lose an attempt: its worker died, the slide did not fail.
-    static func releaseLease(_ db: some QueueConnection, _ id: JobID, reason: String, now: Double, backoffBase: Double) throws {
+    /// Leases lost in a row without progress after which a job fails (it keeps taking its worker down).
+    static let maxInterruptions = 10
+
+    /// Returns a running job to the queue. The claim's attempt is given back: the worker was lost,
+    /// the slide did not fail. With `interrupted` (the owner died or its lease ran out) a loss
+    /// without progress since the claim counts an interruption and waits a backoff (at most 10 s); progress
+    /// resets the count; `maxInterruptions` in a row fail the job.
+    static func releaseLease(_ db: some QueueConnection, _ id: JobID, reason: String, now: Double, backoffBase: Double,
+                             interrupted: Bool = true) throws {
         let job = try fetch(db, id)
         let progressed = try db.query("SELECT tiles_done > claim_progress AS p FROM jobs WHERE id = $1",
                                       [.integer(Int64(id.rawValue))]).first?.int("p") == 1
-        let attempts = progressed ? job.attempts - 1 : job.attempts
+        let attempts = max(0, job.attempts - 1)
+        let interruptions = !interrupted ? job.interruptions : progressed ? 0 : job.interruptions + 1
         let message = "\(reason) (owner \(job.leaseOwner ?? "?"))"
         try recordEvent(db, id, attempt: job.attempts, message: message, at: now)
-        if attempts >= job.maxAttempts {
+        if interruptions >= maxInterruptions {
+            let error = "[worker_lost] the worker was lost \(interruptions) times in a row without finishing a checkpoint "
+                + "on this slide (last: \(message)); retry it once the cause is found"
             try db.query("""
-                UPDATE jobs SET state = 'failed', attempts = $1, lease_owner = NULL, lease_expires = NULL, error = $2,
-                    finished_at = $3, updated_at = $3 WHERE id = $4
-                """, [.integer(Int64(attempts)), .text(message), .real(now), .integer(Int64(id.rawValue))])
+                UPDATE jobs SET state = 'failed', attempts = $1, interruptions = $2, lease_owner = NULL, lease_expires = NULL,
+                    error = $3, finished_at = $4, updated_at = $4 WHERE id = $5
+                """, [.integer(Int64(attempts)), .integer(Int64(interruptions)), .text(error), .real(now),
+                      .integer(Int64(id.rawValue))])
         } else {
-            let runAfter = progressed ? now : now + backoff(base: backoffBase, attempts: attempts)
+            let runAfter = interrupted && !progressed ? now + min(10, backoff(base: backoffBase, attempts: interruptions)) : now
             try db.query("""
-                UPDATE jobs SET state = 'queued', attempts = $1, lease_owner = NULL, lease_expires = NULL, run_after = $2,
-                    updated_at = $3 WHERE id = $4
-                """, [.integer(Int64(attempts)), .real(runAfter), .real(now), .integer(Int64(id.rawValue))])
+                UPDATE jobs SET state = 'queued', attempts = $1, interruptions = $2, lease_owner = NULL, lease_expires = NULL,
+                    run_after = $3, updated_at = $4 WHERE id = $5
+                """, [.integer(Int64(attempts)), .integer(Int64(interruptions)), .real(runAfter), .real(now),
+                      .integer(Int64(id.rawValue))])
         }
     }
 
@@ -142,7 +153,7 @@ enum QueueWrites {
     /// returns it (unchanged when it was in another state).
     static func retry(_ db: some QueueConnection, _ id: JobID, now: Double) throws -> Job {
         try db.query("""
-            UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, lease_owner = NULL, lease_expires = NULL,
+            UPDATE jobs SET state = 'queued', attempts = 0, interruptions = 0, error = NULL, lease_owner = NULL, lease_expires = NULL,
                 run_after = $1, finished_at = NULL, updated_at = $1 WHERE id = $2 AND state IN ('failed', 'cancelled')
             """, [.real(now), .integer(Int64(id.rawValue))])
         if db.changes > 0 { try recordEvent(db, id, attempt: 0, message: "queued again (retry)", at: now) }

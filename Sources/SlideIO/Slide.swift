@@ -145,6 +145,9 @@ public final class Slide: Sendable {
     /// Reads one small patch of the coarsest level so a broken slide fails at open, not mid-job.
     private func validatePixels() throws(SlideError) {
         let level = levelCount - 1
+        // Only where it is cheap: a single huge level (a strip TIFF) would be decoded whole to be
+        // read at random; its job finds out in its contained analysis process instead.
+        guard properties.levels[level].width * properties.levels[level].height <= 1 << 26 else { return }
         let image = try openLevel(level)
         guard let region = VipsRegionRef(image: image) else {
             throw .unreadable(path: properties.path, reason: VipsRuntime.takeError() ?? "no region")

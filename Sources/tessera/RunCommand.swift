@@ -53,6 +53,8 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Log what the worker does to standard error.")
     var verbose = false
 
+    @OptionGroup var budget: JobBudgetOptions
+
     func run() throws {
         var options = RunOptions()
         options.model = model
@@ -63,6 +65,7 @@ struct RunCommand: ParsableCommand {
         options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings)
         options.retryFailed = retryFailed
         options.recursive = recursive
+        options.isolation = try budget.isolation(logLevel: verbose ? "info" : "error")
         var logger = Logger(label: "tessera.run")
         logger.logLevel = verbose ? .info : .error
         let report = ProgressReport.forStandardError(interval: progressSeconds)

@@ -38,6 +38,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @OptionGroup var budget: JobBudgetOptions
+
     func run() throws {
         bootstrapLogging(level: logLevel)
         var options = ServeOptions(dataDirectory: data)
@@ -49,6 +51,7 @@ struct ServeCommand: ParsableCommand {
         options.workers = max(0, workers)
         options.threads = max(1, threads)
         options.api.maxUploadBytes = maxUpload
+        options.isolation = try budget.isolation(logLevel: logLevel)
         // Bearer tokens: TESSERA_API_TOKENS (comma-separated) and the file TESSERA_API_TOKENS_FILE names;
         // SIGHUP reads them again.
         let tokenSource = APITokenSource()

@@ -11,7 +11,7 @@ struct TesseraCommand: ParsableCommand {
         abstract: "Deep-learning inference on whole-slide pathology images.",
         version: Tessera.version,
         subcommands: [RunCommand.self, ServeCommand.self, WatchCommand.self, ThroughputCommand.self, InspectCommand.self, TilesCommand.self, ModelsCommand.self, BenchCommand.self,
-                      SampleSlideCommand.self, DoctorCommand.self, AuditCommand.self])
+                      SampleSlideCommand.self, DoctorCommand.self, AuditCommand.self, JobProcessCommand.self])
 }
 
 /// Runs a command body, turning Tessera errors into one `tessera: error: ...` line and exit code 1.

@@ -45,6 +45,8 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @OptionGroup var budget: JobBudgetOptions
+
     func run() throws {
         bootstrapLogging(level: logLevel)
         var options = WatchOptions(input: input, output: out)
@@ -57,6 +59,7 @@ struct WatchCommand: ParsableCommand {
         options.threads = max(1, threads)
         options.parameters = AnalysisParameters(slideMPP: slideMPP)
         options.recursive = recursive
+        options.isolation = try budget.isolation(logLevel: logLevel)
         let stop = StopFlag()
         // SIGTERM / SIGINT: stop at the next batch; the running job goes back to the queue at its checkpoint.
         let sources = onTerminationSignal { stop.set() }

@@ -100,7 +100,7 @@ struct QueueCases {
         #expect(try store.claim(owner: "w3") == nil, "a lease lost without progress waits out the backoff")
         clock.advance(2)
         let (retaken, newLease) = try #require(try store.claim(owner: "w3"))
-        #expect(retaken.id == a.id && newLease.token > lease.token && retaken.attempts == 2)
+        #expect(retaken.id == a.id && newLease.token > lease.token && retaken.attempts == 1, "the lost lease gave its attempt back")
         #expect(throws: JobStoreError.leaseLost(a.id)) { try store.heartbeat(lease) }
         #expect(throws: JobStoreError.leaseLost(a.id)) {
             try store.checkpoint(lease, results: [TileResult(index: 0, scores: [1])], tilesDone: 1)
@@ -173,17 +173,46 @@ struct QueueCases {
         #expect(throws: JobStoreError.notFound(JobID(999))) { try store.job(JobID(999)) }
     }
 
-    func progressLessCrashesUseUpAttempts() throws {
+    func lostLeasesCountInterruptionsNotAttempts() throws {
         let store = try makeStore()
         let job = try store.enqueue(slide: slide(1), model: "m", maxAttempts: 2).job
-        for _ in 0..<2 {
+        // Worker crashes (leases that ran out) do not use the slide's attempts ...
+        for round in 1..<10 {
+            _ = try #require(try store.claim(owner: "crashy"), "claim \(round)")
+            clock.advance(31)
+            try store.rescueExpiredLeases()
+            let after = try store.job(job.id)
+            #expect(after.state == .queued && after.attempts == 0 && after.interruptions == round)
+            clock.advance(100)
+        }
+        // ... progress resets the count ...
+        let (_, lease) = try #require(try store.claim(owner: "w"))
+        try store.checkpoint(lease, results: [TileResult(index: 0, scores: [1])], tilesDone: 1)
+        clock.advance(31)
+        try store.rescueExpiredLeases()
+        #expect(try store.job(job.id).interruptions == 0)
+        // ... and a slide that keeps taking its worker down is still stopped after ten in a row.
+        for _ in 0..<10 {
             _ = try #require(try store.claim(owner: "crashy"))
             clock.advance(31)
             try store.rescueExpiredLeases()
             clock.advance(100)
         }
         let failed = try store.job(job.id)
-        #expect(failed.state == .failed && failed.error?.contains("lease expired") == true)
+        #expect(failed.state == .failed && failed.attempts == 0 && failed.interruptions == 10)
+        #expect(failed.error?.hasPrefix("[worker_lost]") == true && failed.error?.contains("lease expired") == true)
+        // A retry starts over.
+        #expect(try store.retry(job.id).interruptions == 0)
+    }
+
+    func aStoppingWorkerGivesTheJobBackWithoutCost() throws {
+        let store = try makeStore()
+        let job = try store.enqueue(slide: slide(1), model: "m").job
+        _ = try #require(try store.claim(owner: "w"))
+        #expect(try store.releaseLeases(ownedBy: ["w"], reason: "worker stopping", interrupted: false) == [job.id])
+        let back = try store.job(job.id)
+        #expect(back.state == .queued && back.attempts == 0 && back.interruptions == 0)
+        #expect(try store.claim(owner: "w2")?.job.id == job.id, "runnable at once")
     }
 
     func leasesOfGoneOwnersAreReleased() throws {
@@ -195,7 +224,7 @@ struct QueueCases {
         #expect(try store.leaseOwners().sorted() == ["host:1:dead", "host:2:live"])
         #expect(try store.releaseLeases(ownedBy: ["host:1:dead", "host:3:none"], reason: "worker process ended") == [a.id])
         let released = try store.job(a.id)
-        #expect(released.state == .queued && released.leaseOwner == nil && released.attempts == 1)
+        #expect(released.state == .queued && released.leaseOwner == nil && released.attempts == 0 && released.interruptions == 1)
         #expect(try store.leaseOwners() == ["host:2:live"])
         #expect(try store.job(b.id).state == .running)
         try store.heartbeat(live)
@@ -280,7 +309,8 @@ struct SQLiteJobStoreTests {
     @Test func checkpointsAreIdempotentAndResumable() throws { try QueueCases(.sqlite).checkpointsAreIdempotentAndResumable() }
     @Test func failuresRetryWithBackoffThenFail() throws { try QueueCases(.sqlite).failuresRetryWithBackoffThenFail() }
     @Test func permanentFailureAndCancel() throws { try QueueCases(.sqlite).permanentFailureAndCancel() }
-    @Test func progressLessCrashesUseUpAttempts() throws { try QueueCases(.sqlite).progressLessCrashesUseUpAttempts() }
+    @Test func lostLeasesCountInterruptionsNotAttempts() throws { try QueueCases(.sqlite).lostLeasesCountInterruptionsNotAttempts() }
+    @Test func aStoppingWorkerGivesTheJobBackWithoutCost() throws { try QueueCases(.sqlite).aStoppingWorkerGivesTheJobBackWithoutCost() }
     @Test func leasesOfGoneOwnersAreReleased() throws { try QueueCases(.sqlite).leasesOfGoneOwnersAreReleased() }
     @Test func resultsKeepScoresAndEmbeddings() throws { try QueueCases(.sqlite).resultsKeepScoresAndEmbeddings() }
     @Test func watchedFilesAreRecordedOnce() throws { try QueueCases(.sqlite).watchedFilesAreRecordedOnce() }
@@ -299,7 +329,8 @@ struct PostgresJobStoreTests {
     @Test func checkpointsAreIdempotentAndResumable() throws { try QueueCases(.postgres).checkpointsAreIdempotentAndResumable() }
     @Test func failuresRetryWithBackoffThenFail() throws { try QueueCases(.postgres).failuresRetryWithBackoffThenFail() }
     @Test func permanentFailureAndCancel() throws { try QueueCases(.postgres).permanentFailureAndCancel() }
-    @Test func progressLessCrashesUseUpAttempts() throws { try QueueCases(.postgres).progressLessCrashesUseUpAttempts() }
+    @Test func lostLeasesCountInterruptionsNotAttempts() throws { try QueueCases(.postgres).lostLeasesCountInterruptionsNotAttempts() }
+    @Test func aStoppingWorkerGivesTheJobBackWithoutCost() throws { try QueueCases(.postgres).aStoppingWorkerGivesTheJobBackWithoutCost() }
     @Test func leasesOfGoneOwnersAreReleased() throws { try QueueCases(.postgres).leasesOfGoneOwnersAreReleased() }
     @Test func resultsKeepScoresAndEmbeddings() throws { try QueueCases(.postgres).resultsKeepScoresAndEmbeddings() }
     @Test func watchedFilesAreRecordedOnce() throws { try QueueCases(.postgres).watchedFilesAreRecordedOnce() }

@@ -9,6 +9,8 @@ public final class ProgressReport: @unchecked Sendable {
     private let interval: Double
     private let write: @Sendable (String) -> Void
     private var started = Date()
+    /// Tiles done when the current slide was first seen (a resumed job starts above 0).
+    private var baseline = 0
     private var current = ""
     private var lastDraw = Date.distantPast
 
@@ -30,11 +32,13 @@ public final class ProgressReport: @unchecked Sendable {
             if name != current {
                 current = name
                 started = Date()
+                baseline = done
                 lastDraw = Date()
             }
             let now = Date()
             let elapsed = now.timeIntervalSince(started)
-            let rate = elapsed > 0 ? Double(done) / elapsed : 0
+            // No rate from a single sighting: tiles done before it were not done in `elapsed`.
+            let rate = elapsed >= 0.5 && done > baseline ? Double(done - baseline) / elapsed : 0
             let eta = rate > 0 ? Double(total - done) / rate : 0
             let fraction = total > 0 ? Double(done) / Double(total) : 1
             if terminal {
@@ -48,8 +52,8 @@ public final class ProgressReport: @unchecked Sendable {
             } else {
                 guard now.timeIntervalSince(lastDraw) >= interval || done == total else { return }
                 lastDraw = now
-                write(String(format: "tessera: %@: %d/%d tiles (%.0f%%), %.0f tiles/s, ETA %.0f s\n",
-                             name, done, total, fraction * 100, rate, eta))
+                let speed = rate > 0 ? String(format: ", %.0f tiles/s, ETA %.0f s", rate, eta) : ""
+                write(String(format: "tessera: %@: %d/%d tiles (%.0f%%)%@\n", name, done, total, fraction * 100, speed))
             }
         }
     }

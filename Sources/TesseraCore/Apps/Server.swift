@@ -12,6 +12,8 @@ public struct ServeOptions: Sendable {
     public var threads = ProcessInfo.processInfo.activeProcessorCount
     /// Job queue URL (`postgres://...`); nil keeps the SQLite queue in the data folder.
     public var queue: String?
+    /// Analyse each slide in its own process under a budget (nil: in this process).
+    public var isolation: JobIsolation?
     public init(dataDirectory: String) { api = APIConfiguration(dataDirectory: dataDirectory) }
 
     /// Address to listen on.
@@ -65,7 +67,9 @@ public final class Server: @unchecked Sendable {
         let perWorker = max(1, options.threads / max(1, options.workers))
         for index in 0..<max(0, options.workers) {
             let api = self.api
-            let configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
+            var configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
+            configuration.isolation = options.isolation?.bound(dataDirectory: options.api.dataDirectory, queue: options.queue,
+                                                               modelsDirectory: options.api.modelsDirectory)
             let runner = JobRunner(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
             var loop = WorkLoop(runner: runner)
             loop.progress = { job, done, _ in api.metrics.observe(job: job, tilesDone: done) }

@@ -19,6 +19,8 @@ public struct RunOptions: Sendable {
     public var recursive = false
     /// Set (e.g. on Ctrl-C) to stop at the next batch; the run then throws `SlideRun.Interrupted`.
     public var stop = StopFlag()
+    /// Analyse each slide in its own process under a budget (nil: in this process).
+    public var isolation: JobIsolation?
     public init() {}
 }
 
@@ -72,6 +74,8 @@ public enum SlideRun {
         var configuration = WorkerConfiguration(threads: options.threads, batchSize: options.batchSize,
                                                 resultsDirectory: DataDirectory.outputs(options.dataDirectory))
         configuration.checkpointTiles = 8 * configuration.batchSize
+        configuration.isolation = options.isolation?.bound(dataDirectory: options.dataDirectory, queue: options.queue,
+                                                           modelsDirectory: options.modelsDirectory)
         let runner = JobRunner(store: store, models: ModelProvider(directory: options.modelsDirectory), configuration: configuration,
                                logger: logger, stop: options.stop)
 

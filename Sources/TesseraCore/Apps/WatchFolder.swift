@@ -22,6 +22,8 @@ public struct WatchOptions: Sendable {
     public var parameters = AnalysisParameters()
     /// Take slides in sub-folders of IN too (results keep the sub-folder: OUT/<sub>/<name>/).
     public var recursive = false
+    /// Analyse each slide in its own process under a budget (nil: in this process).
+    public var isolation: JobIsolation?
 
     public init(input: String, output: String) {
         self.input = input
@@ -64,7 +66,9 @@ public final class WatchFolder: @unchecked Sendable {
         intake = SlideIntake(store: store, dataDirectory: options.dataDirectory, modelsDirectory: options.modelsDirectory,
                              interface: .commandLine)
         _ = try intake.model(options.model)
-        let configuration = WorkerConfiguration(threads: options.threads, resultsDirectory: DataDirectory.outputs(options.dataDirectory))
+        var configuration = WorkerConfiguration(threads: options.threads, resultsDirectory: DataDirectory.outputs(options.dataDirectory))
+        configuration.isolation = options.isolation?.bound(dataDirectory: options.dataDirectory, queue: options.queue,
+                                                           modelsDirectory: options.modelsDirectory)
         runner = JobRunner(store: store, models: ModelProvider(directory: options.modelsDirectory),
                            configuration: configuration, logger: logger, stop: stop)
         notifier = DirectoryNotifier(path: options.input)

@@ -22,8 +22,10 @@ public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case modelChanged = "model_changed"
         /// The job's stored parameters cannot be read.
         case badParameters = "bad_parameters"
-        /// The worker's process ended (or its lease expired) too often.
+        /// The worker's process ended (or its lease expired) too often, or the analysis process crashed.
         case workerLost = "worker_lost"
+        /// The analysis went over its memory, time or CPU budget (`--job-memory`, `--job-timeout`).
+        case overBudget = "over_budget"
         /// Anything else.
         case internalError = "internal"
     }

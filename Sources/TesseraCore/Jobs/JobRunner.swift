@@ -48,14 +48,25 @@ public final class JobRunner: Sendable {
         return (job, outcome)
     }
 
-    /// Runs one claimed job to the end of this attempt.
-    public func run(job: Job, lease: Lease, progress: (@Sendable (Job, Int, Int) -> Void)? = nil) -> JobOutcome {
+    /// Runs one claimed job to the end of this attempt: in its own process when the configuration
+    /// says so, else here. `stage` hears what the analysis is doing.
+    public func run(job: Job, lease: Lease, progress: (@Sendable (Job, Int, Int) -> Void)? = nil,
+                    stage: (@Sendable (String) -> Void)? = nil) -> JobOutcome {
+        if let isolation = configuration.isolation {
+            return JobSupervisor(store: store, configuration: configuration, isolation: isolation, stop: stop, logger: logger)
+                .run(job: job, lease: lease, progress: progress)
+        }
         var log = logger
         log[metadataKey: "job.id"] = "\(job.id)"
+        let current = StageBox()
+        let stage: @Sendable (String) -> Void = { text in
+            current.stage = text
+            stage?(text)
+        }
         let heartbeat = Heartbeat(store: store, lease: lease, interval: max(0.5, store.leaseSeconds / 3))
         defer { heartbeat.stop() }
         do {
-            let (directory, summary) = try analyse(job: job, lease: lease, heartbeat: heartbeat, progress: progress)
+            let (directory, summary) = try analyse(job: job, lease: lease, heartbeat: heartbeat, progress: progress, stage: stage)
             try store.complete(lease, outputDirectory: directory)
             log.info("job done", metadata: ["output": "\(directory)"])
             return .done(outputDirectory: directory, summary: summary)
@@ -63,11 +74,15 @@ public final class JobRunner: Sendable {
             log.warning("lease lost; leaving the job to its new owner")
             return .leaseLost
         } catch is WorkerStopped {
-            _ = try? store.releaseLeases(ownedBy: [configuration.owner], reason: "worker stopping")
+            _ = try? store.releaseLeases(ownedBy: [configuration.owner], reason: "worker stopping", interrupted: false)
             log.info("stopped; job returned to the queue at its last checkpoint")
             return .stopped
         } catch {
-            let failure = JobFailure.from(error, slidePath: job.slide.path, slideName: job.slide.originalName)
+            var failure = JobFailure.from(error, slidePath: job.slide.path, slideName: job.slide.originalName)
+            if let budget = configuration.memoryBudget, failure.message.contains("out of memory") {
+                failure = JobFailure(.overBudget, "exceeded the \(JobBudget.describe(bytes: budget)) memory budget while "
+                                     + "\(current.stage) (--job-memory raises it): \(failure.message)")
+            }
             log.warning("job attempt failed", metadata: ["code": "\(failure.code.rawValue)", "reason": "\(failure.message)"])
             do {
                 try store.fail(lease, reason: failure.stored, permanent: !failure.transient)
@@ -78,9 +93,10 @@ public final class JobRunner: Sendable {
         }
     }
 
-    private func analyse(job: Job, lease: Lease, heartbeat: Heartbeat,
-                         progress: (@Sendable (Job, Int, Int) -> Void)?) throws -> (String, JobSummary) {
+    private func analyse(job: Job, lease: Lease, heartbeat: Heartbeat, progress: (@Sendable (Job, Int, Int) -> Void)?,
+                         stage: (@Sendable (String) -> Void)?) throws -> (String, JobSummary) {
         let parameters = try AnalysisParameters.parse(job.parameters)
+        stage?("loading the model \(job.model)")
         let (reference, session) = try models.session(for: job.model, threads: configuration.threads)
         if let expected = parameters.modelSHA256, try ModelIdentity.of(reference).onnxSHA256 != expected {
             throw JobFailure(.modelChanged, "model \(reference.name) changed after job \(job.id) was queued; "
@@ -88,11 +104,13 @@ public final class JobRunner: Sendable {
         }
         let analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
                                      threads: configuration.threads, batchSize: configuration.batchSize,
-                                     checkpointTiles: configuration.checkpointTiles)
+                                     checkpointTiles: configuration.checkpointTiles,
+                                     checkpointSeconds: configuration.checkpointSeconds)
         var events = SlideAnalysis.Events()
         events.planned = { [store] tiles in try store.setTotal(lease, tiles: tiles) }
         events.checkpoint = { [store] results, done in try store.checkpoint(lease, results: results, tilesDone: done) }
         events.progress = { done, total in progress?(job, done, total) }
+        events.stage = { stage?($0) }
         events.check = { [stop] in
             try heartbeat.check()
             if stop.isSet { throw WorkerStopped() }
@@ -109,6 +127,7 @@ public final class JobRunner: Sendable {
             modelPath: reference.path, parameters: parameters, validated: reference.card.validationStatement,
             mppSource: result.mppSource)
         let directory = configuration.resultsDirectory + "/\(job.id)"
+        stage?("writing the results")
         let summary = try JobOutputs.write(inputs, to: directory)
         return (directory, summary)
     }

@@ -11,8 +11,15 @@ public struct WorkerConfiguration: Sendable {
     public var batchSize: Int
     /// Tiles per checkpoint (rounded to whole batches).
     public var checkpointTiles: Int
+    /// Seconds after which a batch boundary checkpoints even with fewer tiles.
+    public var checkpointSeconds: Double = 5
     /// Where every job's results are stored: `DATA/outputs`, one `<job id>/` folder each.
     public var resultsDirectory: String
+    /// Run each job in its own process under a budget (nil: in this process).
+    public var isolation: JobIsolation?
+    /// The memory budget this process runs under (set in a job's analysis process): an
+    /// allocation refused there is the budget's doing, not the slide's.
+    public var memoryBudget: Int?
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, batchSize: Int = 64, checkpointTiles: Int = 512,
                 resultsDirectory: String) {
@@ -40,6 +47,17 @@ public enum JobOutcome: Sendable {
 }
 
 struct WorkerStopped: Error {}
+
+/// The last stage an analysis reported.
+final class StageBox: @unchecked Sendable {
+    // @unchecked: `value` is guarded by `lock`.
+    private let lock = NSLock()
+    private var value = "starting"
+    var stage: String {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
 
 /// Extends a lease every `interval` seconds on a background queue; remembers if the lease was lost.
 final class Heartbeat: @unchecked Sendable {

@@ -37,6 +37,9 @@ public struct SlideAnalysis {
         public var progress: (Int, Int) -> Void = { _, _ in }
         /// Asked before every batch: throw to stop.
         public var check: () throws -> Void = {}
+        /// What the analysis is doing now ("opening the slide", "finding tissue", ...), for
+        /// progress and for saying where a budget ran out.
+        public var stage: (String) -> Void = { _ in }
         public init() {}
     }
 
@@ -49,9 +52,12 @@ public struct SlideAnalysis {
     public var batchSize: Int
     /// Tiles per checkpoint (whole batches).
     public var checkpointTiles: Int
+    /// Seconds after which the next batch boundary checkpoints even with fewer tiles, so small
+    /// slides and slow models keep their work across a crash too.
+    public var checkpointSeconds: Double
 
     public init(slidePath: String, parameters: AnalysisParameters, card: ModelCard, session: Session, threads: Int,
-                batchSize: Int = 64, checkpointTiles: Int = 512) {
+                batchSize: Int = 64, checkpointTiles: Int = 512, checkpointSeconds: Double = 5) {
         self.slidePath = slidePath
         self.parameters = parameters
         self.card = card
@@ -59,15 +65,18 @@ public struct SlideAnalysis {
         self.threads = max(1, threads)
         self.batchSize = max(1, batchSize)
         self.checkpointTiles = max(1, checkpointTiles / self.batchSize) * self.batchSize
+        self.checkpointSeconds = checkpointSeconds
     }
 
     /// Runs the analysis. `resume` holds tiles scored earlier (indices from 0, in order); the
     /// analysis starts at the last whole batch among them.
     public func run(resume: [TileResult] = [], events: Events = Events()) throws -> Result {
         let total = Stopwatch()
+        events.stage("opening the slide")
         let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP)
         let plan = try slide.plan(targetMPP: parameters.mpp ?? card.input.mpp ?? 0.5)
         let maskClock = Stopwatch()
+        events.stage("finding tissue")
         let mask = try slide.detectTissue()
         let maskSeconds = maskClock.seconds
         let grid = try TileGrid(plan: plan, tileSize: card.input.size, overlap: parameters.overlap, mask: mask,
@@ -79,9 +88,11 @@ public struct SlideAnalysis {
             throw SlideError.readFailed(path: slidePath, reason: "checkpointed tiles are out of order at tile \(offset)")
         }
         var scores = kept.map(\.scores)
+        events.progress(scores.count, grid.tiles.count)
         var embeddings: [[Float]]? = parameters.embeddings ? kept.map { $0.embedding ?? [] } : nil
         let tileClock = Stopwatch()
         if scores.count < grid.tiles.count {
+            events.stage("reading and scoring tiles at level \(plan.level)")
             try infer(slide: slide, grid: grid, from: scores.count, events: events) { result in
                 scores.append(result.scores)
                 if embeddings != nil { embeddings?.append(result.embedding ?? []) }
@@ -125,6 +136,7 @@ public struct SlideAnalysis {
         defer { pipe.abort() }
         var done = start
         var pending: [TileResult] = []
+        var lastCheckpoint = Stopwatch()
         while let batch = try pipe.takeFilled() {
             try events.check()
             let count = batch.count
@@ -145,9 +157,10 @@ public struct SlideAnalysis {
                 keep(tile)
             }
             done += count
-            if pending.count >= checkpointTiles || done == grid.tiles.count {
+            if pending.count >= checkpointTiles || done == grid.tiles.count || lastCheckpoint.seconds >= checkpointSeconds {
                 try events.checkpoint(pending, done)
                 pending.removeAll(keepingCapacity: true)
+                lastCheckpoint = Stopwatch()
             }
             events.progress(done, grid.tiles.count)
         }
