@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks the layering, builds, runs the CLI
-# checks, a schemathesis pass against a live server (scripts/api-fuzz.sh), the deployment
-# checks (systemd, Kubernetes, Dockerfile, Slurm), the Swift test suite, then makes the Debian
-# package and installs and runs it in a fresh Debian 12 root.
+# checks, a schemathesis pass against a live server (scripts/api-fuzz.sh), the status-latency
+# check (scripts/bench-status.py), the deployment checks (systemd, Kubernetes, Dockerfile, Slurm),
+# the Swift test suite, then makes the Debian package and installs and runs it in a fresh
+# Debian 12 root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
@@ -10,6 +11,8 @@ scripts/check-layering.sh
 swift build
 scripts/cli-checks.sh
 scripts/api-fuzz.sh
+# Status requests must not wait on uploads: GET /v1/jobs/{id} p99 under 50 ms while 4 stream.
+scripts/bench-status.py --max-p99-ms 50
 scripts/check-deploy.sh
 # A hung test must fail the run, not stall it: the suite takes a few minutes.
 timeout --kill-after=30 2400 swift test

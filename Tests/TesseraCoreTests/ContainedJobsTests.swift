@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import Testing
 @testable import TesseraCore
+import SlideIO
 
 /// Each slide is analysed in its own `tessera job-process` under a budget: a decode bomb kills
 /// only its own process, cancel and SIGTERM end the work at once, and killed servers cost valid
@@ -254,5 +255,17 @@ enum StripTIFFBomb {
         }
         withUnsafeBytes(of: ((b << 16) | a).bigEndian) { zlib.append(contentsOf: $0) }
         return zlib
+    }
+}
+
+@Suite("Job failures")
+struct JobFailureCodeTests {
+    @Test func aFullDiskIsAWriteFailureThatSaysWhatToDo() {
+        let error = SlideError.writeFailed(path: "/data/outputs/.7.partial-1/overlay.png",
+                                           reason: "write error; unix error: No space left on device")
+        let failure = JobFailure.from(error, slidePath: "/data/slides/abc", slideName: "case 7.svs")
+        #expect(failure.code == .writeFailed && failure.transient)
+        #expect(failure.message.contains("the disk holding the data folder is full"), "\(failure.message)")
+        #expect(JobFailure(stored: failure.stored).code == .writeFailed, "the code survives the job row")
     }
 }

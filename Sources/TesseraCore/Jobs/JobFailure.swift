@@ -24,6 +24,8 @@ public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case badParameters = "bad_parameters"
         /// The worker's process ended (or its lease expired) too often, or the analysis process crashed.
         case workerLost = "worker_lost"
+        /// Results could not be written (e.g. the disk holding the data folder is full).
+        case writeFailed = "write_failed"
         /// The analysis went over its memory, time or CPU budget (`--job-memory`, `--job-timeout`).
         case overBudget = "over_budget"
         /// Anything else.
@@ -70,7 +72,12 @@ public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
             case .notFound: return JobFailure(.slideMissing, named(slide.description) + " (the slide was moved or deleted after it was queued)")
             case .unsupportedFormat, .unreadable: return JobFailure(.notASlide, named(slide.description))
             case .mppUnknown: return JobFailure(.missingMPP, "\(slideName): the slide records no microns per pixel; state it (slide_mpp / --slide-mpp) and queue it again")
-            case .readFailed, .writeFailed, .runtimeUnavailable: return JobFailure(.readFailed, named(slide.description), transient: true)
+            case .writeFailed(_, let reason):
+                let full = reason.contains("No space left") || reason.contains("ENOSPC")
+                return JobFailure(.writeFailed, named(slide.description)
+                                  + (full ? "; the disk holding the data folder is full: free space, then retry the job" : ""),
+                                  transient: true)
+            case .readFailed, .runtimeUnavailable: return JobFailure(.readFailed, named(slide.description), transient: true)
             case .invalidArgument: return JobFailure(.badParameters, named(slide.description))
             }
         case let model as ModelError: return JobFailure(.modelError, "model: \(model)")
