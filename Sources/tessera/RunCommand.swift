@@ -35,6 +35,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("min-tissue"), help: "Minimum tissue fraction of a tile.")
     var minTissue = 0.5
 
+    @Option(help: "Engine precision: fp32, or int8 with the calibration `tessera models quantize` wrote for the model.")
+    var precision = "fp32"
+
     @Flag(help: "Also write per-tile embeddings (penultimate-layer features).")
     var embeddings = false
 
@@ -62,7 +65,8 @@ struct RunCommand: ParsableCommand {
         options.dataDirectory = data
         options.queue = queue ?? DataDirectory.defaultQueue
         options.threads = max(1, threads)
-        options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings)
+        options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings,
+                                                precision: precision.lowercased())
         options.retryFailed = retryFailed
         options.recursive = recursive
         options.isolation = try budget.isolation(logLevel: verbose ? "info" : "error")

@@ -39,6 +39,9 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it (slides that do keep their own).")
     var slideMPP: Double?
 
+    @Option(help: "Engine precision: fp32, or int8 with the calibration `tessera models quantize` wrote for the model.")
+    var precision = "fp32"
+
     @Flag(help: "Also take slides in sub-folders of IN (results keep the sub-folder).")
     var recursive = false
 
@@ -57,7 +60,7 @@ struct WatchCommand: ParsableCommand {
         options.pollSeconds = max(0.1, poll)
         options.moveProcessed = move
         options.threads = max(1, threads)
-        options.parameters = AnalysisParameters(slideMPP: slideMPP)
+        options.parameters = AnalysisParameters(slideMPP: slideMPP, precision: precision.lowercased())
         options.recursive = recursive
         options.isolation = try budget.isolation(logLevel: logLevel)
         let stop = StopFlag()

@@ -218,7 +218,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    /// The analysis parameters of an upload's query: `slide_mpp`, `mpp`, `min_tissue`, `overlap`, `embeddings`.
+    /// The analysis parameters of an upload's query: `slide_mpp`, `mpp`, `min_tissue`, `overlap`, `embeddings`, `precision`.
     static func parameters(_ query: [String: String]) -> Result<AnalysisParameters, HTTPResponseError> {
         var parameters = AnalysisParameters()
         func number(_ key: String) -> Result<Double?, HTTPResponseError> {
@@ -244,6 +244,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                 }
                 parameters.embeddings = flag
             }
+            if let raw = query["precision"] { parameters.precision = raw.lowercased() }
             try parameters.validate { "\($0.stringValue)" }
         } catch let error as HTTPResponseError {
             return .failure(error)

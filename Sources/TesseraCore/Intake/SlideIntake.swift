@@ -110,6 +110,16 @@ public struct SlideIntake: Sendable {
         }
         canonical.modelSHA256 = identity.onnxSHA256
         canonical.cardSHA256 = identity.cardSHA256
+        canonical.precision = parameters.precision == "fp32" ? nil : parameters.precision
+        canonical.calibrationSHA256 = nil
+        if canonical.precision == "int8" {
+            let calibration = ModelQuantize.calibrationPath(forModelFile: reference.path)
+            guard let digest = try? SHA256.hexDigest(ofFile: calibration) else {
+                throw Refusal(code: .badParameter, description: "\(name(of: .precision)) int8: \(reference.name) has no INT8 calibration; "
+                              + "make one with `tessera models quantize \(reference.name) --calibration DIR` (tiles like the slides')")
+            }
+            canonical.calibrationSHA256 = digest
+        }
         return canonical
     }
 

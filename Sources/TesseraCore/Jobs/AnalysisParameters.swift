@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// What a job asks for beyond slide and model. Stored as canonical JSON in the job row (every
@@ -19,11 +20,17 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     /// SHA-256 of what the model card says about analysis (input, classes, output), so a fixed
     /// card analyses again.
     public var cardSHA256: String?
+    /// Engine precision: nil for fp32, `int8` for the INT8 engine with the calibration
+    /// `tessera models quantize` wrote (its SHA-256 in `calibrationSHA256`, part of the identity).
+    public var precision: String?
+    public var calibrationSHA256: String?
     /// Marks the job as one measurement run's own, so a repeated measurement of the same slide on
     /// a shared queue (which outlives the run) is not deduplicated into an earlier job. Usually nil.
     public var run: String?
 
-    public init(mpp: Double? = nil, slideMPP: Double? = nil, minTissue: Double = 0.5, overlap: Int = 0, embeddings: Bool = false) {
+    public init(mpp: Double? = nil, slideMPP: Double? = nil, minTissue: Double = 0.5, overlap: Int = 0, embeddings: Bool = false,
+                precision: String? = nil) {
+        self.precision = precision
         self.mpp = mpp
         self.slideMPP = slideMPP
         self.minTissue = minTissue
@@ -32,7 +39,8 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     }
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
-        case mpp, overlap, embeddings, run
+        case mpp, overlap, embeddings, run, precision
+        case calibrationSHA256 = "calibration_sha256"
         case slideMPP = "slide_mpp", minTissue = "min_tissue", modelSHA256 = "model_sha256", cardSHA256 = "card_sha256"
     }
 
@@ -53,6 +61,8 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         modelSHA256 = try values.decodeIfPresent(String.self, forKey: .modelSHA256)
         cardSHA256 = try values.decodeIfPresent(String.self, forKey: .cardSHA256)
         run = try values.decodeIfPresent(String.self, forKey: .run)
+        precision = try values.decodeIfPresent(String.self, forKey: .precision)
+        calibrationSHA256 = try values.decodeIfPresent(String.self, forKey: .calibrationSHA256)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -66,6 +76,9 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         try values.encode(modelSHA256, forKey: .modelSHA256)
         try values.encode(cardSHA256, forKey: .cardSHA256)
         try values.encode(run, forKey: .run)
+        // Only when set: fp32 jobs keep the canonical text (and so the identity) they always had.
+        try values.encodeIfPresent(precision, forKey: .precision)
+        try values.encodeIfPresent(calibrationSHA256, forKey: .calibrationSHA256)
     }
 
     private struct AnyKey: CodingKey {
@@ -83,9 +96,15 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         }
         guard minTissue >= 0 && minTissue <= 1 else { throw UsageError("\(name(.minTissue)) must be between 0 and 1") }
         guard overlap >= 0 && overlap < 4096 else { throw UsageError("\(name(.overlap)) must be 0 or more pixels (and less than 4096)") }
+        if let precision, !["fp32", "int8"].contains(precision) {
+            throw UsageError("\(name(.precision)) \(precision): use fp32 or int8")
+        }
     }
 
-    /// Canonical JSON (every key, sorted) for the job row.
+    /// The engine precision this asks for.
+    public var enginePrecision: Precision { precision == "int8" ? .int8 : .fp32 }
+
+    /// Canonical JSON (every key, sorted; `precision` only when not fp32) for the job row.
     public var canonicalJSON: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

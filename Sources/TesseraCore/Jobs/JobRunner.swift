@@ -97,10 +97,16 @@ public final class JobRunner: Sendable {
                          stage: (@Sendable (String) -> Void)?) throws -> (String, JobSummary) {
         let parameters = try AnalysisParameters.parse(job.parameters)
         stage?("loading the model \(job.model)")
-        let (reference, session) = try models.session(for: job.model, threads: configuration.threads)
+        let (reference, session) = try models.session(for: job.model, threads: configuration.threads,
+                                                      precision: parameters.enginePrecision)
         if let expected = parameters.modelSHA256, try ModelIdentity.of(reference).onnxSHA256 != expected {
             throw JobFailure(.modelChanged, "model \(reference.name) changed after job \(job.id) was queued; "
                              + "submit the slide again to analyse it with the model as it is now")
+        }
+        if let expected = parameters.calibrationSHA256,
+           (try? SHA256.hexDigest(ofFile: ModelQuantize.calibrationPath(forModelFile: reference.path))) != expected {
+            throw JobFailure(.modelChanged, "the INT8 calibration of \(reference.name) changed after job \(job.id) was queued; "
+                             + "submit the slide again to analyse it with the calibration as it is now")
         }
         let analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
                                      threads: configuration.threads, batchSize: configuration.batchSize,

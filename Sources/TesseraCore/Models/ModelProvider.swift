@@ -15,11 +15,13 @@ public final class ModelProvider: @unchecked Sendable {
     }
 
     /// The model's reference and a session on `threads` cores.
-    public func session(for name: String, threads: Int) throws -> (ModelReference, Session) {
+    public func session(for name: String, threads: Int, precision: Precision = .fp32) throws -> (ModelReference, Session) {
         let reference = try ModelCatalog.resolve(name, in: directory)
-        let key = "\(reference.path)#\(threads)"
+        let key = "\(reference.path)#\(threads)#\(precision.rawValue)"
         if let cached = lock.withLock({ cache[key] }) { return cached }
-        let model = try ModelCardCheck.load(reference)
+        var options = EngineOptions()
+        options.precision = precision
+        let model = try ModelCardCheck.load(reference, options: options)
         let session = try Session(model: model, threads: threads)
         lock.withLock { cache[key] = (reference, session) }
         return (reference, session)

@@ -59,9 +59,11 @@ public struct JobSummary: Codable, Sendable {
     /// Where the slide's microns per pixel came from (`openslide`, `tiff-resolution`, ..., or
     /// `override`: the `--slide-mpp` / `slide_mpp` fallback for a slide that records none).
     public var slideMPPSource: String?
+    /// Engine precision the tiles were scored in: `fp32` or `int8` (nil in older summaries).
+    public var precision: String?
 
     enum CodingKeys: String, CodingKey {
-        case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails
+        case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails, precision
         case slideMPP = "slide_mpp", tileStep = "tile_step", classColours = "class_colours"
         case classAreasMM2 = "class_areas_mm2", tissueAreaMM2 = "tissue_area_mm2"
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
@@ -155,7 +157,8 @@ enum JobOutputs {
             gridRows: inputs.grid.rows, tilesTotal: inputs.grid.totalCount, tilesTissue: inputs.grid.tiles.count,
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
             tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0,
-            validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no, slideMPPSource: inputs.mppSource)
+            validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no, slideMPPSource: inputs.mppSource,
+            precision: inputs.parameters.precision ?? "fp32")
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
