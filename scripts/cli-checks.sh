@@ -14,6 +14,8 @@ run() { # stdout to $out, stderr to $err, exit code to $rc; 120 s limit so a han
 }
 run inspect /nonexistent.svs
 check "missing file: exit 1, one line" '[ $rc -eq 1 ] && [ $(printf "%s\n" "$err" | wc -l) -eq 1 ]'
+run run /nonexistent.svs --job-memory 4X
+check "a budget typo names the flag and the subcommand" '[ $rc -eq 64 ] && grep -q "job-memory 4X: give a size" <<<"$err" && grep -q "tessera run --help" <<<"$err"'
 if [ -d "$data" ]; then
   for file in "$data"/odd-inputs/*; do
     run tiles "$file" --slide-mpp 0.5 --tile-size 64 --json

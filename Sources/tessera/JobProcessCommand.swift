@@ -50,21 +50,20 @@ struct JobBudgetOptions: ParsableArguments {
           help: "Analyse slides in this process instead of one contained process per slide (no budgets; for debugging).")
     var inProcess = false
 
+    func validate() throws {
+        if let jobMemory, (JobBudget.bytes(jobMemory) ?? 0) < 64 << 20 {
+            throw ValidationError("--job-memory \(jobMemory): give a size of at least 64M, e.g. 4G or 512M")
+        }
+        if let jobTimeout, JobBudget.seconds(jobTimeout) == nil {
+            throw ValidationError("--job-timeout \(jobTimeout): give a duration, e.g. 90m, 6h or 3600")
+        }
+    }
+
     /// The isolation to run jobs under (nil with --in-process or when the binary cannot be found).
-    func isolation(logLevel: String) throws -> JobIsolation? {
+    func isolation(logLevel: String) -> JobIsolation? {
         var budget = JobBudget()
-        if let jobMemory {
-            guard let bytes = JobBudget.bytes(jobMemory), bytes >= 64 << 20 else {
-                throw ValidationError("--job-memory \(jobMemory): give a size of at least 64M, e.g. 4G or 512M")
-            }
-            budget.memoryBytes = bytes
-        }
-        if let jobTimeout {
-            guard let seconds = JobBudget.seconds(jobTimeout) else {
-                throw ValidationError("--job-timeout \(jobTimeout): give a duration, e.g. 90m, 6h or 3600")
-            }
-            budget.wallSeconds = seconds
-        }
+        if let bytes = jobMemory.flatMap(JobBudget.bytes) { budget.memoryBytes = bytes }
+        if let seconds = jobTimeout.flatMap(JobBudget.seconds) { budget.wallSeconds = seconds }
         guard !inProcess, let executable = JobIsolation.currentExecutable else { return nil }
         return JobIsolation(executable: executable, budget: budget, logLevel: logLevel)
     }

@@ -69,7 +69,7 @@ struct RunCommand: ParsableCommand {
                                                 precision: precision.lowercased())
         options.retryFailed = retryFailed
         options.recursive = recursive
-        options.isolation = try budget.isolation(logLevel: verbose ? "info" : "error")
+        options.isolation = budget.isolation(logLevel: verbose ? "info" : "error")
         var logger = Logger(label: "tessera.run")
         logger.logLevel = verbose ? .info : .error
         let report = ProgressReport.forStandardError(interval: progressSeconds)

@@ -51,7 +51,7 @@ struct ServeCommand: ParsableCommand {
         options.workers = max(0, workers)
         options.threads = max(1, threads)
         options.api.maxUploadBytes = maxUpload
-        options.isolation = try budget.isolation(logLevel: logLevel)
+        options.isolation = budget.isolation(logLevel: logLevel)
         // Bearer tokens: TESSERA_API_TOKENS (comma-separated) and the file TESSERA_API_TOKENS_FILE names;
         // SIGHUP reads them again.
         let tokenSource = APITokenSource()

@@ -62,7 +62,7 @@ struct WatchCommand: ParsableCommand {
         options.threads = max(1, threads)
         options.parameters = AnalysisParameters(slideMPP: slideMPP, precision: precision.lowercased())
         options.recursive = recursive
-        options.isolation = try budget.isolation(logLevel: logLevel)
+        options.isolation = budget.isolation(logLevel: logLevel)
         let stop = StopFlag()
         // SIGTERM / SIGINT: stop at the next batch; the running job goes back to the queue at its checkpoint.
         let sources = onTerminationSignal { stop.set() }
