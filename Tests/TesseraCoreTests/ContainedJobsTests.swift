@@ -134,6 +134,19 @@ struct ContainedJobsTests {
         }
         let first = try upload(client, slide, name: "first.tif", query: "&model=densenet121-lc25000")
         try waitRunning(first)
+        // SIGTERM to the analysis process alone (as `systemctl stop` sends to the whole unit) is a
+        // stop, not a crash: the job runs again at once without using an attempt.
+        let stoppedChild = try #require(Self.analysisProcesses(of: server.processIdentifier).first)
+        kill(stoppedChild, SIGTERM)
+        let rerun = Date().addingTimeInterval(30)
+        while try Date() < rerun && (Self.analysisProcesses(of: server.processIdentifier).filter { $0 != stoppedChild }.isEmpty
+                                 || job(client, first)["state"] as? String != "running") {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let events = try DataDirectory.openStore(data).events(of: JobID(first)).map(\.message)
+        #expect(events.contains { $0.hasPrefix("worker stopping") }, "\(events)")
+        #expect(!events.contains { $0.contains("crashed") }, "\(events)")
+        #expect(try job(client, first)["attempts"] as? Int == 1, "the stopped attempt was given back")
         Thread.sleep(forTimeInterval: 1)
         let children = Self.analysisProcesses(of: server.processIdentifier)
         #expect(children.count == 1)

@@ -102,6 +102,12 @@ struct JobSupervisor {
         }
         process.waitUntilExit()
         state.waitClosed()
+        // A stop signal that reached the analysis process itself (Ctrl-C reaches the whole process
+        // group, `systemctl stop` the whole unit) is a stop, not a crash of the slide's analysis.
+        if verdict == nil, process.terminationReason == .uncaughtSignal,
+           [SIGINT, SIGTERM, SIGHUP].contains(process.terminationStatus) {
+            verdict = .stopped
+        }
         let stage = state.stage ?? "starting"
         let tiles = state.tiles.map { " (\($0.done) of \($0.total) tiles)" } ?? ""
 
