@@ -31,6 +31,9 @@ struct ThroughputCommand: ParsableCommand {
     @Option(help: "Job queue URL (postgres://...) for the end-to-end run, to include the shared queue in the measurement (default: $TESSERA_QUEUE, else a scratch SQLite queue).")
     var queue: String?
 
+    @Option(help: "Engine precision: fp32, or int8 (needs the model's INT8 calibration; fp32 is measured too, for the gain).")
+    var precision = "fp32"
+
     @Option(help: "Cores to use.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -46,6 +49,7 @@ struct ThroughputCommand: ParsableCommand {
         options.model = model
         options.scanner = scanner
         options.threads = max(1, threads)
+        options.precision = precision
         options.queue = queue ?? DataDirectory.defaultQueue
         options.durationSeconds = max(3, duration)
         options.tissueFraction = min(1, max(0, tissueFraction))

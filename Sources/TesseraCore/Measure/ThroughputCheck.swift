@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Logging
 import SlideIO
@@ -19,6 +20,9 @@ public struct ThroughputOptions: Sendable {
     public var durationSeconds = 20.0
     /// Job queue URL (`postgres://...`) for the end-to-end run; nil uses a scratch SQLite queue.
     public var queue: String?
+    /// Engine precision of the check: `fp32`, or `int8` (then fp32 is measured in the same run too,
+    /// and the report gives the gain of each stage).
+    public var precision = "fp32"
     public init() {}
 }
 
@@ -56,9 +60,17 @@ public struct ThroughputReport: Codable, Sendable {
     public var bottleneck: String
     public var cpuUtilisation: Double
     public var peakRSSBytes: Int
+    /// Engine precision of the stages above.
+    public var precision: String
+    /// With a reduced precision: the fp32 engine and end-to-end rates measured in the same run.
+    public var fp32EngineTilesPerSecond: Double?
+    public var fp32EndToEndTilesPerSecond: Double?
+    public var fp32SlidesPerHour: Double?
 
     enum CodingKeys: String, CodingKey {
-        case model, threads, slides, bottleneck, headroom
+        case model, threads, slides, bottleneck, headroom, precision
+        case fp32EngineTilesPerSecond = "fp32_engine_tiles_per_second", fp32EndToEndTilesPerSecond = "fp32_end_to_end_tiles_per_second"
+        case fp32SlidesPerHour = "fp32_slides_per_hour"
         case slideWidth = "slide_width", slideHeight = "slide_height", tissueTilesPerSlide = "tissue_tiles_per_slide"
         case decodeMegapixelsPerSecond = "decode_megapixels_per_second", tilingTilesPerSecond = "tiling_tiles_per_second"
         case engineTilesPerSecond = "engine_tiles_per_second", endToEndTilesPerSecond = "end_to_end_tiles_per_second"
@@ -74,17 +86,21 @@ public struct ThroughputReport: Codable, Sendable {
                      arrivalSlidesPerHour, headroom * 100)
             : String(format: "DOES NOT KEEP PACE: %.0f slides/h against %.0f arriving (%.0f%% short)", slidesPerHour,
                      arrivalSlidesPerHour, -headroom * 100)
+        func gain(_ value: Double, _ reference: Double?) -> String {
+            guard let reference, reference > 0 else { return "" }
+            return String(format: "  fp32 %8.1f, x%.2f", reference, value / reference)
+        }
         return [
-            "model \(model), \(threads) threads; slide \(slideWidth) x \(slideHeight) px, "
+            "model \(model) (\(precision)), \(threads) threads; slide \(slideWidth) x \(slideHeight) px, "
                 + String(format: "%.0f tissue tiles", tissueTilesPerSlide),
             "stage                      rate",
             "-------------------------  ------------------",
             String(format: "decode                     %8.1f MP/s", decodeMegapixelsPerSecond),
             String(format: "tiling (decode+normalise)  %8.1f tiles/s", tilingTilesPerSecond),
-            String(format: "engine                     %8.1f tiles/s", engineTilesPerSecond),
+            String(format: "engine                     %8.1f tiles/s", engineTilesPerSecond) + gain(engineTilesPerSecond, fp32EngineTilesPerSecond),
             String(format: "end to end                 %8.1f tiles/s  (%.1f s/slide, CPU %.0f%%)", endToEndTilesPerSecond,
-                   secondsPerSlide, cpuUtilisation * 100),
-            String(format: "slides per hour            %8.1f", slidesPerHour),
+                   secondsPerSlide, cpuUtilisation * 100) + gain(endToEndTilesPerSecond, fp32EndToEndTilesPerSecond),
+            String(format: "slides per hour            %8.1f", slidesPerHour) + gain(slidesPerHour, fp32SlidesPerHour),
             String(format: "arrival                    %8.1f slides/h  (%@)", arrivalSlidesPerHour, arrivalSource as NSString),
             String(format: "peak RSS                   %8.1f MiB", Double(peakRSSBytes) / 1_048_576),
             "bottleneck                 \(bottleneck)",
@@ -98,6 +114,9 @@ public enum ThroughputCheck {
     public static func run(_ options: ThroughputOptions, stage: (String) -> Void = { _ in }) throws -> ThroughputReport {
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let card = reference.card
+        guard let precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8].contains(precision) else {
+            throw ModelCatalogError(description: "--precision \(options.precision): use fp32 or int8")
+        }
         let arrival: Double
         let source: String
         if let explicit = options.arrivalPerHour {
@@ -130,29 +149,48 @@ public enum ThroughputCheck {
         }
         let decodeTiles = try readRate(.rgb8)
         let tiling = try readRate(.floatNCHW(card.normalisation))
-        stage("engine")
-        let engine = try ModelBench.run(ModelBenchOptions(model: reference.path, batch: 64, threads: options.threads, repeats: 10,
-                                                          warmup: 2, budgetSeconds: budget)).images_per_second
-        stage("end to end")
+        func engineRate(_ precision: Precision) throws -> Double {
+            var bench = ModelBenchOptions(model: reference.path, batch: 64, threads: options.threads, repeats: 10, warmup: 2,
+                                          budgetSeconds: budget)
+            bench.engine.precision = precision
+            return try ModelBench.run(bench).images_per_second
+        }
+        stage("engine (\(precision.rawValue))")
+        let engine = try engineRate(precision)
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-throughput-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        var run = RunOptions()
-        run.model = reference.identifier
-        run.modelsDirectory = options.modelsDirectory
-        run.outputDirectory = scratch + "/out"
-        run.dataDirectory = scratch + "/data"
-        run.queue = options.queue
-        run.parameters.run = options.queue == nil ? nil : UUID().uuidString
-        run.threads = options.threads
         var logger = Logger(label: "tessera.throughput")
         logger.logLevel = .error
-        let cpuBefore = ResourceUsage.cpuSeconds
-        let clock = Stopwatch()
-        let reports = try SlideRun.run(paths: slides, options: run, logger: logger)
-        let seconds = clock.seconds
-        let cpu = (ResourceUsage.cpuSeconds - cpuBefore) / max(seconds * Double(options.threads), 1e-9)
-        if let failed = reports.first(where: { $0.state != "done" }) {
-            throw ModelCatalogError(description: "end-to-end run failed on \(failed.slide): \(failed.error ?? failed.state)")
+        func endToEnd(_ precision: Precision) throws -> (reports: [RunReport], seconds: Double, cpu: Double) {
+            var run = RunOptions()
+            run.model = reference.identifier
+            run.modelsDirectory = options.modelsDirectory
+            run.outputDirectory = scratch + "/out-\(precision.rawValue)"
+            run.dataDirectory = scratch + "/data"
+            run.queue = options.queue
+            run.parameters.run = options.queue == nil ? nil : UUID().uuidString
+            run.parameters.precision = precision == .fp32 ? nil : precision.rawValue
+            run.threads = options.threads
+            let cpuBefore = ResourceUsage.cpuSeconds
+            let clock = Stopwatch()
+            let reports = try SlideRun.run(paths: slides, options: run, logger: logger)
+            let seconds = clock.seconds
+            if let failed = reports.first(where: { $0.state != "done" }) {
+                throw ModelCatalogError(description: "end-to-end run failed on \(failed.slide): \(failed.error ?? failed.state)")
+            }
+            return (reports, seconds, (ResourceUsage.cpuSeconds - cpuBefore) / max(seconds * Double(options.threads), 1e-9))
+        }
+        stage("end to end (\(precision.rawValue))")
+        let (reports, seconds, cpu) = try endToEnd(precision)
+        // A reduced precision is judged against fp32 measured here and now, stage by stage.
+        var fp32: (engine: Double, endToEnd: Double, slidesPerHour: Double)?
+        if precision != .fp32 {
+            stage("engine (fp32, for comparison)")
+            let engine32 = try engineRate(.fp32)
+            stage("end to end (fp32, for comparison)")
+            let run32 = try endToEnd(.fp32)
+            let tiles32 = run32.reports.reduce(0) { $0 + ($1.tilesTissue ?? 0) }
+            fp32 = (engine32, Double(tiles32) / run32.seconds, Double(slides.count) / run32.seconds * 3600)
         }
         let tiles = reports.reduce(0) { $0 + ($1.tilesTissue ?? 0) }
         let slidesPerHour = Double(slides.count) / seconds * 3600
@@ -170,7 +208,9 @@ public enum ThroughputCheck {
             tilingTilesPerSecond: tiling, engineTilesPerSecond: engine, endToEndTilesPerSecond: endToEnd,
             secondsPerSlide: seconds / Double(slides.count), slidesPerHour: slidesPerHour, arrivalSlidesPerHour: arrival,
             arrivalSource: source, keepsPace: slidesPerHour >= arrival, headroom: slidesPerHour / arrival - 1,
-            bottleneck: bottleneck, cpuUtilisation: cpu, peakRSSBytes: ResourceUsage.peakResidentBytes)
+            bottleneck: bottleneck, cpuUtilisation: cpu, peakRSSBytes: ResourceUsage.peakResidentBytes,
+            precision: precision.rawValue, fp32EngineTilesPerSecond: fp32?.engine, fp32EndToEndTilesPerSecond: fp32?.endToEnd,
+            fp32SlidesPerHour: fp32?.slidesPerHour)
     }
 
     /// A 20x (0.5 um/px) pyramidal JPEG TIFF of the given area, tissue cut from a real slide when
