@@ -32,6 +32,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it.")
     var slideMPP: Double?
 
+    @Option(name: .customLong("max-slide-pixels"),
+            help: "Most pixels (width x height) a slide's level may declare; larger slides are refused before decoding.")
+    var maxSlidePixels = SlideLimits.defaultMaxPixels
+
     @Option(name: .customLong("min-tissue"), help: "Minimum tissue fraction of a tile.")
     var minTissue = 0.5
 
@@ -63,6 +67,7 @@ struct RunCommand: ParsableCommand {
         options.parameters = AnalysisParameters(mpp: mpp, slideMPP: slideMPP, minTissue: minTissue, embeddings: embeddings)
         options.retryFailed = retryFailed
         options.recursive = recursive
+        options.slideLimits = SlideLimits(maxPixels: maxSlidePixels)
         var logger = Logger(label: "tessera.run")
         logger.logLevel = verbose ? .info : .error
         let report = ProgressReport.forStandardError(interval: progressSeconds)

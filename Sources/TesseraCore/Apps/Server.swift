@@ -65,7 +65,8 @@ public final class Server: @unchecked Sendable {
         let perWorker = max(1, options.threads / max(1, options.workers))
         for index in 0..<max(0, options.workers) {
             let api = self.api
-            let configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
+            var configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
+            configuration.slideLimits = options.api.slideLimits
             let runner = JobRunner(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
             var loop = WorkLoop(runner: runner)
             loop.progress = { job, done, _ in api.metrics.observe(job: job, tilesDone: done) }

@@ -22,6 +22,8 @@ public struct WatchOptions: Sendable {
     public var parameters = AnalysisParameters()
     /// Take slides in sub-folders of IN too (results keep the sub-folder: OUT/<sub>/<name>/).
     public var recursive = false
+    /// The pixel limit of a slide (`--max-slide-pixels`).
+    public var slideLimits = SlideLimits()
 
     public init(input: String, output: String) {
         self.input = input

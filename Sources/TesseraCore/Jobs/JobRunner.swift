@@ -86,9 +86,10 @@ public final class JobRunner: Sendable {
             throw JobFailure(.modelChanged, "model \(reference.name) changed after job \(job.id) was queued; "
                              + "submit the slide again to analyse it with the model as it is now")
         }
-        let analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
+        var analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
                                      threads: configuration.threads, batchSize: configuration.batchSize,
                                      checkpointTiles: configuration.checkpointTiles)
+        analysis.limits = configuration.slideLimits
         var events = SlideAnalysis.Events()
         events.planned = { [store] tiles in try store.setTotal(lease, tiles: tiles) }
         events.checkpoint = { [store] results, done in try store.checkpoint(lease, results: results, tilesDone: done) }

@@ -1,5 +1,6 @@
 import Foundation
 import JobStore
+import SlideIO
 
 /// Settings of a job runner.
 public struct WorkerConfiguration: Sendable {
@@ -13,6 +14,8 @@ public struct WorkerConfiguration: Sendable {
     public var checkpointTiles: Int
     /// Where every job's results are stored: `DATA/outputs`, one `<job id>/` folder each.
     public var resultsDirectory: String
+    /// What a slide must keep to be analysed (checked again right before every analysis).
+    public var slideLimits = SlideLimits()
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, batchSize: Int = 64, checkpointTiles: Int = 512,
                 resultsDirectory: String) {

@@ -49,6 +49,8 @@ public struct SlideAnalysis {
     public var batchSize: Int
     /// Tiles per checkpoint (whole batches).
     public var checkpointTiles: Int
+    /// The slide is checked against these (structure, pixel limit) when it is opened.
+    public var limits = SlideLimits()
 
     public init(slidePath: String, parameters: AnalysisParameters, card: ModelCard, session: Session, threads: Int,
                 batchSize: Int = 64, checkpointTiles: Int = 512) {
@@ -65,7 +67,8 @@ public struct SlideAnalysis {
     /// analysis starts at the last whole batch among them.
     public func run(resume: [TileResult] = [], events: Events = Events()) throws -> Result {
         let total = Stopwatch()
-        let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP)
+        // Opening checks the file's structure again: it may have been cut or replaced since intake.
+        let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP, limits: limits)
         let plan = try slide.plan(targetMPP: parameters.mpp ?? card.input.mpp ?? 0.5)
         let maskClock = Stopwatch()
         let mask = try slide.detectTissue()
