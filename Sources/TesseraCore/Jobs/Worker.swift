@@ -40,9 +40,16 @@ public enum JobOutcome: Sendable {
     case leaseLost
     /// The worker was asked to stop; the job went back to the queue with its checkpoints.
     case stopped
+    /// The job was abandoned mid-run (its slide file changed) and cancelled.
+    case cancelled(reason: String)
 }
 
 struct WorkerStopped: Error {}
+
+/// Ends an attempt whose job must not finish (see `JobRunner.abandon`).
+struct JobAbandoned: Error {
+    var reason: String
+}
 
 /// Extends a lease every `interval` seconds on a background queue; remembers if the lease was lost.
 final class Heartbeat: @unchecked Sendable {
