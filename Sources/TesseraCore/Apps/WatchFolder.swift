@@ -98,6 +98,9 @@ public final class WatchFolder: @unchecked Sendable {
 
     // MARK: Scanning
 
+    /// Settle times an incomplete file may stay unchanged before it is refused (`incomplete_slide`).
+    static let incompleteGiveUp = 10.0
+
     /// Names of files still being written, or not slides at all.
     static func isIgnored(_ name: String) -> Bool {
         let lower = name.lowercased()
@@ -143,23 +146,28 @@ public final class WatchFolder: @unchecked Sendable {
                 pending[path] = (signature, now, false)
                 continue
             }
-            guard now - previous.since >= options.settleSeconds, !previous.incomplete else { continue }
+            guard now - previous.since >= options.settleSeconds else { continue }
             // Settled is not enough: a scanner that pauses mid-file leaves a file whose tables point
-            // past its end. Such a file waits (checked again when it changes), never analysed half.
-            do {
-                try SlideCheck.check(path: path, limits: options.slideLimits)
-            } catch SlideError.incomplete(_, let reason) {
-                pending[path]?.incomplete = true
-                if waiting.insert(path).inserted {
-                    logger.notice("waiting for the rest of the file", metadata: ["file": "\(relative)", "reason": "\(reason)"])
+            // past its end. Such a file waits (checked again when it changes), never analysed half;
+            // one left unchanged for `incompleteGiveUp` settle times is refused like any broken file.
+            let givingUp = previous.incomplete && now - previous.since >= Self.incompleteGiveUp * options.settleSeconds
+            if previous.incomplete && !givingUp { continue }
+            if !givingUp {
+                do {
+                    try SlideCheck.check(path: path, limits: options.slideLimits)
+                } catch SlideError.incomplete(_, let reason) {
+                    pending[path]?.incomplete = true
+                    if waiting.insert(path).inserted {
+                        logger.notice("waiting for the rest of the file", metadata: ["file": "\(relative)", "reason": "\(reason)"])
+                    }
+                    continue
+                } catch {
+                    // Anything else (too large, unreadable) is the intake's to refuse, with its reason.
                 }
-                continue
-            } catch {
-                // Anything else (too large, unreadable) is the intake's to refuse, with its reason.
             }
             pending[path] = nil
             waiting.remove(path)
-            try take(path: path, relative: relative, signature: signature, companion: companion)
+            try take(path: path, relative: relative, signature: signature, companion: companion, givingUp: givingUp)
         }
         for path in pending.keys where !seen.contains(path) { pending[path] = nil }
         waiting = waiting.filter { seen.contains($0) }
@@ -206,13 +214,13 @@ public final class WatchFolder: @unchecked Sendable {
 
     /// A settled file: a job if it opens as a slide, else rejected with its reason. A file whose
     /// content already failed (or was cancelled) is a request to try again: the job is queued again.
-    private func take(path: String, relative: String, signature: Signature, companion: String?) throws {
+    private func take(path: String, relative: String, signature: Signature, companion: String?, givingUp: Bool) throws {
         let name = (relative as NSString).lastPathComponent
         let receipt: SlideIntake.Receipt
         do {
             receipt = try intake.submit(.init(path: path, name: name, model: options.model, parameters: options.parameters,
                                               keeping: options.moveProcessed ? .linkIntoStore : .inPlace))
-        } catch let refusal as SlideIntake.Refusal where refusal.code == .incompleteSlide {
+        } catch let refusal as SlideIntake.Refusal where refusal.code == .incompleteSlide && !givingUp {
             // Cut short again between the scan's check and the intake: it waits like any incomplete file.
             pending[path] = (signature, Date().timeIntervalSince1970, true)
             if waiting.insert(path).inserted {
