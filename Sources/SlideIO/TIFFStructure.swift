@@ -222,39 +222,39 @@ struct TIFFReader {
             let type = UInt16(integer(body, at: base + 2, size: 2))
             let n = integer(body, at: base + 4, size: big ? 8 : 4)
             let field = Array(body[(base + (big ? 12 : 8))..<(base + entrySize)])
-            // Out-of-line values (strings, tables, XMP...) must lie inside the file too.
-            if let unit = Self.typeSize(type), !n.multipliedReportingOverflow(by: unit).overflow {
-                let bytes = n * unit
-                if bytes > UInt64(offsetSize) {
-                    let at = integer(field, at: 0, size: offsetSize)
-                    let (end, overflow) = at.addingReportingOverflow(bytes)
-                    if overflow || end > fileSize {
-                        throw .truncated("\(Self.tagName(tag)) of page \(index) lies beyond the end of the file "
-                                         + "(file \(ByteSize(fileSize)), tag needs \(overflow ? "more than 16 EB" : ByteSize(end).description))")
-                    }
-                }
-            }
             entries[tag] = Entry(tag: tag, type: type, count: n, field: field)
+        }
+        func first(_ tag: UInt16) throws(TIFFStructureError) -> UInt64? {
+            guard let entry = entries[tag], entry.count > 0 else { return nil }
+            return try values(entry, from: 0, count: 1).first
+        }
+        // The declared size first: a header promising too many pixels is that, whatever else is wrong.
+        let width = try first(256) ?? 0
+        let height = try first(257) ?? 0
+        if width.multipliedReportingOverflow(by: height).overflow || width * height > maxPixels {
+            throw .tooManyPixels(page: index, width: width, length: height)
+        }
+        // Out-of-line values (strings, tables, XMP...) must lie inside the file.
+        for entry in entries.values.sorted(by: { $0.tag < $1.tag }) {
+            guard let unit = Self.typeSize(entry.type), !entry.count.multipliedReportingOverflow(by: unit).overflow else { continue }
+            let bytes = entry.count * unit
+            guard bytes > UInt64(offsetSize) else { continue }
+            let at = integer(entry.field, at: 0, size: offsetSize)
+            let (end, overflow) = at.addingReportingOverflow(bytes)
+            if overflow || end > fileSize {
+                throw .truncated("\(Self.tagName(entry.tag)) of page \(index) lies beyond the end of the file "
+                                 + "(file \(ByteSize(fileSize)), tag needs \(overflow ? "more than 16 EB" : ByteSize(end).description))")
+            }
         }
         let next = integer(body, at: Int(count) * entrySize, size: offsetSize)
         if next != 0, next + UInt64(countSize) > fileSize {
             throw .truncated("page \(index + 1)'s directory lies beyond the end of the file "
                              + "(file \(ByteSize(fileSize)), directory at \(ByteSize(next)))")
         }
-
-        func first(_ tag: UInt16) throws(TIFFStructureError) -> UInt64? {
-            guard let entry = entries[tag], entry.count > 0 else { return nil }
-            return try values(entry, from: 0, count: 1).first
-        }
-        let width = try first(256) ?? 0
-        let height = try first(257) ?? 0
         let samples = try first(277) ?? 1
         let bits = try first(258) ?? 1
         let compression = try first(259) ?? 1
         let planar = try first(284) ?? 1
-        if width.multipliedReportingOverflow(by: height).overflow || width * height > maxPixels {
-            throw .tooManyPixels(page: index, width: width, length: height)
-        }
         let tiled = entries[324] != nil || entries[322] != nil
         var chunkWidth = width, chunkLength = height
         if tiled {

@@ -117,8 +117,8 @@ struct TIFFStructureTests {
     }
 
     @Test func aHugeDeclaredSizeIsRefusedWithoutReadingTables() throws {
-        // 10^6 x 10^6 px in tiles of 256: the tables would need 15 million entries; none are read.
-        var page = TestTIFF.Page(width: 1_000_000, height: 1_000_000, chunk: 65_536)
+        // 10^6 x 10^6 px: the size alone refuses it, before any table is read.
+        var page = TestTIFF.Page(width: 1_000_000, height: 1_000_000, chunk: 65_520)
         page.chunkBytes = { _ in 1 }
         let path = try write(TestTIFF(pages: [page]))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)).count < 10_000)
@@ -128,6 +128,9 @@ struct TIFFStructureTests {
             return
         }
         #expect(reason == "declares 1000000 x 1000000 px, over the 40000000000-pixel limit (--max-slide-pixels)")
+        // Its tables cut off too: the size is still what is named (the header's promise comes first).
+        let header = #expect(throws: SlideError.self) { try SlideCheck.check(path: try cut(path, to: 300)) }
+        if case .tooLarge = header {} else { Issue.record("expected tooLarge, got \(String(describing: header))") }
         // The limit is the caller's.
         let small = try write(TestTIFF(pages: [TestTIFF.Page(width: 4000, height: 3000, chunk: 256)]))
         try SlideCheck.check(path: small)
