@@ -166,6 +166,10 @@ public struct SlideIntake: Sendable {
         let fm = FileManager.default
         do {
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            // A stored file of another size is not this content any more (a hard link whose original a
+            // scanner rewrote in place): it is replaced, never handed to a job as this digest.
+            func size(_ path: String) -> Int? { ((try? fm.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue }
+            if fm.fileExists(atPath: stored), size(stored) != size(absolute) { try? fm.removeItem(atPath: stored) }
             if fm.fileExists(atPath: stored) {
                 if submission.keeping == .moveIntoStore { try? fm.removeItem(atPath: absolute) }
                 return stored
