@@ -54,6 +54,27 @@ public enum SlideCheck {
         try check(structure, path: path)
     }
 
+    /// Whether a tile or strip begins as its codec's data does: JPEG with SOI (FF D8), JPEG 2000
+    /// with SOC (FF 4F) or the JP2 signature box, deflate with a zlib header. Other codecs are not judged.
+    static func looksWritten(_ head: [UInt8], compression: UInt64) -> Bool {
+        guard head.count >= 2 else { return false }
+        switch compression {
+        case 7: return head[0] == 0xFF && head[1] == 0xD8
+        case 33003, 33005: return (head[0] == 0xFF && head[1] == 0x4F) || head.starts(with: [0x00, 0x00, 0x00, 0x0C])
+        case 8, 32946: return head[0] & 0x0F == 8 && (UInt16(head[0]) << 8 | UInt16(head[1])) % 31 == 0
+        default: return true
+        }
+    }
+
+    static func codecName(_ compression: UInt64) -> String {
+        switch compression {
+        case 7: return "JPEG"
+        case 33003, 33005: return "JPEG 2000"
+        case 8, 32946: return "deflate"
+        default: return "compressed"
+        }
+    }
+
     /// The message of a page over the pixel limit.
     static func overLimit(width: UInt64, length: UInt64, page: Int, limits: SlideLimits) -> String {
         "declares \(width) x \(length) px\(page > 0 ? " (page \(page))" : ""), over the \(limits.maxPixels)-pixel limit (--max-slide-pixels)"
@@ -84,6 +105,12 @@ public enum SlideCheck {
                 throw .tooLarge(path: path, reason: "\(name) declares \(ByteSize(UInt64(min(pixelBytes, 1.8e19)))) of pixels "
                                 + "in \(ByteSize(page.presentBytes)) of \(page.chunkName) data (\(Int(ratio.rounded())):1); "
                                 + "real slides compress less than \(Int(limit)):1 with this codec (compression \(page.compression))")
+            }
+            // Space a writer reserved (the tables written first) but has not filled yet holds no codec data.
+            for head in page.heads where !looksWritten(head.bytes, compression: page.compression) {
+                let bytes = head.bytes.map { String(format: "%02X", $0) }.joined(separator: " ")
+                throw .incomplete(path: path, reason: "not fully written: \(page.chunkName) \(head.index) of \(page.entries) of \(name) "
+                                  + "holds no \(codecName(page.compression)) data (it begins \(bytes))")
             }
         }
     }

@@ -36,11 +36,22 @@ public struct TIFFStructure: Sendable, Equatable {
         public var tablesEnd: UInt64
         /// Whether it is a SubIFD of another page.
         public var isSubIFD: Bool
+        /// The first bytes of a few present tiles or strips inside the file (about 16 spread over
+        /// the table, and the last one), to tell data from space a writer reserved but has not filled.
+        public var heads: [ChunkHead] = []
 
         /// `tile` or `strip`.
         public var chunkName: String { tiled ? "tile" : "strip" }
         /// Declared pixels (width x length), saturating.
         public var pixels: UInt64 { width.multipliedReportingOverflow(by: length).overflow ? .max : width * length }
+    }
+
+    /// The first bytes of one tile or strip.
+    public struct ChunkHead: Sendable, Equatable {
+        /// Its index in the table.
+        public var index: UInt64
+        /// Up to 4 bytes.
+        public var bytes: [UInt8]
     }
 
     public var bigTIFF: Bool
@@ -293,6 +304,9 @@ struct TIFFReader {
         let total = min(offsets.count, counts.count, page.chunksNeeded)
         page.entries = min(offsets.count, counts.count)
         var start: UInt64 = 0
+        let spacing = max(1, total / 16)
+        var samples: [(index: UInt64, offset: UInt64)] = []
+        var last: (index: UInt64, offset: UInt64)?
         while start < total {
             let n = min(Self.block, total - start)
             let o = try values(offsets, from: start, count: n)
@@ -301,10 +315,20 @@ struct TIFFReader {
                 page.present += 1
                 page.presentBytes &+= c[i]
                 let (end, overflow) = o[i].addingReportingOverflow(c[i])
-                if overflow || end > fileSize { page.beyondEnd += 1 }
                 page.tablesEnd = max(page.tablesEnd, overflow ? .max : end)
+                if overflow || end > fileSize {
+                    page.beyondEnd += 1
+                    continue
+                }
+                let index = start + UInt64(i)
+                if index % spacing == 0 { samples.append((index, o[i])) }
+                last = (index, o[i])
             }
             start += n
+        }
+        if let last, samples.last?.index != last.index { samples.append(last) }
+        for sample in samples {
+            page.heads.append(TIFFStructure.ChunkHead(index: sample.index, bytes: try read(at: sample.offset, count: 4)))
         }
     }
 

@@ -102,6 +102,54 @@ struct TIFFStructureTests {
         #expect(incompleteReason(try cut(path, to: full - 1)).hasPrefix("truncated: 1 of 100 tiles"))
     }
 
+    @Test func reservedButUnwrittenTilesAreIncomplete() throws {
+        // A writer that puts the tables first and fills the tiles later: the size is final early.
+        var page = TestTIFF.Page(width: 2560, height: 2560, chunk: 256)
+        page.chunkBytes = { _ in 1000 }
+        page.unwritten = Set(90..<100)
+        let reason = incompleteReason(try write(TestTIFF(pages: [page])))
+        #expect(reason == "not fully written: tile 90 of 100 of page 0 (2560 x 2560 px) holds no JPEG data (it begins 00 00 00 00)",
+                "\(reason)")
+        page.unwritten = []
+        try SlideCheck.check(path: try write(TestTIFF(pages: [page])))
+        var deflate = TestTIFF.Page(width: 1024, height: 1024, chunk: 256, compression: 8)
+        try SlideCheck.check(path: try write(TestTIFF(big: true, pages: [deflate])))
+        deflate.unwritten = [15]
+        #expect(incompleteReason(try write(TestTIFF(big: true, pages: [deflate]))).contains("holds no deflate data"))
+    }
+
+    @Test func generatedPyramidWithAZeroedTileIsIncomplete() throws {
+        let path = TestData.temporaryDirectory().appendingPathComponent("pyramid.tif").path
+        try SyntheticSlide.write(to: path, width: 3000, height: 2000, seed: 4)
+        let structure = try #require(try TIFFStructure.read(path: path))
+        let last = try #require(structure.pages[0].heads.last)
+        #expect(last.bytes.starts(with: [0xFF, 0xD8]) && last.index == structure.pages[0].entries - 1)
+        // Zero the first bytes of level 0's last tile, as a preallocated file not yet filled would be.
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let tileOffset = try tileOffsets(of: path, page: 0).last!
+        data.replaceSubrange(Int(tileOffset)..<Int(tileOffset) + 4, with: [0, 0, 0, 0])
+        let url = TestData.temporaryDirectory().appendingPathComponent("zeroed.tif")
+        try data.write(to: url)
+        #expect(incompleteReason(url.path).hasPrefix("not fully written: tile \(last.index) of"))
+    }
+
+    /// Page `page`'s tile offsets of a little-endian classic TIFF, read from its bytes.
+    func tileOffsets(of path: String, page: Int) throws -> [UInt64] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let bytes = [UInt8](data)
+        func u(_ at: Int, _ size: Int) -> Int { (0..<size).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } }
+        var ifd = u(4, 4)
+        for _ in 0..<page { ifd = u(ifd + 2 + u(ifd, 2) * 12, 4) }
+        for i in 0..<u(ifd, 2) {
+            let entry = ifd + 2 + i * 12
+            if u(entry, 2) == 324 {
+                let count = u(entry + 4, 4), at = u(entry + 8, 4)
+                return (0..<count).map { UInt64(u(at + 4 * $0, 4)) }
+            }
+        }
+        return []
+    }
+
     @Test func cutDirectoriesAreTruncated() throws {
         // Data first, then the directories (libtiff's order): a cut loses directories or tables.
         let pages = [TestTIFF.Page(width: 1024, height: 1024, chunk: 256), TestTIFF.Page(width: 512, height: 512, chunk: 256)]

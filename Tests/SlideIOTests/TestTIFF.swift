@@ -16,6 +16,8 @@ struct TestTIFF {
         /// Bytes stored for chunk `i`; 0 makes it sparse (offset and byte count 0).
         var chunkBytes: @Sendable (Int) -> Int = { _ in 300 }
         var subIFDs: [Page] = []
+        /// Chunks whose space is reserved but left zero (a writer that fills the tables first).
+        var unwritten: Set<Int> = []
 
         var chunkCount: Int {
             if tiled { return ((width + chunk - 1) / chunk) * ((height + chunk - 1) / chunk) }
@@ -133,10 +135,14 @@ struct TestTIFF {
         }
         func writeData() {
             var filler: UInt8 = 1
-            for sizes in dataSizes {
-                for size in sizes {
-                    out.bytes += [UInt8](repeating: filler, count: size)
-                    filler = filler &+ 1
+            for (d, sizes) in zip(dirs, dataSizes) {
+                // Each tile begins as its codec's data does (JPEG SOI, a zlib header), then filler.
+                let head: [UInt8] = d.page.compression == 7 ? [0xFF, 0xD8] : d.page.compression == 8 ? [0x78, 0x9C] : []
+                for (index, size) in sizes.enumerated() {
+                    let unwritten = d.page.unwritten.contains(index)
+                    let start = unwritten ? [] : Array(head.prefix(size))
+                    out.bytes += start + [UInt8](repeating: unwritten ? 0 : filler, count: size - start.count)
+                    filler = filler == 255 ? 1 : filler + 1
                 }
             }
         }
