@@ -150,6 +150,30 @@ struct TIFFStructureTests {
         return []
     }
 
+    @Test(.needsSharedData) func garbageInsideATileIsAReadErrorNotBackground() throws {
+        // The structure is whole, the entropy data of one tile is not: decoding must fail, not yield grey.
+        var data = try Data(contentsOf: URL(fileURLWithPath: TestData.slide("CMU-1-Small-Region.svs")))
+        let offsets = try tileOffsets(of: TestData.slide("CMU-1-Small-Region.svs"), page: 0)
+        var random = SplitMix(seed: 9)
+        let start = Int(offsets[60]) + 3000
+        for i in start..<(start + 2000) { data[i] = UInt8(truncatingIfNeeded: random.next()) }
+        let url = TestData.temporaryDirectory().appendingPathComponent("garbage.svs")
+        try data.write(to: url)
+        try SlideCheck.check(path: url.path)
+        do {
+            let slide = try Slide.open(path: url.path)
+            let grid = try TileGrid(plan: try slide.plan(targetMPP: nil), tileSize: 240, mask: nil, minimumTissue: 0)
+            let reader = try PatchReader(slide: slide, grid: grid, threads: 2)
+            let batch = PatchBatch(capacity: 16, tileSize: 240, format: .rgb8)
+            while try reader.next(into: batch) {}
+            Issue.record("every tile decoded, the damaged one too")
+        } catch .readFailed(_, let reason) {
+            #expect(reason.contains("JPEG"), "\(reason)")
+        } catch {
+            Issue.record("expected readFailed, got \(error)")
+        }
+    }
+
     @Test func cutDirectoriesAreTruncated() throws {
         // Data first, then the directories (libtiff's order): a cut loses directories or tables.
         let pages = [TestTIFF.Page(width: 1024, height: 1024, chunk: 256), TestTIFF.Page(width: 512, height: 512, chunk: 256)]
