@@ -110,6 +110,15 @@ public final class WatchFolder: @unchecked Sendable {
         return ["done", "failed"].contains(lower)
     }
 
+    /// Whether two paths are one file (the same path, or hard links to one inode): a job reading
+    /// `b` sees every change made to `a`.
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        if (a as NSString).standardizingPath == (b as NSString).standardizingPath { return true }
+        var x = stat(), y = stat()
+        guard stat(a, &x) == 0, stat(b, &y) == 0 else { return false }
+        return x.st_dev == y.st_dev && x.st_ino == y.st_ino
+    }
+
     /// A MIRAX slide's data folder (its files count towards the slide's signature).
     static func companion(of path: String) -> String? {
         let stem = (path as NSString).deletingPathExtension
@@ -130,12 +139,16 @@ public final class WatchFolder: @unchecked Sendable {
                 // Already dealt with (this run or an earlier one); a file filed away and put back is new again.
                 if record.size == signature.size, record.modified == signature.modified, record.state != "moved",
                    !(record.state == "rejected" && options.moveProcessed) {
-                    if record.state == "queued", let job = record.job {
-                        taken.track(job, path: path, companion: companion, signature: signature)
+                    // Known after a restart too: the job is abandoned if this file changes while it runs.
+                    if record.state == "queued", let id = record.job, !taken.isTracked(id), let job = try? store.job(id), !job.state.isFinal {
+                        taken.track(id, path: path, companion: companion, signature: signature, jobReads: job.slide.path)
                     }
                     continue
                 }
-                if record.state == "queued", let id = record.job, let job = try? store.job(id), [.queued, .running].contains(job.state) {
+                // Changed after it was taken: a job still to run on these bytes is cancelled (one reading
+                // another copy, e.g. an upload of the same content, is left be; its results are not filed here).
+                if record.state == "queued", let id = record.job, let job = try? store.job(id), [.queued, .running].contains(job.state),
+                   Self.sameFile(path, job.slide.path) {
                     try store.cancel(id)
                     taken.forget(id)
                     logger.notice("changed after it was taken: its job is cancelled; the file is taken again once it is complete",
@@ -241,7 +254,9 @@ public final class WatchFolder: @unchecked Sendable {
         } else {
             logger.info(receipt.created ? "queued" : "already known", metadata: ["file": "\(relative)", "job.id": "\(job.id)"])
         }
-        if !job.state.isFinal { taken.track(job.id, path: path, companion: companion, signature: signature) }
+        if !job.state.isFinal {
+            taken.track(job.id, path: path, companion: companion, signature: signature, jobReads: job.slide.path)
+        }
         try store.recordWatchedFile(WatchedFile(path: path, size: signature.size, modified: signature.modified,
                                                 sha256: job.slide.sha256, job: job.id, state: "queued", reason: nil))
     }
@@ -332,12 +347,15 @@ public final class WatchFolder: @unchecked Sendable {
 final class TakenFiles: @unchecked Sendable {
     // @unchecked: every field is guarded by `lock`.
     private let lock = NSLock()
-    private var files: [JobID: (path: String, companion: String?, signature: WatchFolder.Signature)] = [:]
+    private var files: [JobID: (path: String, companion: String?, signature: WatchFolder.Signature, jobReads: String)] = [:]
     private var looked: [JobID: (at: Double, reason: String?)] = [:]
 
-    func track(_ job: JobID, path: String, companion: String?, signature: WatchFolder.Signature) {
-        lock.withLock { files[job] = (path, companion, signature) }
+    /// Remembers that `job` was taken from `path` as `signature`; `jobReads` is the file the job opens.
+    func track(_ job: JobID, path: String, companion: String?, signature: WatchFolder.Signature, jobReads: String) {
+        lock.withLock { files[job] = (path, companion, signature, jobReads) }
     }
+
+    func isTracked(_ job: JobID) -> Bool { lock.withLock { files[job] != nil } }
 
     func forget(_ job: JobID) {
         lock.withLock {
@@ -352,7 +370,11 @@ final class TakenFiles: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         if let last = lock.withLock({ looked[job] }), now - last.at < 0.5 { return last.reason }
         var reason: String?
-        if let current = WatchFolder.signature(path: file.path, companion: file.companion) {
+        // Only a change the job can see abandons it: the file it reads is this one (in place, or a
+        // hard link into the store). A file replaced under a new inode leaves the job's copy whole;
+        // its results are then simply not filed under this name.
+        if let current = WatchFolder.signature(path: file.path, companion: file.companion),
+           WatchFolder.sameFile(file.path, file.jobReads) {
             if current != file.signature {
                 reason = "\((file.path as NSString).lastPathComponent) changed while it was analysed "
                     + "(\(file.signature.size) -> \(current.size) bytes); it is taken again once it is complete"
