@@ -215,14 +215,14 @@ struct TIFFReader {
         let countSize = big ? 8 : 2, entrySize = big ? 20 : 12, offsetSize = big ? 8 : 4
         let what = index == 0 ? "the first image directory" : "image directory \(index)"
         guard offset >= 8 else { throw .damaged("\(what) is at offset \(offset), inside the header") }
-        guard offset + UInt64(countSize) <= fileSize else {
+        guard offset <= fileSize, fileSize - offset >= UInt64(countSize) else {
             throw .truncated("\(what) lies beyond the end of the file (file \(ByteSize(fileSize)), directory at \(ByteSize(offset)))")
         }
         let countBytes = try read(at: offset, count: countSize)
         let count = integer(countBytes, at: 0, size: countSize)
         guard count > 0, count <= Self.maxEntries else { throw .damaged("\(what) claims \(count) entries") }
         let length = UInt64(countSize) + count * UInt64(entrySize) + UInt64(offsetSize)
-        guard offset + length <= fileSize else {
+        guard fileSize - offset >= length else {
             throw .truncated("\(what) runs past the end of the file (file \(ByteSize(fileSize)), directory needs \(ByteSize(offset + length)))")
         }
         let body = try read(at: offset + UInt64(countSize), count: Int(count) * entrySize + offsetSize)
@@ -247,8 +247,9 @@ struct TIFFReader {
         }
         // Out-of-line values (strings, tables, XMP...) must lie inside the file.
         for entry in entries.values.sorted(by: { $0.tag < $1.tag }) {
-            guard let unit = Self.typeSize(entry.type), !entry.count.multipliedReportingOverflow(by: unit).overflow else { continue }
-            let bytes = entry.count * unit
+            guard let unit = Self.typeSize(entry.type) else { continue }
+            let (bytes, tooMany) = entry.count.multipliedReportingOverflow(by: unit)
+            if tooMany { throw .damaged("tag \(entry.tag) of page \(index) claims \(entry.count) values") }
             guard bytes > UInt64(offsetSize) else { continue }
             let at = integer(entry.field, at: 0, size: offsetSize)
             let (end, overflow) = at.addingReportingOverflow(bytes)
@@ -258,7 +259,7 @@ struct TIFFReader {
             }
         }
         let next = integer(body, at: Int(count) * entrySize, size: offsetSize)
-        if next != 0, next + UInt64(countSize) > fileSize {
+        if next != 0, next > fileSize || fileSize - next < UInt64(countSize) {
             throw .truncated("page \(index + 1)'s directory lies beyond the end of the file "
                              + "(file \(ByteSize(fileSize)), directory at \(ByteSize(next)))")
         }
@@ -277,9 +278,10 @@ struct TIFFReader {
             if chunkLength == 0 { chunkLength = max(1, height) }
         }
         let planes = planar == 2 ? max(1, samples) : 1
-        let across = chunkWidth == 0 ? 0 : (width + chunkWidth - 1) / chunkWidth
-        let down = chunkLength == 0 ? 0 : (height + chunkLength - 1) / chunkLength
-        let needed = across.multipliedReportingOverflow(by: down).overflow ? UInt64.max : across * down * planes
+        func chunks(_ size: UInt64, _ chunk: UInt64) -> UInt64 { chunk == 0 ? 0 : size / chunk + (size % chunk == 0 ? 0 : 1) }
+        let (perPlane, wide) = chunks(width, chunkWidth).multipliedReportingOverflow(by: chunks(height, chunkLength))
+        let (all, deep) = perPlane.multipliedReportingOverflow(by: planes)
+        let needed = wide || deep ? UInt64.max : all
         var page = TIFFStructure.Page(
             index: index, offset: offset, width: width, length: height, samplesPerPixel: samples, bitsPerSample: bits,
             compression: compression, tiled: tiled, chunkWidth: chunkWidth, chunkLength: chunkLength, chunksNeeded: needed,
@@ -344,15 +346,20 @@ struct TIFFReader {
         default: throw .damaged("tag \(entry.tag) has type \(entry.type), not an integer")
         }
         let offsetSize: UInt64 = big ? 8 : 4
+        let (total, overflow) = entry.count.multipliedReportingOverflow(by: unit)
+        guard !overflow, from <= entry.count, count <= entry.count - from else {
+            throw .damaged("tag \(entry.tag) claims \(entry.count) values")
+        }
         let bytes: [UInt8]
-        if entry.count * unit <= offsetSize {
+        if total <= offsetSize {
             bytes = Array(entry.field.prefix(Int(entry.count * unit)))
         } else {
-            let at = integer(entry.field, at: 0, size: Int(offsetSize)) + from * unit
+            let (at, past) = integer(entry.field, at: 0, size: Int(offsetSize)).addingReportingOverflow(from * unit)
+            if past { throw .damaged("tag \(entry.tag) points past any file") }
             bytes = try read(at: at, count: Int(count * unit))
         }
         let available = UInt64(bytes.count) / unit
-        let start = entry.count * unit <= offsetSize ? from : 0
+        let start = total <= offsetSize ? from : 0
         guard available >= start + count else {
             throw .truncated("\(Self.tagName(entry.tag)) lies beyond the end of the file (file \(ByteSize(fileSize)))")
         }

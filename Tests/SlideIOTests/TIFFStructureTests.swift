@@ -235,6 +235,36 @@ struct TIFFStructureTests {
         try SlideCheck.check(path: text.path)
     }
 
+    @Test func mutatedHeadersNeverCrashOrHang() throws {
+        // Random bytes written over the header and directories of small classic and BigTIFF files:
+        // every result is a structure or a one-line error, never a trap (overflow, out of range) or a hang.
+        var main = TestTIFF.Page(width: 1024, height: 768, chunk: 256)
+        main.subIFDs = [TestTIFF.Page(width: 512, height: 384, chunk: 256)]
+        let strips = TestTIFF.Page(width: 300, height: 200, tiled: false, chunk: 32, compression: 8)
+        var random = SplitMix(seed: 77)
+        let folder = TestData.temporaryDirectory()
+        for big in [false, true] {
+            let original = [UInt8](try TestTIFF(big: big, pages: [main, strips]).build())
+            // The directories come first, then the tile data (300 bytes a tile or strip).
+            let directories = original.count - (main.chunkCount + main.subIFDs[0].chunkCount + strips.chunkCount) * 300
+            for round in 0..<400 {
+                var bytes = original
+                for _ in 0..<(1 + Int(random.next() % 6)) {
+                    let at = Int(random.next() % UInt64(directories))
+                    bytes[at] = random.next() % 4 == 0 ? 0xFF : UInt8(truncatingIfNeeded: random.next())
+                }
+                let url = folder.appendingPathComponent("m-\(big)-\(round).tif")
+                try Data(bytes).write(to: url)
+                do {
+                    try SlideCheck.check(path: url.path)
+                } catch {
+                    #expect(!error.description.contains("\n"))
+                }
+                try? FileManager.default.removeItem(at: url)
+            }
+        }
+    }
+
     @Test(.needsSharedData) func realSlidesPass() throws {
         let cmu = try #require(try TIFFStructure.read(path: TestData.slide("CMU-1-Small-Region.svs")))
         #expect(cmu.pages.count == 4 && !cmu.bigTIFF)
