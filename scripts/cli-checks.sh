@@ -21,6 +21,11 @@ if [ -d "$data" ]; then
     run tiles "$file" --slide-mpp 0.5 --tile-size 64 --json
     check "$(basename "$file"): exit 0 or 1 (got $rc)" '[ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ $(printf "%s\n" "$err" | wc -l) -eq 1 ]; }'
   done
+  head -c 1000000 "$data/slides/CMU-1-Small-Region.svs" > /tmp/tessera-cli-cut.svs
+  run inspect /tmp/tessera-cli-cut.svs
+  check "truncated SVS: exit 1, one line saying incomplete" \
+    '[ $rc -eq 1 ] && grep -q "incomplete slide (truncated" <<<"$err" && [ $(printf "%s\n" "$err" | wc -l) -eq 1 ]'
+  rm -f /tmp/tessera-cli-cut.svs
   run inspect "$data/slides/CMU-1-Small-Region.svs" --json
   check "CMU inspect: 2220 x 2967, mpp 0.499" \
     'python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert (d[\"width\"],d[\"height\"],d[\"mpp_x\"],d[\"mpp_y\"])==(2220,2967,0.499,0.499)" "$out"'

@@ -3,13 +3,18 @@
 
 int tessera_vips_init(const char *argv0) { return VIPS_INIT(argv0); }
 
+/* Loaders stop on decode errors and truncation (fail_on = error) instead of filling the damaged
+ * part with grey or black, which would be read as background: a tile that does not decode is an
+ * error, never an empty tile. (Debian's libvips 8.14 tiffload does not see inside JPEG tiles'
+ * entropy data; the structure check before opening covers the truncated files. OpenSlide fails on
+ * a bad tile by itself.) */
 VipsImage *tessera_vips_open(const char *filename, int access) {
-    return vips_image_new_from_file(filename, "access", (VipsAccess)access, NULL);
+    return vips_image_new_from_file(filename, "access", (VipsAccess)access, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
 }
 
 VipsImage *tessera_vips_openslide_level(const char *filename, int level) {
     VipsImage *out = NULL;
-    if (vips_openslideload(filename, &out, "level", level, NULL)) return NULL;
+    if (vips_openslideload(filename, &out, "level", level, "fail_on", VIPS_FAIL_ON_ERROR, NULL)) return NULL;
     return out;
 }
 
@@ -21,7 +26,8 @@ VipsImage *tessera_vips_openslide_associated(const char *filename, const char *a
 
 VipsImage *tessera_vips_tiff_page(const char *filename, int page, int access) {
     VipsImage *out = NULL;
-    if (vips_tiffload(filename, &out, "page", page, "access", (VipsAccess)access, NULL)) return NULL;
+    if (vips_tiffload(filename, &out, "page", page, "access", (VipsAccess)access,
+                      "fail_on", VIPS_FAIL_ON_ERROR, NULL)) return NULL;
     return out;
 }
 

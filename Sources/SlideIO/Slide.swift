@@ -79,8 +79,10 @@ public final class Slide: Sendable {
     }
 
     /// Opens a slide and reads its properties. `mppOverride` replaces (or supplies) the pixel size.
+    /// The file's structure is checked first (`SlideCheck`): a truncated TIFF-family file, or one
+    /// declaring more pixels than `limits` allow, is refused before any decoder sees it.
     /// - Throws: `SlideError` with a one-line reason.
-    public static func open(path: String, mppOverride: Double? = nil) throws(SlideError) -> Slide {
+    public static func open(path: String, mppOverride: Double? = nil, limits: SlideLimits = SlideLimits()) throws(SlideError) -> Slide {
         try VipsRuntime.ensure()
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
@@ -92,6 +94,7 @@ public final class Slide: Sendable {
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw .unreadable(path: path, reason: "permission denied")
         }
+        try SlideCheck.check(path: path, limits: limits)
         // ImageMagick is blocked for untrusted input: treat what only it would read as unsupported.
         guard let loader = VipsRuntime.loaderName(for: path), loader != "magickload" else {
             throw .unsupportedFormat(path: path, reason: FileSniffer.describe(path: path))
@@ -104,6 +107,13 @@ public final class Slide: Sendable {
             slide = try openTIFF(path: path)
         default:
             slide = try openSingle(path: path, loader: loader)
+        }
+        // Formats the structure check does not read (MIRAX, plain images) are held to the limit by
+        // the size their loader reports, before any pixel is decoded.
+        let level0 = slide.properties.levels[0]
+        if Int64(level0.width) * Int64(level0.height) > limits.maxPixels {
+            throw .tooLarge(path: path, reason: SlideCheck.overLimit(width: UInt64(level0.width), length: UInt64(level0.height),
+                                                                     page: 0, limits: limits))
         }
         if let override = mppOverride {
             var properties = slide.properties

@@ -16,6 +16,10 @@ public enum SlideError: Error, Sendable, Equatable, CustomStringConvertible {
     case runtimeUnavailable(String)
     /// Writing an output image failed.
     case writeFailed(path: String, reason: String)
+    /// The file is not whole: its tables point past its end (cut short, or still being written).
+    case incomplete(path: String, reason: String)
+    /// The slide declares more pixels than allowed, or far more than its bytes can hold.
+    case tooLarge(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -36,6 +40,10 @@ public enum SlideError: Error, Sendable, Equatable, CustomStringConvertible {
             return "libvips is unavailable: \(message)"
         case .writeFailed(let path, let reason):
             return "\(path): cannot write (\(reason))"
+        case .incomplete(let path, let reason):
+            return "\(path): incomplete slide (\(reason))"
+        case .tooLarge(let path, let reason):
+            return "\(path): too large: \(reason)"
         }
     }
 }

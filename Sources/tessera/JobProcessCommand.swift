@@ -24,6 +24,7 @@ struct JobProcessCommand: ParsableCommand {
     @Option var memory: Int
     @Option var seconds: Double
     @Option(name: .customLong("open-files")) var openFiles: Int
+    @Option(name: .customLong("max-slide-pixels")) var maxSlidePixels: Int64
     @Option(name: .customLong("log-level")) var logLevel = "warning"
 
     func run() throws {
@@ -31,7 +32,8 @@ struct JobProcessCommand: ParsableCommand {
         let arguments = JobProcess.Arguments(
             dataDirectory: data, queue: queue, modelsDirectory: models, resultsDirectory: results, job: job, token: token,
             owner: owner, parent: parent, threads: threads, batchSize: batchSize, checkpointTiles: checkpointTiles,
-            checkpointSeconds: checkpointSeconds, budget: JobBudget(memoryBytes: memory, wallSeconds: seconds, openFiles: openFiles))
+            checkpointSeconds: checkpointSeconds, budget: JobBudget(memoryBytes: memory, wallSeconds: seconds, openFiles: openFiles),
+            maxSlidePixels: maxSlidePixels)
         let status = JobProcess.run(arguments, logger: Logger(label: "tessera.job"))
         throw ExitCode(status.rawValue)
     }

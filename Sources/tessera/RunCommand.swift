@@ -32,6 +32,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it.")
     var slideMPP: Double?
 
+    @Option(name: .customLong("max-slide-pixels"),
+            help: "Most pixels (width x height) a slide's level may declare; larger slides are refused before decoding.")
+    var maxSlidePixels = SlideLimits.defaultMaxPixels
+
     @Option(name: .customLong("min-tissue"), help: "Minimum tissue fraction of a tile.")
     var minTissue = 0.5
 
@@ -70,6 +74,7 @@ struct RunCommand: ParsableCommand {
         options.retryFailed = retryFailed
         options.recursive = recursive
         options.isolation = budget.isolation(logLevel: verbose ? "info" : "error")
+        options.slideLimits = SlideLimits(maxPixels: maxSlidePixels)
         var logger = Logger(label: "tessera.run")
         logger.logLevel = verbose ? .info : .error
         let report = ProgressReport.forStandardError(interval: progressSeconds)

@@ -29,6 +29,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-upload"), help: "Largest accepted slide in bytes.")
     var maxUpload = 20 * 1024 * 1024 * 1024
 
+    @Option(name: .customLong("max-slide-pixels"),
+            help: "Most pixels (width x height) a slide's level may declare; larger slides are refused before decoding.")
+    var maxSlidePixels = SlideLimits.defaultMaxPixels
+
     @Option(name: .customLong("http-threads"), help: "HTTP server threads.")
     var httpThreads = 4
 
@@ -52,6 +56,7 @@ struct ServeCommand: ParsableCommand {
         options.threads = max(1, threads)
         options.api.maxUploadBytes = maxUpload
         options.isolation = budget.isolation(logLevel: logLevel)
+        options.api.slideLimits = SlideLimits(maxPixels: maxSlidePixels)
         // Bearer tokens: TESSERA_API_TOKENS (comma-separated) and the file TESSERA_API_TOKENS_FILE names;
         // SIGHUP reads them again.
         let tokenSource = APITokenSource()

@@ -45,6 +45,10 @@ struct WatchCommand: ParsableCommand {
     @Flag(help: "Also take slides in sub-folders of IN (results keep the sub-folder).")
     var recursive = false
 
+    @Option(name: .customLong("max-slide-pixels"),
+            help: "Most pixels (width x height) a slide's level may declare; larger slides are refused before decoding.")
+    var maxSlidePixels = SlideLimits.defaultMaxPixels
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -63,6 +67,7 @@ struct WatchCommand: ParsableCommand {
         options.parameters = AnalysisParameters(slideMPP: slideMPP, precision: precision.lowercased())
         options.recursive = recursive
         options.isolation = budget.isolation(logLevel: logLevel)
+        options.slideLimits = SlideLimits(maxPixels: maxSlidePixels)
         let stop = StopFlag()
         // SIGTERM / SIGINT: stop at the next batch; the running job goes back to the queue at its checkpoint.
         let sources = onTerminationSignal { stop.set() }

@@ -188,4 +188,90 @@ struct WatchFolderTests {
         #expect(waitFor(10) { (try? store.counts()[.done]) == 50 })
         #expect(waitFor(10) { (try? FileManager.default.contentsOfDirectory(atPath: daemon.input + "/done").count) == 50 })
     }
+
+    /// Every folder OUT holds now, with the job of its summary.json (nil while it has none).
+    func outFolders(_ daemon: Daemon) -> [String: Int?] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: daemon.output)) ?? []
+        var result: [String: Int?] = [:]
+        for name in names where !name.hasPrefix(".") && !name.hasSuffix(".reason.txt") {
+            result[name] = ResultFolders.job(in: daemon.output + "/" + name)
+        }
+        return result
+    }
+
+    @Test func scannerPausingLongerThanSettleMakesOneJobOfTheWholeFile() throws {
+        let settle = 1.0
+        let daemon = try start(root: Support.temporaryDirectory(), settle: settle, poll: 0.25)
+        defer { stop(daemon) }
+        let source = try Data(contentsOf: URL(fileURLWithPath: try Support.syntheticSlide(width: 3000, height: 2000, seed: 15)))
+        #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input) })
+        let target = daemon.input + "/paused.tif"
+        _ = FileManager.default.createFile(atPath: target, contents: nil)
+        let handle = try #require(FileHandle(forWritingAtPath: target))
+        handle.write(source.prefix(source.count / 2))
+        try handle.synchronize()
+        // The scanner pauses for twice the settle time: the half file has settled, but is not complete.
+        let pauseEnd = Date().addingTimeInterval(2 * settle + 0.5)
+        var seenDuringPause: [String: Int?] = [:]
+        while Date() < pauseEnd {
+            seenDuringPause.merge(outFolders(daemon)) { $1 }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(jobCount(daemon) == 0, "no job of the half file")
+        #expect(seenDuringPause.isEmpty, "nothing in OUT while the file is half written: \(seenDuringPause)")
+        #expect(FileManager.default.fileExists(atPath: target), "the half file stays in IN (not filed into failed/)")
+        handle.write(source.suffix(from: source.count / 2))
+        try handle.close()
+        var seen: [String: Int?] = [:]
+        let delivered = waitFor(60, every: 0.05) {
+            seen.merge(outFolders(daemon)) { $1 }
+            return FileManager.default.fileExists(atPath: daemon.output + "/paused.tif/summary.json")
+        }
+        #expect(delivered)
+        let store = try DataDirectory.openStore(daemon.data)
+        let jobs = try store.jobs()
+        #expect(jobs.count == 1 && jobs.first?.state == .done, "exactly one job: \(jobs.map { ($0.id, $0.state) })")
+        #expect(jobs.first?.slide.size == source.count, "the job saw the whole file")
+        #expect(Set(seen.keys) == ["paused.tif"], "OUT only ever held the one result folder: \(seen)")
+        #expect(seen["paused.tif"] == .some(jobs.first?.id.rawValue), "and it is the whole file's job")
+        let log = (try? String(contentsOfFile: daemon.root + "/watch.log", encoding: .utf8)) ?? ""
+        #expect(log.components(separatedBy: "waiting for the rest of the file").count - 1 == 1, "logged once, not every scan:\n\(log.suffix(3000))")
+    }
+
+    @Test func fileChangedWhileAnalysedIsAbandonedAndTakenAgain() throws {
+        let root = Support.temporaryDirectory()
+        // One thread and 0.5 um/px tiles of a 32 px network: a job of several seconds.
+        let daemon = try start(root: root, settle: 0.5, model: "tiny-fine", threads: 1)
+        defer { stop(daemon) }
+        let first = try Support.syntheticSlide(width: 8000, height: 6000, tissue: 0.5, seed: 13)
+        #expect(waitFor(10) { FileManager.default.fileExists(atPath: daemon.input) })
+        try FileManager.default.copyItem(atPath: first, toPath: daemon.input + "/rescanned.tif.tmp")
+        try FileManager.default.moveItem(atPath: daemon.input + "/rescanned.tif.tmp", toPath: daemon.input + "/rescanned.tif")
+        let running = waitFor(60, every: 0.02) {
+            guard let store = try? DataDirectory.openStore(daemon.data), let job = try? store.jobs().first else { return false }
+            return job.tilesDone > 0 && job.state == .running
+        }
+        try #require(running, "the first job was seen running")
+        // The scanner writes more into the file while the first job runs (the bytes the job reads stay
+        // readable, so only the watch folder can tell that its results would be of another file).
+        let handle = try #require(FileHandle(forWritingAtPath: daemon.input + "/rescanned.tif"))
+        try handle.seekToEnd()
+        handle.write(Data(repeating: 0, count: 65_536))
+        try handle.close()
+        let changedSize = try Data(contentsOf: URL(fileURLWithPath: first)).count + 65_536
+        var seen: [String: Int?] = [:]
+        let delivered = waitFor(90, every: 0.05) {
+            seen.merge(outFolders(daemon)) { $1 }
+            return FileManager.default.fileExists(atPath: daemon.output + "/rescanned.tif/summary.json")
+        }
+        #expect(delivered)
+        let store = try DataDirectory.openStore(daemon.data)
+        let jobs = try store.jobs().sorted { $0.id.rawValue < $1.id.rawValue }
+        #expect(jobs.count == 2, "\(jobs.map { ($0.id, $0.state) })")
+        guard jobs.count == 2 else { return }
+        #expect(jobs[0].state == .cancelled, "the first job was abandoned: \(jobs[0].state) \(jobs[0].error ?? "")")
+        #expect(jobs[1].state == .done && jobs[1].slide.size == changedSize, "the changed file was analysed")
+        #expect(Set(seen.keys) == ["rescanned.tif"] && seen["rescanned.tif"] == .some(jobs[1].id.rawValue),
+                "OUT never held the abandoned job's results: \(seen)")
+    }
 }

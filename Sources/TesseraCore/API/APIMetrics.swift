@@ -55,7 +55,7 @@ public final class APIMetrics: @unchecked Sendable {
                 jobDuration.observe(summary.timings["total_seconds"] ?? 0)
             case .failed(let failure):
                 failures[failure.code.rawValue, default: 0] += 1
-            case .leaseLost, .stopped:
+            case .leaseLost, .stopped, .cancelled:
                 break
             }
         }

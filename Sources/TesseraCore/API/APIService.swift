@@ -14,6 +14,8 @@ public struct APIConfiguration: Sendable {
     public var maxUploadBytes = 20 * 1024 * 1024 * 1024
     /// Queued jobs beyond which uploads get 503.
     public var maxQueuedJobs = 10_000
+    /// The pixel limit of an uploaded slide (`--max-slide-pixels`), checked at upload and before analysis.
+    public var slideLimits = SlideLimits()
     /// Free disk space kept in reserve beyond an upload's size.
     public var reserveBytes = 256 * 1024 * 1024
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
@@ -57,7 +59,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
     /// The intake every upload goes through (the same as `run`'s and `watch`'s).
     var intake: SlideIntake {
         SlideIntake(store: store, dataDirectory: configuration.dataDirectory, modelsDirectory: configuration.modelsDirectory,
-                    interface: .api)
+                    interface: .api, limits: configuration.slideLimits)
     }
 
     // MARK: HTTPHandler
@@ -282,7 +284,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
                                               keeping: .moveIntoStore))
         } catch let refusal as SlideIntake.Refusal {
             switch refusal.code {
-            case .notFound, .notASlide, .missingMPP, .badParameter: return .error(422, refusal.code.rawValue, refusal.description)
+            case .notFound, .notASlide, .missingMPP, .badParameter, .incompleteSlide, .slideTooLarge: return .error(422, refusal.code.rawValue, refusal.description)
             case .unknownModel: return .error(400, refusal.code.rawValue, refusal.description)
             case .idempotencyConflict: return .error(409, refusal.code.rawValue, refusal.description)
             case .storage: return .error(500, refusal.code.rawValue, refusal.description)

@@ -11,11 +11,11 @@ public final class ViewerTiles: @unchecked Sendable {
 
     public init() {}
 
-    func source(for job: Job) throws -> DeepZoom {
+    func source(for job: Job, limits: SlideLimits = SlideLimits()) throws -> DeepZoom {
         lock.lock()
         defer { lock.unlock() }
         if let known = sources[job.slide.sha256] { return known }
-        let zoom = DeepZoom(slide: try Slide.open(path: job.slide.path))
+        let zoom = DeepZoom(slide: try Slide.open(path: job.slide.path, limits: limits))
         if sources.count >= 64 { sources.removeAll() }
         sources[job.slide.sha256] = zoom
         return zoom
@@ -57,7 +57,7 @@ extension APIService {
                        ("ETag", tag)]
         if request.headers["if-none-match"] == tag { return HTTPResponse(status: 304, headers: caching) }
         do {
-            let data = try viewer.source(for: job).tile(level: level, column: column, row: row)
+            let data = try viewer.source(for: job, limits: configuration.slideLimits).tile(level: level, column: column, row: row)
             return HTTPResponse(status: 200, headers: [("Content-Type", "image/jpeg")] + caching, body: .data(data))
         } catch SlideError.invalidArgument(let message) {
             return .error(404, "not_found", message)
@@ -90,7 +90,7 @@ extension APIService {
         }
         let zoom: DeepZoom
         do {
-            zoom = try viewer.source(for: job)
+            zoom = try viewer.source(for: job, limits: configuration.slideLimits)
         } catch {
             return .error(422, "unreadable_slide", "\(job.slide.originalName): the slide cannot be opened for viewing")
         }

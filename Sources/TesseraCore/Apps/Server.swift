@@ -70,6 +70,7 @@ public final class Server: @unchecked Sendable {
             var configuration = WorkerConfiguration(threads: perWorker, resultsDirectory: DataDirectory.outputs(options.api.dataDirectory))
             configuration.isolation = options.isolation?.bound(dataDirectory: options.api.dataDirectory, queue: options.queue,
                                                                modelsDirectory: options.api.modelsDirectory)
+            configuration.slideLimits = options.api.slideLimits
             let runner = JobRunner(store: store, models: models, configuration: configuration, logger: logger, stop: stopFlag)
             var loop = WorkLoop(runner: runner)
             loop.progress = { job, done, _ in api.metrics.observe(job: job, tilesDone: done) }

@@ -1,6 +1,7 @@
 import Foundation
 import JobStore
 import Logging
+import SlideIO
 
 /// Options of `tessera run`.
 public struct RunOptions: Sendable {
@@ -17,6 +18,8 @@ public struct RunOptions: Sendable {
     public var retryFailed = false
     /// Take the slides in sub-folders of a folder given as input too.
     public var recursive = false
+    /// The pixel limit of a slide (`--max-slide-pixels`).
+    public var slideLimits = SlideLimits()
     /// Set (e.g. on Ctrl-C) to stop at the next batch; the run then throws `SlideRun.Interrupted`.
     public var stop = StopFlag()
     /// Analyse each slide in its own process under a budget (nil: in this process).
@@ -69,10 +72,11 @@ public enum SlideRun {
         let store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
         let output = URL(fileURLWithPath: options.outputDirectory).standardizedFileURL.path
         let intake = SlideIntake(store: store, dataDirectory: options.dataDirectory, modelsDirectory: options.modelsDirectory,
-                                 interface: .commandLine)
+                                 interface: .commandLine, limits: options.slideLimits)
         _ = try intake.model(options.model)
         var configuration = WorkerConfiguration(threads: options.threads, batchSize: options.batchSize,
                                                 resultsDirectory: DataDirectory.outputs(options.dataDirectory))
+        configuration.slideLimits = options.slideLimits
         configuration.checkpointTiles = 8 * configuration.batchSize
         configuration.isolation = options.isolation?.bound(dataDirectory: options.dataDirectory, queue: options.queue,
                                                            modelsDirectory: options.modelsDirectory)

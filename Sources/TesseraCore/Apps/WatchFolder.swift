@@ -24,6 +24,8 @@ public struct WatchOptions: Sendable {
     public var recursive = false
     /// Analyse each slide in its own process under a budget (nil: in this process).
     public var isolation: JobIsolation?
+    /// The pixel limit of a slide (`--max-slide-pixels`).
+    public var slideLimits = SlideLimits()
 
     public init(input: String, output: String) {
         self.input = input
@@ -34,17 +36,21 @@ public struct WatchOptions: Sendable {
 /// The watch-folder daemon: finds slides that have finished arriving in a folder, queues each
 /// (fileset) once by content, runs the inference worker in the same process, and files results.
 public final class WatchFolder: @unchecked Sendable {
-    // @unchecked: `pending` is only touched by the scanning thread; the rest is immutable or Sendable.
+    // @unchecked: `pending` and `waiting` are only touched by the scanning thread; the rest is immutable or Sendable.
     public let options: WatchOptions
     public let store: any JobQueue
     public let runner: JobRunner
     private let logger: Logger
     private let intake: SlideIntake
-    private var pending: [String: (signature: Signature, since: Double)] = [:]
+    private var pending: [String: (signature: Signature, since: Double, incomplete: Bool)] = [:]
+    /// Settled files that failed the completeness check, already logged (logged once, not every scan).
+    private var waiting = Set<String>()
     private let notifier: DirectoryNotifier?
+    /// Files whose jobs may still run, so a job is abandoned when its file changes.
+    private let taken: TakenFiles
 
     /// What a candidate looks like now: total bytes and newest mtime of its files.
-    struct Signature: Equatable {
+    struct Signature: Equatable, Sendable {
         var size: Int
         var modified: Double
     }
@@ -64,13 +70,17 @@ public final class WatchFolder: @unchecked Sendable {
         }
         store = try DataDirectory.openStore(options.dataDirectory, queue: options.queue)
         intake = SlideIntake(store: store, dataDirectory: options.dataDirectory, modelsDirectory: options.modelsDirectory,
-                             interface: .commandLine)
+                             interface: .commandLine, limits: options.slideLimits)
         _ = try intake.model(options.model)
         var configuration = WorkerConfiguration(threads: options.threads, resultsDirectory: DataDirectory.outputs(options.dataDirectory))
         configuration.isolation = options.isolation?.bound(dataDirectory: options.dataDirectory, queue: options.queue,
                                                            modelsDirectory: options.modelsDirectory)
+        configuration.slideLimits = options.slideLimits
+        let taken = TakenFiles()
+        self.taken = taken
+        // A job whose file changes while it runs is abandoned: its results would mix two files.
         runner = JobRunner(store: store, models: ModelProvider(directory: options.modelsDirectory),
-                           configuration: configuration, logger: logger, stop: stop)
+                           configuration: configuration, logger: logger, stop: stop, abandon: { taken.changed($0.id) })
         notifier = DirectoryNotifier(path: options.input)
     }
 
@@ -92,6 +102,9 @@ public final class WatchFolder: @unchecked Sendable {
 
     // MARK: Scanning
 
+    /// Settle times an incomplete file may stay unchanged before it is refused (`incomplete_slide`).
+    static let incompleteGiveUp = 10.0
+
     /// Names of files still being written, or not slides at all.
     static func isIgnored(_ name: String) -> Bool {
         let lower = name.lowercased()
@@ -101,31 +114,80 @@ public final class WatchFolder: @unchecked Sendable {
         return ["done", "failed"].contains(lower)
     }
 
-    /// One scan: candidates whose signature has been stable for the settle time are taken.
+    /// Whether two paths are one file (the same path, or hard links to one inode): a job reading
+    /// `b` sees every change made to `a`.
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        if (a as NSString).standardizingPath == (b as NSString).standardizingPath { return true }
+        var x = stat(), y = stat()
+        guard stat(a, &x) == 0, stat(b, &y) == 0 else { return false }
+        return x.st_dev == y.st_dev && x.st_ino == y.st_ino
+    }
+
+    /// A MIRAX slide's data folder (its files count towards the slide's signature).
+    static func companion(of path: String) -> String? {
+        let stem = (path as NSString).deletingPathExtension
+        return path.lowercased().hasSuffix(".mrxs") && FileManager.default.fileExists(atPath: stem) ? stem : nil
+    }
+
+    /// One scan: candidates whose signature has been stable for the settle time, and that are
+    /// complete (`SlideCheck`), are taken. A file that changes after it was taken has its job
+    /// cancelled and is taken again, as new content, once it has settled and is complete.
     func scan() throws {
         let now = Date().timeIntervalSince1970
         var seen = Set<String>()
         for (path, relative) in candidates(in: options.input, prefix: "") {
-            let name = (relative as NSString).lastPathComponent
-            let stem = (path as NSString).deletingPathExtension
-            let companion = name.lowercased().hasSuffix(".mrxs") && FileManager.default.fileExists(atPath: stem) ? stem : nil
+            let companion = Self.companion(of: path)
             guard let signature = Self.signature(path: path, companion: companion) else { continue }
             seen.insert(path)
-            // Already dealt with (this run or an earlier one); a file filed away and put back is new again.
-            if let record = try store.watchedFile(path: path), record.size == signature.size,
-               record.modified == signature.modified, record.state != "moved", !(record.state == "rejected" && options.moveProcessed) {
+            if let record = try store.watchedFile(path: path) {
+                // Already dealt with (this run or an earlier one); a file filed away and put back is new again.
+                if record.size == signature.size, record.modified == signature.modified, record.state != "moved",
+                   !(record.state == "rejected" && options.moveProcessed) {
+                    // Known after a restart too: the job is abandoned if this file changes while it runs.
+                    if record.state == "queued", let id = record.job, !taken.isTracked(id), let job = try? store.job(id), !job.state.isFinal {
+                        taken.track(id, path: path, companion: companion, signature: signature, jobReads: job.slide.path)
+                    }
+                    continue
+                }
+                // Changed after it was taken: a job still to run on these bytes is cancelled (one reading
+                // another copy, e.g. an upload of the same content, is left be; its results are not filed here).
+                if record.state == "queued", let id = record.job, let job = try? store.job(id), [.queued, .running].contains(job.state),
+                   Self.sameFile(path, job.slide.path) {
+                    try store.cancel(id)
+                    taken.forget(id)
+                    logger.notice("changed after it was taken: its job is cancelled; the file is taken again once it is complete",
+                                  metadata: ["file": "\(relative)", "job.id": "\(id)"])
+                }
+            }
+            guard let previous = pending[path], previous.signature == signature else {
+                pending[path] = (signature, now, false)
                 continue
             }
-            if let previous = pending[path], previous.signature == signature {
-                if now - previous.since >= options.settleSeconds {
-                    pending[path] = nil
-                    try take(path: path, relative: relative, signature: signature)
+            guard now - previous.since >= options.settleSeconds else { continue }
+            // Settled is not enough: a scanner that pauses mid-file leaves a file whose tables point
+            // past its end. Such a file waits (checked again when it changes), never analysed half;
+            // one left unchanged for `incompleteGiveUp` settle times is refused like any broken file.
+            let givingUp = previous.incomplete && now - previous.since >= Self.incompleteGiveUp * options.settleSeconds
+            if previous.incomplete && !givingUp { continue }
+            if !givingUp {
+                do {
+                    try SlideCheck.check(path: path, limits: options.slideLimits)
+                } catch SlideError.incomplete(_, let reason) {
+                    pending[path]?.incomplete = true
+                    if waiting.insert(path).inserted {
+                        logger.notice("waiting for the rest of the file", metadata: ["file": "\(relative)", "reason": "\(reason)"])
+                    }
+                    continue
+                } catch {
+                    // Anything else (too large, unreadable) is the intake's to refuse, with its reason.
                 }
-            } else {
-                pending[path] = (signature, now)
             }
+            pending[path] = nil
+            waiting.remove(path)
+            try take(path: path, relative: relative, signature: signature, companion: companion, givingUp: givingUp)
         }
         for path in pending.keys where !seen.contains(path) { pending[path] = nil }
+        waiting = waiting.filter { seen.contains($0) }
     }
 
     /// Files in `folder` that may be slides (path, path relative to IN); sub-folders with `recursive`,
@@ -169,12 +231,19 @@ public final class WatchFolder: @unchecked Sendable {
 
     /// A settled file: a job if it opens as a slide, else rejected with its reason. A file whose
     /// content already failed (or was cancelled) is a request to try again: the job is queued again.
-    private func take(path: String, relative: String, signature: Signature) throws {
+    private func take(path: String, relative: String, signature: Signature, companion: String?, givingUp: Bool) throws {
         let name = (relative as NSString).lastPathComponent
         let receipt: SlideIntake.Receipt
         do {
             receipt = try intake.submit(.init(path: path, name: name, model: options.model, parameters: options.parameters,
                                               keeping: options.moveProcessed ? .linkIntoStore : .inPlace))
+        } catch let refusal as SlideIntake.Refusal where refusal.code == .incompleteSlide && !givingUp {
+            // Cut short again between the scan's check and the intake: it waits like any incomplete file.
+            pending[path] = (signature, Date().timeIntervalSince1970, true)
+            if waiting.insert(path).inserted {
+                logger.notice("waiting for the rest of the file", metadata: ["file": "\(relative)", "reason": "\(refusal.description)"])
+            }
+            return
         } catch let refusal as SlideIntake.Refusal {
             logger.warning("not taken", metadata: ["file": "\(relative)", "code": "\(refusal.code.rawValue)", "reason": "\(refusal.description)"])
             try store.recordWatchedFile(WatchedFile(path: path, size: signature.size, modified: signature.modified,
@@ -189,6 +258,9 @@ public final class WatchFolder: @unchecked Sendable {
         } else {
             logger.info(receipt.created ? "queued" : "already known", metadata: ["file": "\(relative)", "job.id": "\(job.id)"])
         }
+        if !job.state.isFinal {
+            taken.track(job.id, path: path, companion: companion, signature: signature, jobReads: job.slide.path)
+        }
         try store.recordWatchedFile(WatchedFile(path: path, size: signature.size, modified: signature.modified,
                                                 sha256: job.slide.sha256, job: job.id, state: "queued", reason: nil))
     }
@@ -196,7 +268,18 @@ public final class WatchFolder: @unchecked Sendable {
     /// Files slides whose jobs finished into done/ or failed/ (when asked to), and their results into OUT.
     func fileFinished() throws {
         for (file, job) in try store.watchedFilesWithFinishedJobs() {
+            taken.forget(job.id)
             var record = file
+            // A file that changed after it was taken: these results (or this cancelled job) are of
+            // content that is gone. Nothing goes to OUT and the file stays for the next scans to take.
+            if let now = Self.signature(path: file.path, companion: Self.companion(of: file.path)),
+               now != Signature(size: file.size, modified: file.modified) {
+                record.state = "superseded"
+                record.reason = "the file changed after it was taken"
+                logger.notice("changed after it was taken: results not filed", metadata: ["file": "\(file.path)", "job.id": "\(job.id)"])
+                try store.recordWatchedFile(record)
+                continue
+            }
             record.state = options.moveProcessed ? "moved" : "finished"
             record.reason = job.error.map { JobFailure(stored: $0).message }
             let input = (options.input as NSString).standardizingPath
@@ -260,6 +343,50 @@ public final class WatchFolder: @unchecked Sendable {
         if let reason, folder == "failed" {
             try? (reason + "\n").write(toFile: target + "/" + name + ".reason.txt", atomically: true, encoding: .utf8)
         }
+    }
+}
+
+/// The watched files whose jobs may still run, with the signature they were taken with. Asked by
+/// the job runner before every batch (from the loop's thread), told by the scans.
+final class TakenFiles: @unchecked Sendable {
+    // @unchecked: every field is guarded by `lock`.
+    private let lock = NSLock()
+    private var files: [JobID: (path: String, companion: String?, signature: WatchFolder.Signature, jobReads: String)] = [:]
+    private var looked: [JobID: (at: Double, reason: String?)] = [:]
+
+    /// Remembers that `job` was taken from `path` as `signature`; `jobReads` is the file the job opens.
+    func track(_ job: JobID, path: String, companion: String?, signature: WatchFolder.Signature, jobReads: String) {
+        lock.withLock { files[job] = (path, companion, signature, jobReads) }
+    }
+
+    func isTracked(_ job: JobID) -> Bool { lock.withLock { files[job] != nil } }
+
+    func forget(_ job: JobID) {
+        lock.withLock {
+            files[job] = nil
+            looked[job] = nil
+        }
+    }
+
+    /// Why the job's file is no longer what was taken, or nil. Looks at the file at most twice a second.
+    func changed(_ job: JobID) -> String? {
+        guard let file = lock.withLock({ files[job] }) else { return nil }
+        let now = Date().timeIntervalSince1970
+        if let last = lock.withLock({ looked[job] }), now - last.at < 0.5 { return last.reason }
+        var reason: String?
+        // Only a change the job can see abandons it: the file it reads is this one (in place, or a
+        // hard link into the store). A file replaced under a new inode leaves the job's copy whole;
+        // its results are then simply not filed under this name.
+        if let current = WatchFolder.signature(path: file.path, companion: file.companion),
+           WatchFolder.sameFile(file.path, file.jobReads) {
+            if current != file.signature {
+                reason = "\((file.path as NSString).lastPathComponent) changed while it was analysed "
+                    + "(\(file.signature.size) -> \(current.size) bytes); it is taken again once it is complete"
+            }
+        }
+        // A file gone (filed away by hand, or `--move` linked it into the store) leaves the job be.
+        lock.withLock { looked[job] = (now, reason) }
+        return reason
     }
 }
 

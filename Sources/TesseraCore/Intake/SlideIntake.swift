@@ -57,6 +57,7 @@ public struct SlideIntake: Sendable {
         public enum Code: String, Sendable {
             case notFound = "not_found", notASlide = "not_a_slide", missingMPP = "missing_mpp", unknownModel = "unknown_model"
             case badParameter = "bad_parameter", idempotencyConflict = "idempotency_conflict", storage
+            case incompleteSlide = "incomplete_slide", slideTooLarge = "slide_too_large"
         }
 
         public var code: Code
@@ -67,12 +68,16 @@ public struct SlideIntake: Sendable {
     public let dataDirectory: String
     public let modelsDirectory: String
     public let interface: Interface
+    /// What a slide must keep to be taken (the pixel limit, `--max-slide-pixels`).
+    public let limits: SlideLimits
 
-    public init(store: any JobQueue, dataDirectory: String, modelsDirectory: String, interface: Interface) {
+    public init(store: any JobQueue, dataDirectory: String, modelsDirectory: String, interface: Interface,
+                limits: SlideLimits = SlideLimits()) {
         self.store = store
         self.dataDirectory = dataDirectory
         self.modelsDirectory = modelsDirectory
         self.interface = interface
+        self.limits = limits
     }
 
     /// A parameter as the user's interface spells it.
@@ -128,11 +133,15 @@ public struct SlideIntake: Sendable {
         let (reference, identity) = try model(submission.model)
         let slide: Slide
         do {
-            slide = try Slide.open(path: submission.path)
+            slide = try Slide.open(path: submission.path, limits: limits)
         } catch {
             let message = error.description.replacingOccurrences(of: submission.path, with: submission.name)
-            if case .notFound = error { throw Refusal(code: .notFound, description: message) }
-            throw Refusal(code: .notASlide, description: message)
+            switch error {
+            case .notFound: throw Refusal(code: .notFound, description: message)
+            case .incomplete: throw Refusal(code: .incompleteSlide, description: message)
+            case .tooLarge: throw Refusal(code: .slideTooLarge, description: message)
+            default: throw Refusal(code: .notASlide, description: message)
+            }
         }
         var properties = slide.properties
         properties.path = submission.name
@@ -167,6 +176,10 @@ public struct SlideIntake: Sendable {
         let fm = FileManager.default
         do {
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            // A stored file of another size is not this content any more (a hard link whose original a
+            // scanner rewrote in place): it is replaced, never handed to a job as this digest.
+            func size(_ path: String) -> Int? { ((try? fm.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue }
+            if fm.fileExists(atPath: stored), size(stored) != size(absolute) { try? fm.removeItem(atPath: stored) }
             if fm.fileExists(atPath: stored) {
                 if submission.keeping == .moveIntoStore { try? fm.removeItem(atPath: absolute) }
                 return stored

@@ -14,6 +14,11 @@ public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case missingMPP = "missing_mpp"
         /// Pixels could not be read (truncated or damaged file).
         case readFailed = "read_failed"
+        /// The slide file is cut short (its tile or strip tables point past its end) or its tables
+        /// are inconsistent: never analysed, since the missing part would be read as background.
+        case incompleteSlide = "incomplete_slide"
+        /// The slide declares more pixels than the limit (`--max-slide-pixels`), or far more than its bytes can hold.
+        case slideTooLarge = "slide_too_large"
         /// The slide file is gone from where the job recorded it.
         case slideMissing = "slide_missing"
         /// The model could not be loaded or run.
@@ -79,6 +84,8 @@ public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
                                   transient: true)
             case .readFailed, .runtimeUnavailable: return JobFailure(.readFailed, named(slide.description), transient: true)
             case .invalidArgument: return JobFailure(.badParameters, named(slide.description))
+            case .incomplete: return JobFailure(.incompleteSlide, named(slide.description) + "; put the complete file in again")
+            case .tooLarge: return JobFailure(.slideTooLarge, named(slide.description))
             }
         case let model as ModelError: return JobFailure(.modelError, "model: \(model)")
         case let catalog as ModelCatalogError: return JobFailure(.modelError, catalog.description)

@@ -1,6 +1,7 @@
 import Foundation
 import JobStore
 import Logging
+import SlideIO
 
 /// Limits one job's analysis process runs under. A slide that exceeds one fails its job with
 /// `over_budget`; only that process is killed and the next job starts at once.
@@ -101,6 +102,8 @@ public enum JobProcess {
     /// Exit statuses of the analysis process (anything else, or a signal, is a crash).
     public enum Status: Int32 {
         case done = 0
+        /// The results are written; the worker marks the job done (after its last look at it).
+        case analysed = 14
         /// The job failed and the process recorded why.
         case failed = 10
         /// The lease was gone (cancelled or taken over).
@@ -126,10 +129,13 @@ public enum JobProcess {
         public var checkpointTiles: Int
         public var checkpointSeconds: Double
         public var budget: JobBudget
+        /// The slide pixel limit (`--max-slide-pixels`) the worker runs with.
+        public var maxSlidePixels: Int64
 
         public init(dataDirectory: String, queue: String?, modelsDirectory: String, resultsDirectory: String, job: Int, token: Int,
                     owner: String, parent: Int32, threads: Int, batchSize: Int, checkpointTiles: Int, checkpointSeconds: Double,
-                    budget: JobBudget) {
+                    budget: JobBudget, maxSlidePixels: Int64) {
+            self.maxSlidePixels = maxSlidePixels
             self.dataDirectory = dataDirectory
             self.queue = queue
             self.modelsDirectory = modelsDirectory
@@ -151,7 +157,7 @@ public enum JobProcess {
              "--job", "\(job)", "--token", "\(token)", "--owner", owner, "--parent", "\(parent)", "--threads", "\(threads)",
              "--batch-size", "\(batchSize)", "--checkpoint-tiles", "\(checkpointTiles)",
              "--checkpoint-seconds", "\(checkpointSeconds)", "--memory", "\(budget.memoryBytes)",
-             "--seconds", "\(budget.wallSeconds)", "--open-files", "\(budget.openFiles)"]
+             "--seconds", "\(budget.wallSeconds)", "--open-files", "\(budget.openFiles)", "--max-slide-pixels", "\(maxSlidePixels)"]
                 + (queue.map { ["--queue", $0] } ?? [])
         }
     }
@@ -182,6 +188,8 @@ public enum JobProcess {
         configuration.owner = arguments.owner
         configuration.checkpointSeconds = arguments.checkpointSeconds
         configuration.memoryBudget = arguments.budget.memoryBytes
+        configuration.completes = false
+        configuration.slideLimits = SlideLimits(maxPixels: arguments.maxSlidePixels)
         let runner = JobRunner(store: store, models: ModelProvider(directory: arguments.modelsDirectory),
                                configuration: configuration, logger: logger)
         let lease = Lease(job: job.id, token: arguments.token, owner: arguments.owner)
@@ -190,9 +198,9 @@ public enum JobProcess {
                                  progress: { _, done, total in report.line("progress \(done) \(total)") },
                                  stage: { report.line("stage " + $0) })
         switch outcome {
-        case .done: return .done
+        case .done: return .analysed
         case .failed: return .failed
-        case .leaseLost, .stopped: return .leaseLost
+        case .leaseLost, .stopped, .cancelled: return .leaseLost
         }
     }
 

@@ -14,14 +14,18 @@ public final class JobRunner: Sendable {
     private let logger: Logger
     /// Set to stop at the next batch boundary (e.g. on SIGTERM).
     public let stop: StopFlag
+    /// Asked before every batch (and before the job is completed): a reason abandons the job, which
+    /// is then cancelled and its results never completed (watch: the slide file changed under it).
+    public let abandon: (@Sendable (Job) -> String?)?
 
     public init(store: any JobQueue, models: ModelProvider, configuration: WorkerConfiguration, logger: Logger,
-                stop: StopFlag = StopFlag()) {
+                stop: StopFlag = StopFlag(), abandon: (@Sendable (Job) -> String?)? = nil) {
         self.store = store
         self.models = models
         self.configuration = configuration
         self.logger = logger
         self.stop = stop
+        self.abandon = abandon
     }
 
     /// Returns leases of dead processes on this host to the queue, and expired leases anywhere.
@@ -53,7 +57,8 @@ public final class JobRunner: Sendable {
     public func run(job: Job, lease: Lease, progress: (@Sendable (Job, Int, Int) -> Void)? = nil,
                     stage: (@Sendable (String) -> Void)? = nil) -> JobOutcome {
         if let isolation = configuration.isolation {
-            return JobSupervisor(store: store, configuration: configuration, isolation: isolation, stop: stop, logger: logger)
+            return JobSupervisor(store: store, configuration: configuration, isolation: isolation, stop: stop, logger: logger,
+                                 abandon: abandon)
                 .run(job: job, lease: lease, progress: progress)
         }
         var log = logger
@@ -67,12 +72,21 @@ public final class JobRunner: Sendable {
         defer { heartbeat.stop() }
         do {
             let (directory, summary) = try analyse(job: job, lease: lease, heartbeat: heartbeat, progress: progress, stage: stage)
+            if let reason = abandon?(job) { throw JobAbandoned(reason: reason) }
+            guard configuration.completes else {
+                try heartbeat.check()
+                return .done(outputDirectory: directory, summary: summary)
+            }
             try store.complete(lease, outputDirectory: directory)
             log.info("job done", metadata: ["output": "\(directory)"])
             return .done(outputDirectory: directory, summary: summary)
         } catch JobStoreError.leaseLost {
             log.warning("lease lost; leaving the job to its new owner")
             return .leaseLost
+        } catch let abandoned as JobAbandoned {
+            _ = try? store.cancel(job.id)
+            log.notice("job abandoned and cancelled", metadata: ["reason": "\(abandoned.reason)"])
+            return .cancelled(reason: abandoned.reason)
         } catch is WorkerStopped {
             _ = try? store.releaseLeases(ownedBy: [configuration.owner], reason: "worker stopping", interrupted: false)
             log.info("stopped; job returned to the queue at its last checkpoint")
@@ -108,18 +122,20 @@ public final class JobRunner: Sendable {
             throw JobFailure(.modelChanged, "the INT8 calibration of \(reference.name) changed after job \(job.id) was queued; "
                              + "submit the slide again to analyse it with the calibration as it is now")
         }
-        let analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
+        var analysis = SlideAnalysis(slidePath: job.slide.path, parameters: parameters, card: reference.card, session: session,
                                      threads: configuration.threads, batchSize: configuration.batchSize,
                                      checkpointTiles: configuration.checkpointTiles,
                                      checkpointSeconds: configuration.checkpointSeconds)
+        analysis.limits = configuration.slideLimits
         var events = SlideAnalysis.Events()
         events.planned = { [store] tiles in try store.setTotal(lease, tiles: tiles) }
         events.checkpoint = { [store] results, done in try store.checkpoint(lease, results: results, tilesDone: done) }
         events.progress = { done, total in progress?(job, done, total) }
         events.stage = { stage?($0) }
-        events.check = { [stop] in
+        events.check = { [stop, abandon] in
             try heartbeat.check()
             if stop.isSet { throw WorkerStopped() }
+            if let reason = abandon?(job) { throw JobAbandoned(reason: reason) }
         }
         // Resume from the last checkpoint: tiles already committed are not scored again.
         let resume = job.tilesDone > 0 ? try store.results(of: job.id) : []

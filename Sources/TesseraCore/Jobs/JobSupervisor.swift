@@ -12,6 +12,9 @@ struct JobSupervisor {
     let isolation: JobIsolation
     let stop: StopFlag
     let logger: Logger
+    /// The worker's reason to abandon the job (its watched file changed), asked while it runs and
+    /// once more before the job is marked done.
+    let abandon: (@Sendable (Job) -> String?)?
 
     /// Seconds between looks at the process's memory, and at the job's row.
     static let memoryInterval = 0.05
@@ -24,6 +27,7 @@ struct JobSupervisor {
         case time
         case stopped
         case leaseLost
+        case abandoned(String)
     }
 
     func run(job: Job, lease: Lease, progress: (@Sendable (Job, Int, Int) -> Void)?) -> JobOutcome {
@@ -34,7 +38,7 @@ struct JobSupervisor {
             resultsDirectory: configuration.resultsDirectory, job: job.id.rawValue, token: lease.token, owner: lease.owner,
             parent: getpid(), threads: configuration.threads, batchSize: configuration.batchSize,
             checkpointTiles: configuration.checkpointTiles, checkpointSeconds: configuration.checkpointSeconds,
-            budget: isolation.budget)
+            budget: isolation.budget, maxSlidePixels: configuration.slideLimits.maxPixels)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: isolation.executable)
         process.arguments = arguments.commandLine + ["--log-level", isolation.logLevel]
@@ -89,6 +93,8 @@ struct JobSupervisor {
                 rowChecked = Date()
                 if let row = try? store.job(job.id), row.state != .running || row.leaseToken != lease.token {
                     verdict = .leaseLost
+                } else if let reason = abandon?(job) {
+                    verdict = .abandoned(reason)
                 }
             }
             guard let verdict else { continue }
@@ -119,6 +125,8 @@ struct JobSupervisor {
         case .leaseLost?:
             log.warning("job cancelled or taken over; its analysis process was ended")
             return .leaseLost
+        case .abandoned(let reason)?:
+            return abandoned(job, reason: reason, log: log)
         case .memory(let resident)?:
             return recordFailure(JobFailure(.overBudget, "exceeded the \(JobBudget.describe(bytes: isolation.budget.memoryBytes)) "
                 + "memory budget while \(stage)\(tiles): the analysis process reached \(JobBudget.describe(bytes: resident)) and was "
@@ -133,6 +141,20 @@ struct JobSupervisor {
 
         if process.terminationReason == .exit, let status = JobProcess.Status(rawValue: process.terminationStatus) {
             switch status {
+            case .analysed:
+                if let reason = abandon?(job) { return abandoned(job, reason: reason, log: log) }
+                let directory = configuration.resultsDirectory + "/\(job.id)"
+                guard let summary = SlideRun.storedSummary(directory) else {
+                    return recordFailure(JobFailure(.internalError, "the analysis process wrote no summary.json", transient: true),
+                                         lease: lease, log: log)
+                }
+                do {
+                    try store.complete(lease, outputDirectory: directory)
+                } catch {
+                    return .leaseLost
+                }
+                log.info("job done", metadata: ["output": "\(directory)"])
+                return .done(outputDirectory: directory, summary: summary)
             case .done:
                 guard let row = try? store.job(job.id), row.state == .done, let directory = row.outputDirectory,
                       let summary = SlideRun.storedSummary(directory) else { return .leaseLost }
@@ -159,6 +181,13 @@ struct JobSupervisor {
             message = "the analysis process crashed (\(how)) while \(stage)\(tiles)"
         }
         return recordFailure(JobFailure(.workerLost, message, transient: true), lease: lease, log: log)
+    }
+
+    /// Cancels a job whose slide file changed under it; its results never reach a results folder.
+    private func abandoned(_ job: Job, reason: String, log: Logger) -> JobOutcome {
+        _ = try? store.cancel(job.id)
+        log.notice("job abandoned and cancelled", metadata: ["reason": "\(reason)"])
+        return .cancelled(reason: reason)
     }
 
     /// Records the failure on the job (a budget is permanent, a crash uses one attempt).

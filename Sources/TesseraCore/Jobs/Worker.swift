@@ -1,5 +1,6 @@
 import Foundation
 import JobStore
+import SlideIO
 
 /// Settings of a job runner.
 public struct WorkerConfiguration: Sendable {
@@ -20,6 +21,11 @@ public struct WorkerConfiguration: Sendable {
     /// The memory budget this process runs under (set in a job's analysis process): an
     /// allocation refused there is the budget's doing, not the slide's.
     public var memoryBudget: Int?
+    /// Whether the runner marks a finished job done itself (false in a job's analysis process:
+    /// the worker that started it does, after its last look at the job).
+    public var completes = true
+    /// What a slide must keep to be analysed (checked again right before every analysis).
+    public var slideLimits = SlideLimits()
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, batchSize: Int = 64, checkpointTiles: Int = 512,
                 resultsDirectory: String) {
@@ -44,6 +50,8 @@ public enum JobOutcome: Sendable {
     case leaseLost
     /// The worker was asked to stop; the job went back to the queue with its checkpoints.
     case stopped
+    /// The job was abandoned mid-run (its slide file changed) and cancelled.
+    case cancelled(reason: String)
 }
 
 struct WorkerStopped: Error {}
@@ -57,6 +65,11 @@ final class StageBox: @unchecked Sendable {
         get { lock.withLock { value } }
         set { lock.withLock { value = newValue } }
     }
+}
+
+/// Ends an attempt whose job must not finish (see `JobRunner.abandon`).
+struct JobAbandoned: Error {
+    var reason: String
 }
 
 /// Extends a lease every `interval` seconds on a background queue; remembers if the lease was lost.

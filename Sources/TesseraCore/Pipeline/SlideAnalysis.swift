@@ -55,6 +55,8 @@ public struct SlideAnalysis {
     /// Seconds after which the next batch boundary checkpoints even with fewer tiles, so small
     /// slides and slow models keep their work across a crash too.
     public var checkpointSeconds: Double
+    /// The slide is checked against these (structure, pixel limit) when it is opened.
+    public var limits = SlideLimits()
 
     public init(slidePath: String, parameters: AnalysisParameters, card: ModelCard, session: Session, threads: Int,
                 batchSize: Int = 64, checkpointTiles: Int = 512, checkpointSeconds: Double = 5) {
@@ -73,7 +75,8 @@ public struct SlideAnalysis {
     public func run(resume: [TileResult] = [], events: Events = Events()) throws -> Result {
         let total = Stopwatch()
         events.stage("opening the slide")
-        let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP)
+        // Opening checks the file's structure again: it may have been cut or replaced since intake.
+        let slide = try Slide.open(path: slidePath, mppOverride: parameters.slideMPP, limits: limits)
         let plan = try slide.plan(targetMPP: parameters.mpp ?? card.input.mpp ?? 0.5)
         let maskClock = Stopwatch()
         events.stage("finding tissue")
