@@ -60,7 +60,20 @@ def load(lc_dir=LC_DIR, split=None):
     uniq = {k: i for i, k in enumerate(sorted(set(keys)))}
     gid = np.array([uniq[k] for k in keys])
     sp = np.array([split[k] for k in keys])
-    return {"x": x, "y": y, "gid": gid, "files": [r["file"] for r in rows], "split": sp}
+    return {"x": x, "y": y, "gid": gid, "files": [r["file"] for r in rows], "split": sp,
+            "group": np.array([k[1] for k in keys])}
+
+
+def tune_groups(y, gid, frac, seed=0):
+    """Per class, a seeded share `frac` of the given (training) groups: held out inside the training split for
+    model choice and temperature fitting. y, gid: per tile. Returns the chosen gids."""
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for c in range(len(CLASSES)):
+        groups = np.unique(gid[y == c])
+        n = int(round(frac * len(groups)))
+        out.extend(groups[np.sort(rng.permutation(len(groups))[:n])].tolist())
+    return np.array(sorted(out), dtype=gid.dtype)
 
 
 # ---- augmentation --------------------------------------------------------------------------------
