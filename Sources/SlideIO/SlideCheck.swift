@@ -99,11 +99,13 @@ public enum SlideCheck {
             let pixelBytes = Double(page.width) * Double(page.length) * Double(max(1, page.samplesPerPixel))
                 * Double(max(1, page.bitsPerSample)) / 8
             let presentShare = Double(page.present) / Double(max(page.present, page.chunksNeeded))
-            let ratio = pixelBytes * presentShare / Double(max(1, page.presentBytes))
+            // Chunks that share bytes (all strips pointing at one row) hold no more than the file.
+            let stored = min(page.presentBytes, structure.fileSize)
+            let ratio = pixelBytes * presentShare / Double(max(1, stored))
             let limit = maxRatio(compression: page.compression)
             if ratio > limit {
                 throw .tooLarge(path: path, reason: "\(name) declares \(ByteSize(UInt64(min(pixelBytes, 1.8e19)))) of pixels "
-                                + "in \(ByteSize(page.presentBytes)) of \(page.chunkName) data (\(Int(ratio.rounded())):1); "
+                                + "in \(ByteSize(stored)) of \(page.chunkName) data (\(Int(ratio.rounded())):1); "
                                 + "real slides compress less than \(Int(limit)):1 with this codec (compression \(page.compression))")
             }
             // Space a writer reserved (the tables written first) but has not filled yet holds no codec data.

@@ -219,19 +219,20 @@ struct ContainedJobsTests {
 /// A TIFF of a large RGB image in one-row deflate strips of light grey: a few MB on disk (a
 /// plausible ratio for blank glass, so it passes the slide checks), gigabytes once decoded.
 enum StripTIFFBomb {
-    static func write(to path: String, width: Int, height: Int) throws {
+    /// `sharedStrips`: every strip points at the same bytes (a file far smaller than its tables claim).
+    static func write(to path: String, width: Int, height: Int, sharedStrips: Bool = false) throws {
         let row = try deflated(count: width * 3)
         var file = Data("II*\u{0}".utf8)
         func u16(_ value: Int) { withUnsafeBytes(of: UInt16(value).littleEndian) { file.append(contentsOf: $0) } }
         func u32(_ value: Int) { withUnsafeBytes(of: UInt32(value).littleEndian) { file.append(contentsOf: $0) } }
         let dataOffset = 8
-        let offsets = dataOffset + row.count * height
+        let offsets = dataOffset + row.count * (sharedStrips ? 1 : height)
         let counts = offsets + 4 * height
         let bits = counts + 4 * height
         let ifd = bits + 6
         u32(ifd)
-        for _ in 0..<height { file.append(row) }
-        for strip in 0..<height { u32(dataOffset + strip * row.count) }
+        for _ in 0..<(sharedStrips ? 1 : height) { file.append(row) }
+        for strip in 0..<height { u32(dataOffset + (sharedStrips ? 0 : strip * row.count)) }
         for _ in 0..<height { u32(row.count) }
         u16(8); u16(8); u16(8)
         let entries: [(Int, Int, Int, Int)] = [
@@ -273,6 +274,19 @@ enum StripTIFFBomb {
 
 @Suite("Job failures")
 struct JobFailureCodeTests {
+    @Test func stripsSharingTheirBytesAreTooLargeNotADecodeJob() throws {
+        let path = Support.temporaryDirectory() + "/shared.tif"
+        // 200,000 x 200,000 px in 1.6 MB: every strip points at one row, so the tables sum to far
+        // more bytes than the file holds.
+        try StripTIFFBomb.write(to: path, width: 200_000, height: 200_000, sharedStrips: true)
+        #expect {
+            _ = try Slide.open(path: path, mppOverride: 0.5)
+        } throws: { error in
+            guard case SlideError.tooLarge = error else { return false }
+            return "\(error)".contains(":1")
+        }
+    }
+
     @Test func aFullDiskIsAWriteFailureThatSaysWhatToDo() {
         let error = SlideError.writeFailed(path: "/data/outputs/.7.partial-1/overlay.png",
                                            reason: "write error; unix error: No space left on device")
