@@ -13,24 +13,7 @@ import SlideIO
 struct ContainedJobsTests {
     /// `tessera serve` with one worker on a free port.
     func serve(data: String, models: String, arguments: [String] = []) throws -> (Process, HTTPClient) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Support.binary!)
-        process.arguments = ["serve", "--data", data, "--port", "0", "--workers", "1", "--log-level", "error"] + arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models, "TESSERA_API_TOKENS": ""]) { $1 }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        let port = try #require(text.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) },
-                                "serve printed its port: \(text)")
-        return (process, HTTPClient(base: "http://127.0.0.1:\(port)"))
+        try Support.serve(data: data, models: models, arguments: ["--workers", "1"] + arguments, environment: ["TESSERA_API_TOKENS": ""])
     }
 
     func upload(_ client: HTTPClient, _ path: String, name: String, query: String = "") throws -> Int {

@@ -8,24 +8,9 @@ import Testing
 /// `tessera serve` as a process: killed during uploads, stopped with SIGTERM.
 @Suite("Serve process", .serialized, .needsTesseraBinary)
 struct ServeProcessTests {
-    /// Starts the server on a free port and returns it with its base URL.
+    /// Starts the server (API only) on a free port and returns it with its base URL.
     func start(data: String, models: String, environment: [String: String] = [:]) throws -> (Process, HTTPClient) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Support.binary!)
-        process.arguments = ["serve", "--data", data, "--port", "0", "--workers", "0", "--log-level", "error"]
-        process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models]) { $1 }.merging(environment) { $1 }
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        let port = try #require(text.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
-        return (process, HTTPClient(base: "http://127.0.0.1:\(port)"))
+        try Support.serve(data: data, models: models, arguments: ["--workers", "0"], environment: environment)
     }
 
     @Test func killedDuringUploadsLeavesNoHalfJobs() throws {
@@ -75,5 +60,29 @@ struct ServeProcessTests {
         while server.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         #expect(!server.isRunning)
         #expect(server.terminationStatus == 0)
+    }
+}
+
+extension Support {
+    /// `tessera serve` on a free port (log level error, `arguments` added) with its base URL.
+    static func serve(data: String, models: String, arguments: [String], environment: [String: String] = [:],
+                      sourceLocation: SourceLocation = #_sourceLocation) throws -> (Process, HTTPClient) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary!)
+        process.arguments = ["serve", "--data", data, "--port", "0", "--log-level", "error"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(["TESSERA_MODELS": models]) { $1 }.merging(environment) { $1 }
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        let port = try #require(text.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) },
+                                "serve printed its port: \(text)", sourceLocation: sourceLocation)
+        return (process, HTTPClient(base: "http://127.0.0.1:\(port)"))
     }
 }

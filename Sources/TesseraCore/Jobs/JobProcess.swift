@@ -101,7 +101,6 @@ public struct JobIsolation: Sendable {
 public enum JobProcess {
     /// Exit statuses of the analysis process (anything else, or a signal, is a crash).
     public enum Status: Int32 {
-        case done = 0
         /// The results are written; the worker marks the job done (after its last look at it).
         case analysed = 14
         /// The job failed and the process recorded why.

@@ -84,9 +84,7 @@ public final class JobRunner: Sendable {
             log.warning("lease lost; leaving the job to its new owner")
             return .leaseLost
         } catch let abandoned as JobAbandoned {
-            _ = try? store.cancel(job.id)
-            log.notice("job abandoned and cancelled", metadata: ["reason": "\(abandoned.reason)"])
-            return .cancelled(reason: abandoned.reason)
+            return store.abandon(job, reason: abandoned.reason, log: log)
         } catch is WorkerStopped {
             _ = try? store.releaseLeases(ownedBy: [configuration.owner], reason: "worker stopping", interrupted: false)
             log.info("stopped; job returned to the queue at its last checkpoint")
@@ -97,13 +95,7 @@ public final class JobRunner: Sendable {
                 failure = JobFailure(.overBudget, "exceeded the \(JobBudget.describe(bytes: budget)) memory budget while "
                                      + "\(current.stage) (--job-memory raises it): \(failure.message)")
             }
-            log.warning("job attempt failed", metadata: ["code": "\(failure.code.rawValue)", "reason": "\(failure.message)"])
-            do {
-                try store.fail(lease, reason: failure.stored, permanent: !failure.transient)
-            } catch {
-                return .leaseLost
-            }
-            return .failed(failure)
+            return store.record(failure, lease: lease, log: log)
         }
     }
 

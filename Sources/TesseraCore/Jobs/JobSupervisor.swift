@@ -126,13 +126,13 @@ struct JobSupervisor {
             log.warning("job cancelled or taken over; its analysis process was ended")
             return .leaseLost
         case .abandoned(let reason)?:
-            return abandoned(job, reason: reason, log: log)
+            return store.abandon(job, reason: reason, log: log)
         case .memory(let resident)?:
-            return recordFailure(JobFailure(.overBudget, "exceeded the \(JobBudget.describe(bytes: isolation.budget.memoryBytes)) "
+            return store.record(JobFailure(.overBudget, "exceeded the \(JobBudget.describe(bytes: isolation.budget.memoryBytes)) "
                 + "memory budget while \(stage)\(tiles): the analysis process reached \(JobBudget.describe(bytes: resident)) and was "
                 + "stopped (--job-memory raises the budget)"), lease: lease, log: log)
         case .time?:
-            return recordFailure(JobFailure(.overBudget, "exceeded the \(JobBudget.describe(seconds: isolation.budget.wallSeconds)) "
+            return store.record(JobFailure(.overBudget, "exceeded the \(JobBudget.describe(seconds: isolation.budget.wallSeconds)) "
                 + "time budget while \(stage)\(tiles) (--job-timeout raises it; a retry resumes from the last checkpoint)"),
                                  lease: lease, log: log)
         case nil:
@@ -142,10 +142,10 @@ struct JobSupervisor {
         if process.terminationReason == .exit, let status = JobProcess.Status(rawValue: process.terminationStatus) {
             switch status {
             case .analysed:
-                if let reason = abandon?(job) { return abandoned(job, reason: reason, log: log) }
+                if let reason = abandon?(job) { return store.abandon(job, reason: reason, log: log) }
                 let directory = configuration.resultsDirectory + "/\(job.id)"
                 guard let summary = SlideRun.storedSummary(directory) else {
-                    return recordFailure(JobFailure(.internalError, "the analysis process wrote no summary.json", transient: true),
+                    return store.record(JobFailure(.internalError, "the analysis process wrote no summary.json", transient: true),
                                          lease: lease, log: log)
                 }
                 do {
@@ -155,17 +155,13 @@ struct JobSupervisor {
                 }
                 log.info("job done", metadata: ["output": "\(directory)"])
                 return .done(outputDirectory: directory, summary: summary)
-            case .done:
-                guard let row = try? store.job(job.id), row.state == .done, let directory = row.outputDirectory,
-                      let summary = SlideRun.storedSummary(directory) else { return .leaseLost }
-                return .done(outputDirectory: directory, summary: summary)
             case .failed:
                 let row = try? store.job(job.id)
                 return .failed(JobFailure(stored: row?.error ?? "[internal] the analysis failed"))
             case .leaseLost, .orphaned:
                 return .leaseLost
             case .unusable:
-                return recordFailure(JobFailure(.internalError, "the analysis process could not open the job (see the log)",
+                return store.record(JobFailure(.internalError, "the analysis process could not open the job (see the log)",
                                                 transient: true), lease: lease, log: log)
             }
         }
@@ -174,31 +170,13 @@ struct JobSupervisor {
         let message: String
         if process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGXCPU {
             message = "exceeded the CPU-time budget while \(stage)\(tiles) (--job-timeout raises it)"
-            return recordFailure(JobFailure(.overBudget, message), lease: lease, log: log)
+            return store.record(JobFailure(.overBudget, message), lease: lease, log: log)
         } else if process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL {
             message = "the analysis process was killed (\(how)) while \(stage)\(tiles); the system may have run out of memory"
         } else {
             message = "the analysis process crashed (\(how)) while \(stage)\(tiles)"
         }
-        return recordFailure(JobFailure(.workerLost, message, transient: true), lease: lease, log: log)
-    }
-
-    /// Cancels a job whose slide file changed under it; its results never reach a results folder.
-    private func abandoned(_ job: Job, reason: String, log: Logger) -> JobOutcome {
-        _ = try? store.cancel(job.id)
-        log.notice("job abandoned and cancelled", metadata: ["reason": "\(reason)"])
-        return .cancelled(reason: reason)
-    }
-
-    /// Records the failure on the job (a budget is permanent, a crash uses one attempt).
-    private func recordFailure(_ failure: JobFailure, lease: Lease, log: Logger) -> JobOutcome {
-        log.warning("job attempt failed", metadata: ["code": "\(failure.code.rawValue)", "reason": "\(failure.message)"])
-        do {
-            try store.fail(lease, reason: failure.stored, permanent: !failure.transient)
-        } catch {
-            return .leaseLost
-        }
-        return .failed(failure)
+        return store.record(JobFailure(.workerLost, message, transient: true), lease: lease, log: log)
     }
 
     /// Resident set size of a process, from `/proc/PID/statm` (pages).

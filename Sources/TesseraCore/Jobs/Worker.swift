@@ -1,5 +1,6 @@
 import Foundation
 import JobStore
+import Logging
 import SlideIO
 
 /// Settings of a job runner.
@@ -64,6 +65,26 @@ final class StageBox: @unchecked Sendable {
     var stage: String {
         get { lock.withLock { value } }
         set { lock.withLock { value = newValue } }
+    }
+}
+
+extension JobQueue {
+    /// Records a failed attempt (permanent unless the failure is transient) and names the outcome.
+    func record(_ failure: JobFailure, lease: Lease, log: Logger) -> JobOutcome {
+        log.warning("job attempt failed", metadata: ["code": "\(failure.code.rawValue)", "reason": "\(failure.message)"])
+        do {
+            try fail(lease, reason: failure.stored, permanent: !failure.transient)
+        } catch {
+            return .leaseLost
+        }
+        return .failed(failure)
+    }
+
+    /// Cancels a job whose slide file changed under it; its results never reach a results folder.
+    func abandon(_ job: Job, reason: String, log: Logger) -> JobOutcome {
+        _ = try? cancel(job.id)
+        log.notice("job abandoned and cancelled", metadata: ["reason": "\(reason)"])
+        return .cancelled(reason: reason)
     }
 }
 
