@@ -135,12 +135,26 @@ def ort_run(sess, x, bs=32, out_dtype=np.float32, log_every=0):
     return out
 
 
-def make_views(x_train, n_views, seed):
-    v = np.empty((n_views * len(x_train),) + x_train.shape[1:], dtype=np.uint8)
-    for j in range(n_views):
-        for i, t in enumerate(x_train):
-            rng = np.random.default_rng([seed, i, j])
-            v[j * len(x_train) + i] = lc.light_augment(t, rng) if j == 0 else lc.strong_augment(t, rng)
+def make_view(x_train, j, seed):
+    """View j of every training tile: j = 0 rotation/flip only, j > 0 strong augmentation; tile i's draw is seeded
+    [seed, i, j], so a view does not depend on how many views there are."""
+    v = np.empty(x_train.shape, dtype=np.uint8)
+    for i, t in enumerate(x_train):
+        rng = np.random.default_rng([seed, i, j])
+        v[i] = lc.light_augment(t, rng) if j == 0 else lc.strong_augment(t, rng)
+    return v
+
+
+def view_cache(x_train, j, seed, cache, split_hash, cached=None):
+    p = os.path.join(cache, f"lc-view{j}-s{seed}-{split_hash}.npy")
+    if os.path.exists(p):
+        if cached is not None:
+            cached.append(f"view {j}")
+        return np.load(p)
+    t = time.time()
+    v = make_view(x_train, j, seed)
+    np.save(p, v)
+    log(f"view {j}: {len(v)} tiles in {time.time() - t:.0f}s")
     return v
 
 
@@ -226,10 +240,19 @@ def main():
     ap.add_argument("--baseline-out", default=os.path.join(MODELS, "densenet121-lc25000"))
     ap.add_argument("--compact-out", default=os.path.join(MODELS, "tessera-lc25000-compact"))
     ap.add_argument("--mpp-json", default=os.path.join(MODELS, "lc25000-mpp.json"))
-    ap.add_argument("--views", type=int, default=2, help="views per training tile (1 light + views-1 strong)")
+    ap.add_argument("--views", type=int, default=2,
+                    help="views per training tile (1 light + views-1 strong); the student distils on all of them")
     ap.add_argument("--kd-views", type=int, default=2,
-                    help="views with cached trunk features: the baseline trains on them and the student gets the "
-                         "baseline's soft labels on them (others: CE on the true label only)")
+                    help="views with cached trunk features: the baseline head trains on them")
+    ap.add_argument("--reuse-baseline", action="store_true",
+                    help="take the baseline already in --baseline-out (its model.onnx) instead of training it; its "
+                         "card is left as it is")
+    ap.add_argument("--search-from", default=None,
+                    help="candidates.csv of an earlier run: take its measured candidates instead of training new ones")
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false",
+                    help="skip the resolution sweep of the chosen cell")
+    ap.add_argument("--sweep-epochs", type=int, default=20)
+    ap.add_argument("--sweep-views", type=int, default=2)
     ap.add_argument("--baseline-per-group", type=int, default=5,
                     help="training tiles per group (original image) whose trunk features are computed")
     ap.add_argument("--baseline-epochs", type=int, default=2)
@@ -243,9 +266,9 @@ def main():
     ap.add_argument("--mutations", type=int, default=2)
     ap.add_argument("--search-epochs", type=int, default=2)
     ap.add_argument("--search-subset", type=int, default=1500)
-    ap.add_argument("--final-epochs", type=int, default=8)
+    ap.add_argument("--final-epochs", type=int, default=20)
     ap.add_argument("--alpha", type=float, default=0.5, help="weight of the CE(true label) term")
-    ap.add_argument("--max-macs-frac", type=float, default=0.02)
+    ap.add_argument("--max-macs-frac", type=float, default=0.05)
     ap.add_argument("--min-macs", type=float, default=10e6)
     ap.add_argument("--min-speedup", type=float, default=16.0)
     ap.add_argument("--tolerance", type=float, default=0.01)
@@ -286,81 +309,95 @@ def main():
     log(f"tune: {len(tune_t)} tiles ({len(tune_g)} groups) of the training groups held out for the search and the "
         f"temperatures; fit: {len(fit_t)} tiles ({len(np.unique(g_tr[fit_t]))} groups)")
     split_hash = hashlib.sha1(open(lc.SPLIT_CSV, "rb").read()).hexdigest()[:8]
-    key = f"s{args.seed}-v{args.views}-{split_hash}"
-
-    # 2. views
-    vpath = os.path.join(args.cache, f"lc-views-{key}.npy")
+    key = f"s{args.seed}-v{args.kd_views}-{split_hash}"  # trunk-feature caches (views 0 .. kd_views-1)
     cached = []  # caches found instead of built (for the card's wall-time note)
-    if os.path.exists(vpath):
-        cached.append("views")
-        views = np.load(vpath, mmap_mode="r")
-    else:
-        t = time.time()
-        views = make_views(d["x"][tr], args.views, args.seed)
-        np.save(vpath, views)
-        log(f"views: {len(views)} made in {time.time() - t:.0f}s")
+
+    # 2. views (one cache file per view; view j of tile i is drawn from the seed [seed, i, j], so adding views
+    # leaves the earlier ones unchanged)
+    views = [view_cache(d["x"][tr], j, args.seed, args.cache, split_hash, cached) for j in range(args.views)]
+    n_tr = len(tr)
     y_views = np.tile(y_tr, args.views)
 
     # 3. baseline
-    base = Baseline(capricorn_densenet(args.keras, args.cache)).eval()
-    base.dn.fc = nn.Linear(base.dn.num_features, len(lc.CLASSES))
-    torch.manual_seed(args.seed)
-    nn.init.normal_(base.dn.fc.weight, std=0.01)
-    nn.init.zeros_(base.dn.fc.bias)
-    tpath = os.path.join(args.cache, "lc-trunk.onnx")
-    if not os.path.exists(tpath):
-        torch.onnx.export(Trunk(base).eval(), torch.zeros(1, 3, 224, 224), tpath + ".tmp", input_names=["input"],
-                          output_names=["features"], dynamic_axes={"input": {0: "N"}, "features": {0: "N"}},
-                          opset_version=17, do_constant_folding=True, dynamo=False)
-        os.replace(tpath + ".tmp", tpath)
-    sess = ort_session(tpath, args.threads)
+    os.makedirs(args.baseline_out, exist_ok=True)
+    base_onnx = os.path.join(args.baseline_out, "model.onnx")
+    if args.reuse_baseline:
+        if not os.path.exists(base_onnx):
+            sys.exit(f"--reuse-baseline: {base_onnx} does not exist (run without --reuse-baseline first)")
+        base, base_train_s = None, None
+        log(f"baseline reused: {base_onnx} (sha256 {sha256(base_onnx)[:12]}); its card is left as it is")
+    else:
+        base = Baseline(capricorn_densenet(args.keras, args.cache)).eval()
+        base.dn.fc = nn.Linear(base.dn.num_features, len(lc.CLASSES))
+        torch.manual_seed(args.seed)
+        nn.init.normal_(base.dn.fc.weight, std=0.01)
+        nn.init.zeros_(base.dn.fc.bias)
+        tpath = os.path.join(args.cache, "lc-trunk.onnx")
+        if not os.path.exists(tpath):
+            torch.onnx.export(Trunk(base).eval(), torch.zeros(1, 3, 224, 224), tpath + ".tmp", input_names=["input"],
+                              output_names=["features"], dynamic_axes={"input": {0: "N"}, "features": {0: "N"}},
+                              opset_version=17, do_constant_folding=True, dynamo=False)
+            os.replace(tpath + ".tmp", tpath)
+        sess = ort_session(tpath, args.threads)
 
-    def features(tag, x):
-        """Frozen-trunk features (512 x 7 x 7, float16), cached per part."""
-        p = os.path.join(args.cache, f"lc-trunk-{key}-{tag}.npy")
+        def features(tag, x):
+            """Frozen-trunk features (512 x 7 x 7, float16), cached per part."""
+            p = os.path.join(args.cache, f"lc-trunk-{key}-{tag}.npy")
+            if os.path.exists(p):
+                cached.append(f"trunk features {tag}")
+                return np.load(p)
+            t = time.time()
+            f = ort_run(sess, x, out_dtype=np.float16, log_every=20)
+            np.save(p, f)
+            log(f"trunk features {tag}: {len(f)} in {time.time() - t:.0f}s")
+            return f
+
+        # the baseline head trains on the trunk features of --baseline-per-group tiles of every fit group (seeded
+        # choice) in each of the first --kd-views views
+        pick = []
+        prng = np.random.default_rng(args.seed + 11)
+        for g in np.unique(g_tr):
+            idx = np.flatnonzero(g_tr == g)
+            pick.extend(sorted(prng.choice(idx, size=min(args.baseline_per_group, len(idx)), replace=False)))
+        pick = np.array(sorted(pick))
+        f_idx = np.concatenate([j * n_tr + pick for j in range(args.kd_views)])
+        f_tr = np.concatenate([features(f"view{j}-pg{args.baseline_per_group}", views[j][pick])
+                               for j in range(args.kd_views)])
+        y_f = y_views[f_idx]
+        f_fit = ~is_tune[f_idx % n_tr]  # feature rows of fit tiles (the baseline trains on these only)
+        f_tune_rows = np.flatnonzero((f_idx < n_tr) & is_tune[f_idx % n_tr])  # view 0 of the tune tiles
+        t = time.time()
+        train_head(base, f_tr[f_fit], y_f[f_fit], f_tr[f_tune_rows], y_f[f_tune_rows], args.baseline_epochs, args.seed)
+        base_train_s = time.time() - t
+        space.export_onnx(base, base_onnx, output="logits")
+        log(f"baseline trained ({base_train_s:.0f}s), exported")
+
+    # 4. soft labels: the exported baseline (ONNX Runtime) on every view, the exact pixels the student sees
+    base_sha = sha256(base_onnx)[:8]
+    base_sess = ort_session(base_onnx, args.threads)
+
+    def base_logits(tag, x):
+        p = os.path.join(args.cache, f"lc-soft-{tag}-s{args.seed}-{split_hash}-{base_sha}.npy")
         if os.path.exists(p):
-            cached.append(f"trunk features {tag}")
+            cached.append(f"baseline logits {tag}")
             return np.load(p)
         t = time.time()
-        f = ort_run(sess, x, out_dtype=np.float16, log_every=20)
-        np.save(p, f)
-        log(f"trunk features {tag}: {len(f)} in {time.time() - t:.0f}s")
-        return f
+        z = ort_run(base_sess, x, log_every=40)
+        np.save(p, z)
+        log(f"baseline logits {tag}: {len(z)} in {time.time() - t:.0f}s")
+        return z
 
-    n_tr = len(tr)
-    f_va = features("val", x_va)
-    # baseline soft labels exist for the first --kd-views views (the exact pixels); the others get CE only
-    # --baseline-per-group tiles of every training group (seeded choice) in each of the first --kd-views views
-    pick = []
-    prng = np.random.default_rng(args.seed + 11)
-    for g in np.unique(g_tr):
-        idx = np.flatnonzero(g_tr == g)
-        pick.extend(sorted(prng.choice(idx, size=min(args.baseline_per_group, len(idx)), replace=False)))
-    pick = np.array(sorted(pick))
-    f_idx = np.concatenate([j * n_tr + pick for j in range(args.kd_views)])
-    f_tr = np.concatenate([features(f"view{j}-pg{args.baseline_per_group}", views[j * n_tr + pick])
-                           for j in range(args.kd_views)])
-    y_f = y_views[f_idx]
-    f_fit = ~is_tune[f_idx % n_tr]  # feature rows of fit tiles (the baseline trains on these only)
-    f_tune_rows = np.flatnonzero((f_idx < n_tr) & is_tune[f_idx % n_tr])  # view 0 of the tune tiles
-    f_tune, y_tune_b, g_tune_b = f_tr[f_tune_rows], y_f[f_tune_rows], g_tr[f_idx[f_tune_rows]]
-    t = time.time()
-    train_head(base, f_tr[f_fit], y_f[f_fit], f_tune, y_tune_b, args.baseline_epochs, args.seed)
-    base_train_s = time.time() - t
-    soft = np.zeros((len(views), len(lc.CLASSES)), dtype=np.float32)
-    soft[f_idx] = head_logits(base, f_tr)
-    kd_mask = np.zeros(len(views), dtype=bool)
-    kd_mask[f_idx] = True
+    soft = [base_logits(f"view{j}", views[j]) for j in range(args.views)]
     # the student trains on the views of the fit tiles only; it is ranked / calibrated on view 0 of the tune tiles
-    fit_v = np.concatenate([j * n_tr + fit_t for j in range(args.views)])
-    x_fit, s_fit, y_fit, m_fit = views[fit_v], soft[fit_v], y_views[fit_v], kd_mask[fit_v]
-    x_tune, y_tune, g_tune = views[tune_t], y_tr[tune_t], g_tr[tune_t]
-    os.makedirs(args.baseline_out, exist_ok=True)
-    base_onnx = space.export_onnx(base, os.path.join(args.baseline_out, "model.onnx"), output="logits")
-    log(f"baseline trained ({base_train_s:.0f}s), exported; soft-label agreement with labels on train views "
-        f"{(soft[f_idx][f_fit].argmax(1) == y_f[f_fit]).mean():.4f} ({int(f_fit.sum())} views)")
+    x_fit = np.concatenate([views[j][fit_t] for j in range(args.views)])
+    s_fit = np.concatenate([soft[j][fit_t] for j in range(args.views)])
+    y_fit = np.tile(y_tr[fit_t], args.views)
+    x_tune, y_tune = views[0][tune_t], y_tr[tune_t]
+    log(f"student data: {len(x_fit)} fit views ({args.views} per tile); the baseline agrees with their labels on "
+        f"{(s_fit.argmax(1) == y_fit).mean():.4f}")
+    n_sweep = args.sweep_views * len(fit_t)  # the first --sweep-views views of every fit tile
 
-    # 4./5. search
+    # 5. search
     base_macs = count_macs_onnx(base_onnx, 224)
     base_ips = tessera_images_per_second(bin_, base_onnx, repeats=2, runs=1)
     log(f"baseline: {base_macs / 1e9:.3f} GMACs, Tessera {base_ips:.1f} images/s (batch 64, 2 threads)")
@@ -368,93 +405,142 @@ def main():
     rows = []
     csv_path = os.path.join(args.run_dir, "candidates.csv")
     fields = ["id", "phase", "arch", "arch_json", "params", "macs", "images_per_second", "speedup_vs_baseline",
-              "tune_accuracy", "tune_balanced_accuracy", "train_seconds", "pareto"]
+              "tune_accuracy", "tune_balanced_accuracy", "train_seconds", "pareto", "proxy"]
     rng = np.random.default_rng(args.seed)
     sub = np.sort(np.random.default_rng(args.seed + 7).choice(len(x_fit), size=min(args.search_subset, len(x_fit)),
                                                                replace=False))
-    xs, ss, ys, ms = x_fit[sub], s_fit[sub], y_fit[sub], m_fit[sub]
+    xs, ss, ys = x_fit[sub], s_fit[sub], y_fit[sub]
+    search_proxy = f"{args.search_epochs} epochs on {len(sub)} fit views"
+    sweep_proxy = f"{args.sweep_epochs} epochs on {n_sweep} fit views ({args.sweep_views} per tile)"
 
-    def evaluate(arch, phase):
-        cid = f"c{len(rows):02d}"
+    built_here = set()
+
+    def distilled(arch, x, s_, y, epochs, log_=None, geo=True):
+        """The student distilled on (x, s_, y) for `epochs`; a run with the same inputs is taken from the cache
+        (so a final training identical to a sweep run is not repeated). -> (model, train seconds)"""
+        ident = json.dumps([space.arch_json(arch), epochs, args.seed, args.alpha, base_sha, split_hash, len(x),
+                            hashlib.sha1(np.ascontiguousarray(y)).hexdigest()] + ([] if geo else ["no-geo"]),
+                           sort_keys=True)
+        p = os.path.join(args.cache, f"lc-student-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.pt")
         torch.manual_seed(args.seed)
         m = space.Student(arch, num_classes=len(lc.CLASSES))
+        if os.path.exists(p):
+            saved = torch.load(p)
+            m.load_state_dict(saved["state"])
+            m.eval()
+            if p not in built_here:
+                cached.append(f"student {space.arch_str(arch)} ({epochs} epochs on {len(x)} views)")
+            return m, saved["seconds"]
         t = time.time()
-        train.distill(m, xs, ss, args.search_epochs, args.seed, hard=ys, geo=False, logits=True, alpha=args.alpha,
-                      kd_mask=ms)
+        train.distill(m, x, s_, epochs, args.seed, hard=y, geo=geo, logits=True, alpha=args.alpha, log=log_)
         tsec = time.time() - t
+        torch.save({"state": m.state_dict(), "seconds": tsec, "ident": ident}, p)
+        built_here.add(p)
+        return m, tsec
+
+    def evaluate(arch, phase, x, s_, y, epochs, proxy, geo=True):
+        cid = f"c{len(rows):02d}"
+        m, tsec = distilled(arch, x, s_, y, epochs, geo=geo)
         s = lc.scores(y_tune, student_logits(m, x_tune).argmax(1))
         path = space.export_onnx(m, os.path.join(args.run_dir, "candidates", f"{cid}.onnx"), output="logits")
         ips = tessera_images_per_second(bin_, path, repeats=8)
         r = {"id": cid, "phase": phase, "arch": space.arch_str(arch), "arch_json": space.arch_json(arch),
              "params": space.count_params(m), "macs": space.count_macs(m), "images_per_second": round(ips, 1),
              "speedup_vs_baseline": round(ips / base_ips, 2), "tune_accuracy": round(s["accuracy"], 4),
-             "tune_balanced_accuracy": round(s["balanced_accuracy"], 4), "train_seconds": round(tsec, 1), "pareto": ""}
+             "tune_balanced_accuracy": round(s["balanced_accuracy"], 4), "train_seconds": round(tsec, 1), "pareto": "",
+             "proxy": proxy}
         rows.append(r)
         log(f"{cid} {phase:8s} {r['arch']:58s} {r['macs'] / 1e6:6.1f} MMACs {ips:7.0f} img/s x{ips / base_ips:5.1f} "
             f"bal.acc {s['balanced_accuracy']:.4f} ({tsec:.0f}s)")
         return r
 
-    if args.final_arch is None:
-        seen = set()
-        if args.incumbent and args.incumbent != "none":
-            seen.add(space.arch_json(json.loads(args.incumbent)))
-            evaluate(json.loads(args.incumbent), "incumbent")
-        while sum(r["phase"] == "random" for r in rows) < args.candidates:
-            a = space.sample_arch(rng)
-            macs = space.count_macs(space.Student(a, num_classes=len(lc.CLASSES)))
-            if args.min_macs <= macs <= budget and space.arch_json(a) not in seen:
-                seen.add(space.arch_json(a))
-                evaluate(a, "random")
-        for _ in range(args.mutations):
-            front = [r for r, k in zip(rows, pareto_mask(rows, "tune_balanced_accuracy")) if k]
-            for _t in range(1000):
-                a = space.mutate(json.loads(front[rng.integers(len(front))]["arch_json"]), rng)
-                macs = space.count_macs(space.Student(a, num_classes=len(lc.CLASSES)))
-                if args.min_macs <= macs <= budget and space.arch_json(a) not in seen:
-                    break
-            seen.add(space.arch_json(a))
-            evaluate(a, "mutation")
-        for r, k in zip(rows, pareto_mask(rows, "tune_balanced_accuracy")):
-            r["pareto"] = "yes" if k else ""
+    def write_csv():
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fields)
             w.writeheader()
             w.writerows(rows)
+
+    search_from = None
+    if args.final_arch is not None:
+        arch, chosen = json.loads(args.final_arch), {"id": "given"}
+    else:
+        if args.search_from:
+            # the random/mutation phase of an earlier run of this recipe (its measured rows), not re-trained
+            search_from = os.path.relpath(os.path.abspath(args.search_from), os.path.join(MODELS, ".."))
+            with open(args.search_from) as f:
+                for r in csv.DictReader(f):
+                    if r.get("phase") == "sweep":
+                        continue
+                    r = {k: r.get(k, "") for k in fields}
+                    for k in ("images_per_second", "speedup_vs_baseline", "tune_accuracy", "tune_balanced_accuracy"):
+                        r[k] = float(r[k])
+                    r["proxy"] = r["proxy"] or "2 epochs on 1500 fit views (earlier run)"
+                    rows.append(r)
+            log(f"search: {len(rows)} candidates read from {search_from}")
+        else:
+            seen = set()
+            if args.incumbent and args.incumbent != "none":
+                seen.add(space.arch_json(json.loads(args.incumbent)))
+                evaluate(json.loads(args.incumbent), "incumbent", xs, ss, ys, args.search_epochs, search_proxy, geo=False)
+            while sum(r["phase"] == "random" for r in rows) < args.candidates:
+                a = space.sample_arch(rng)
+                macs = space.count_macs(space.Student(a, num_classes=len(lc.CLASSES)))
+                if args.min_macs <= macs <= budget and space.arch_json(a) not in seen:
+                    seen.add(space.arch_json(a))
+                    evaluate(a, "random", xs, ss, ys, args.search_epochs, search_proxy, geo=False)
+            for _ in range(args.mutations):
+                front = [r for r, k in zip(rows, pareto_mask(rows, "tune_balanced_accuracy")) if k]
+                for _t in range(1000):
+                    a = space.mutate(json.loads(front[rng.integers(len(front))]["arch_json"]), rng)
+                    macs = space.count_macs(space.Student(a, num_classes=len(lc.CLASSES)))
+                    if args.min_macs <= macs <= budget and space.arch_json(a) not in seen:
+                        break
+                seen.add(space.arch_json(a))
+                evaluate(a, "mutation", xs, ss, ys, args.search_epochs, search_proxy, geo=False)
+        for r, k in zip(rows, pareto_mask(rows, "tune_balanced_accuracy")):
+            r["pareto"] = "yes" if k else ""
         ok = [r for r in rows if r["speedup_vs_baseline"] >= args.min_speedup] or rows
         best = max(r["tune_balanced_accuracy"] for r in ok)
         chosen = max([r for r in ok if r["tune_balanced_accuracy"] >= best - args.tolerance],
                      key=lambda r: r["images_per_second"])
         arch = json.loads(chosen["arch_json"])
         log(f"search done ({time.time() - T0:.0f}s): chosen {chosen['id']} {chosen['arch']}")
-    else:
-        arch, chosen = json.loads(args.final_arch), {"id": "given"}
+        if args.sweep:
+            # resolution sweep of the chosen cell with the longer proxy: every working resolution whose MACs fit the
+            # budget; the most accurate on the tune groups among those >= --min-speedup wins (ties: the faster)
+            sweep = []
+            for res in sorted(space.RES):
+                a = dict(copy.deepcopy(arch), res=res)
+                if space.count_macs(space.Student(a, num_classes=len(lc.CLASSES))) > budget:
+                    log(f"sweep: {space.arch_str(a)} is over the MAC budget")
+                    continue
+                sweep.append(evaluate(a, "sweep", x_fit[:n_sweep], s_fit[:n_sweep], y_fit[:n_sweep],
+                                      args.sweep_epochs, sweep_proxy))
+            fast = [r for r in sweep if r["speedup_vs_baseline"] >= args.min_speedup] or sweep
+            chosen = max(fast, key=lambda r: (r["tune_balanced_accuracy"], r["images_per_second"]))
+            arch = json.loads(chosen["arch_json"])
+            log(f"sweep done ({time.time() - T0:.0f}s): chosen {chosen['id']} {chosen['arch']}")
+        write_csv()
 
     # 6. final distillation
-    torch.manual_seed(args.seed)
-    m = space.Student(arch, num_classes=len(lc.CLASSES))
-    t = time.time()
-    train.distill(m, x_fit, s_fit, args.final_epochs, args.seed, hard=y_fit, geo=False, logits=True,
-                  alpha=args.alpha, log=log, kd_mask=m_fit)
-    final_train_s = time.time() - t
+    m, final_train_s = distilled(arch, x_fit, s_fit, y_fit, args.final_epochs, log_=log)
     torch.save(m.state_dict(), os.path.join(args.run_dir, "final.pt"))
     os.makedirs(args.compact_out, exist_ok=True)
     comp_onnx = space.export_onnx(m, os.path.join(args.compact_out, "model.onnx"), output="logits")
 
     # 7. evaluation on the exported files
     log("evaluating the exported models (ONNX Runtime) on the validation groups")
-    # baseline: the trunk part is the exported trunk run by ONNX Runtime (cached val features), the head in torch;
-    # the exported model.onnx is checked against that on 16 validation tiles
-    z_base = head_logits(base, f_va)
+    # both as exported, run by ONNX Runtime; the compact one is also checked against torch on 64 validation tiles
+    z_base = base_logits("val", x_va)
     z_comp = ort_run(ort_session(comp_onnx, args.threads), x_va)
-    z16 = ort_run(ort_session(base_onnx, args.threads), x_va[:16])
-    torch_vs_onnx = {"baseline": float(np.abs(z_base[:16] - z16).max()),
-                     "compact": float(np.abs(student_logits(m, x_va[:64]) - z_comp[:64]).max())}
-    # temperatures from the tune groups (baseline: its head on the view-0 trunk features of the tune tiles;
-    # compact: the exported model on view 0 of the tune tiles), applied unchanged to the validation logits
-    zt_base = head_logits(base, f_tune)
+    torch_vs_onnx = {"compact": float(np.abs(student_logits(m, x_va[:64]) - z_comp[:64]).max())}
+    if base is not None:
+        torch_vs_onnx["baseline"] = float(np.abs(head_logits(base, features("val16", x_va[:16])) - z_base[:16]).max())
+    # temperatures from the tune groups (view 0 of the tune tiles), applied unchanged to the validation logits
+    zt_base = soft[0][tune_t]
     zt_comp = ort_run(ort_session(comp_onnx, args.threads), x_tune)
-    T_base, T_comp = lc.fit_temperature(zt_base, y_tune_b), lc.fit_temperature(zt_comp, y_tune)
-    tune_rep = {"baseline": lc.scores(y_tune_b, zt_base.argmax(1))["balanced_accuracy"],
+    T_base, T_comp = lc.fit_temperature(zt_base, y_tune), lc.fit_temperature(zt_comp, y_tune)
+    tune_rep = {"baseline": lc.scores(y_tune, zt_base.argmax(1))["balanced_accuracy"],
                 "compact": lc.scores(y_tune, zt_comp.argmax(1))["balanced_accuracy"]}
     log(f"tune groups: balanced accuracy baseline {tune_rep['baseline']:.4f} compact {tune_rep['compact']:.4f}; "
         f"T baseline {T_base:.3f} compact {T_comp:.3f}")
@@ -535,12 +621,14 @@ def main():
                 "provenance": {"seed": args.seed, "torch": torch.__version__, "python": platform.python_version(),
                                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
                                "date": datetime.date.today().isoformat(), "recipe_seconds": total_s,
+                               "command_run": " ".join(["python"] + [os.path.relpath(sys.argv[0], os.path.join(MODELS, ".."))]
+                                                       + sys.argv[1:]),
                                "recipe_seconds_note": ("wall clock of this run on 2 cores shared with other jobs; "
                                                        + (f"the caches of {', '.join(cached)} were already built "
                                                           "(same code, models/search/cache) and are not included"
                                                           if cached else "all caches built in this run"))}}
 
-    bcard = card("densenet121-lc25000", "DenseNet121 LC25000 lung/colon classifier (fine-tuned from Capricorn PathMNIST)",
+    bcard = None if base is None else card("densenet121-lc25000", "DenseNet121 LC25000 lung/colon classifier (fine-tuned from Capricorn PathMNIST)",
                  "baseline", base_onnx, rep_base, T_base, space.count_params(base), base_macs, {
                      "architecture": "DenseNet121 (keras.applications layout, models/densenet121-pathmnist/tdensenet.py), "
                                      "5-way linear head",
@@ -558,9 +646,10 @@ def main():
                      "baseline": {"name": "densenet121-lc25000", "macs": int(base_macs),
                                   "balanced_accuracy": rep_base["balanced_accuracy"]},
                      "training": {"method": f"distillation from the baseline: T^2 KL(T=2) on the baseline's logits of the "
-                                            f"exact augmented pixels + {args.alpha} CE(true label); AdamW, one-cycle, batch 64",
-                                  "views_per_tile": args.views, "views_with_baseline_soft_labels": args.kd_views,
-                                  "training_views": int(len(x_fit)), "views_with_soft_labels": int(m_fit.sum()),
+                                            f"exact augmented pixels (the exported baseline run by ONNX Runtime on every "
+                                            f"view) + {args.alpha} CE(true label); AdamW, one-cycle, batch 64; every "
+                                            f"batch also rotated by a random multiple of 90 degrees and flipped at random",
+                                  "views_per_tile": args.views, "training_views": int(len(x_fit)),
                                   "temperature": "fitted (min NLL) on the tune groups",
                                   "final_epochs": args.final_epochs,
                                   "augmentation": "view 0: rotation/flip; others: rotations (90-degree + free), flips, "
@@ -568,7 +657,12 @@ def main():
                                                   "blur, JPEG re-encode (models/search/lc.py strong_augment)",
                                   "train_seconds": round(final_train_s)},
                      "search": {"candidates": len(rows), "chosen": chosen["id"], "incumbent": args.incumbent,
-                                "proxy": f"{args.search_epochs} epochs on {min(args.search_subset, len(x_fit))} fit views", "csv": "models/search/runs/lc25000-seed0/candidates.csv",
+                                "proxy": search_proxy if not search_from else "2 epochs on 1500 fit views (earlier run)",
+                                "reused_from": search_from,
+                                "resolution_sweep": (f"the chosen cell at every working resolution within the MAC "
+                                                     f"budget, {sweep_proxy}; the most accurate on the tune groups "
+                                                     f"among those >= {args.min_speedup:g}x wins") if args.sweep else None,
+                                "csv": "models/search/runs/lc25000-seed0/candidates.csv",
                                 "objective": "balanced accuracy on the tune groups (view 0) and images/s on Tessera (batch 64, "
                                              f"2 threads); choice: among candidates >= {args.min_speedup:g}x the baseline's "
                                              f"speed, the fastest within {args.tolerance:g} of the best balanced accuracy",
@@ -580,6 +674,8 @@ def main():
                          "tessera_speedup >= 16": bool((tp["speedup_tessera"] or 0) >= 16),
                          "macs_reduction": round(base_macs / comp_macs, 1), "tessera_speedup": tp["speedup_tessera"]}})
     for out, c in ((args.baseline_out, bcard), (args.compact_out, ccard)):
+        if c is None:
+            continue
         with open(os.path.join(out, "model.json"), "w") as f:
             json.dump(c, f, indent=2)
             f.write("\n")
