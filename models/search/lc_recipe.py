@@ -14,18 +14,22 @@ Steps:
   3. baseline: DenseNet121 initialised from Capricorn 0.1 (PathMNIST); conv1..dense block 4 + transition
      frozen, their output (512 x 7 x 7) cached for --baseline-per-group tiles of every training group in
      each of the first --kd-views views; dense block 5 + final BN + a new 5-way head fine-tuned on the
-     cached features of the fit tiles (cross-entropy)
-  4. baseline logits on those views (the exact pixels the student sees) -> soft labels
+     cached features of the fit tiles (cross-entropy); exported (--reuse-baseline: the exported one is taken)
+  4. the exported baseline (ONNX Runtime) on every view -> soft labels of the exact pixels the student sees
   5. search (space.py, MAC budget --max-macs-frac of the baseline): the --incumbent architecture, --candidates
      random architectures and --mutations mutations of the Pareto front, each distilled for --search-epochs on
      --search-subset fit views; objectives = balanced accuracy on the tune groups and images/s measured by
      `tessera models bench` (batch 64, 2 threads); choice: among candidates >= --min-speedup x the
-     baseline's speed, the fastest within --tolerance of the best balanced accuracy
+     baseline's speed, the fastest within --tolerance of the best balanced accuracy (--search-from CSV: the
+     candidates of an earlier run instead). Then the resolution sweep: the chosen cell at every working
+     resolution within the budget, distilled for --sweep-epochs on the first --sweep-views views with random
+     90-degree rotations and flips on the fly; the most accurate on the tune groups among those >= --min-speedup
   6. the chosen one distilled on all views of the fit tiles for --final-epochs (loss T^2 KL(T=2) on the
-     baseline's logits where they exist + --alpha CE(true label))
+     baseline's logits + --alpha CE(true label), rotations/flips on the fly); a run identical to a sweep run
+     is taken from the cache
   7. both exported (raw logits), evaluated with ONNX Runtime on the exported files; temperatures fitted on
      the tune groups; metrics on the validation groups (used for nothing else); benchmarked on Tessera and
-     ONNX Runtime in the same run; cards written.
+     ONNX Runtime in the same run; cards written (the baseline's only when it was trained in this run).
 Caches (git-ignored): models/search/cache/lc-*.
 """
 import argparse
