@@ -35,11 +35,55 @@ void tessera_engine_q8_pack(const int8_t *w, int cout, int cin, int taps, int8_t
             }
 }
 
-/* q = clamp(round-half-even(v * inv) + zp, 0, 127); one function for every ISA level. */
-__attribute__((noinline)) static uint8_t quantize_one(float v, float inv, int zp) {
-    long q = lrintf(v * inv) + zp;
+/* q = clamp(round-half-even(clamp(v * inv, -2^20, 2^20)) + zp, 0, 127): one definition for every ISA level.
+ * The inner clamp changes no finite result (zp is 0..127), it only keeps the conversion in range. On x86-64 it
+ * is written with SSE2, which every x86-64 CPU has, so the 4-wide body and the one-value tail are the same
+ * operations (mulps/minps/maxps/cvtps2dq round to nearest even, as lrintf does in the default mode) and the
+ * same code runs whatever kernels the CPU dispatch picks: results stay bit-identical across paths. */
+#define QLIM 1048576.0f
+#if defined(__x86_64__) || defined(__SSE2__)
+#include <emmintrin.h>
+static inline uint8_t quantize_one(float v, float inv, int zp) {
+    __m128 t = _mm_mul_ss(_mm_set_ss(v), _mm_set_ss(inv));
+    t = _mm_max_ss(_mm_min_ss(t, _mm_set_ss(QLIM)), _mm_set_ss(-QLIM));
+    const int q = _mm_cvtss_si32(t) + zp;
     return (uint8_t)(q < 0 ? 0 : q > TESSERA_Q8_MAX ? TESSERA_Q8_MAX : q);
 }
+
+/* 4 channels x 4 pixels: s[c] points at 4 consecutive pixels of channel c; writes each pixel's 4 channel bytes
+ * (one 32-bit store per pixel) at dst + p * stride. */
+static inline void quantize_4x4(const float *const s[4], float inv, int zp, uint8_t *dst, long stride) {
+    const __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(QLIM), lo = _mm_set1_ps(-QLIM);
+    const __m128i vzp = _mm_set1_epi32(zp);
+    __m128i q[4];
+    for (int c = 0; c < 4; c++) {
+        __m128 t = _mm_mul_ps(_mm_loadu_ps(s[c]), vinv);
+        t = _mm_max_ps(_mm_min_ps(t, hi), lo);
+        q[c] = _mm_add_epi32(_mm_cvtps_epi32(t), vzp);
+    }
+    /* saturate to int16, then to 0..255, then cap at 127: the scalar clamp; bytes = [c0 p0..p3, c1 .., c2 .., c3 ..] */
+    __m128i x = _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3]));
+    x = _mm_min_epu8(x, _mm_set1_epi8(TESSERA_Q8_MAX));
+    /* 4 x 4 byte transpose: -> [p0 c0..c3, p1 c0..c3, ...] */
+    x = _mm_unpacklo_epi8(x, _mm_srli_si128(x, 8));
+    x = _mm_unpacklo_epi8(x, _mm_srli_si128(x, 8));
+    for (int p = 0; p < 4; p++) {
+        const int32_t v = _mm_cvtsi128_si32(x);
+        memcpy(dst + p * stride, &v, 4);
+        x = _mm_srli_si128(x, 4);
+    }
+}
+#define HAVE_QUANTIZE_4X4 1
+#else
+static inline uint8_t quantize_one(float v, float inv, int zp) {
+    float t = v * inv;
+    t = t < QLIM ? t : QLIM;
+    t = t > -QLIM ? t : -QLIM;
+    const long q = lrintf(t) + zp;
+    return (uint8_t)(q < 0 ? 0 : q > TESSERA_Q8_MAX ? TESSERA_Q8_MAX : q);
+}
+#define HAVE_QUANTIZE_4X4 0
+#endif
 
 void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
                                 int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
@@ -53,14 +97,29 @@ void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int c
             memset(base + p * c4, zp, (size_t)cin);
             if (c4 > cin) memset(base + p * c4 + cin, 0, (size_t)(c4 - cin));
         }
-        for (int ci = 0; ci < cin; ci++) {
-            const float *plane = channel_major ? x + ((long)ci * nb + img) * hw : x + (img * cin + ci) * hw;
-            for (int y = 0; y < h; y++) {
-                uint8_t *row = base + ((long)(y + pt) * wp + pl) * c4 + ci;
-                const float *src = plane + (long)y * w;
-                for (int xx = 0; xx < w; xx++) row[(long)xx * c4] = quantize_one(src[xx], inv_scale, zp);
+#define PLANE(ci) (channel_major ? x + ((long)(ci) * nb + img) * hw : x + (img * cin + (ci)) * hw)
+        for (int y = 0; y < h; y++) {
+            uint8_t *row = base + ((long)(y + pt) * wp + pl) * c4;
+            int ci = 0;
+#if HAVE_QUANTIZE_4X4
+            for (; ci + 4 <= cin; ci += 4) {
+                const float *src[4];
+                for (int j = 0; j < 4; j++) src[j] = PLANE(ci + j) + (long)y * w;
+                int xx = 0;
+                for (; xx + 4 <= w; xx += 4) {
+                    const float *s4[4] = { src[0] + xx, src[1] + xx, src[2] + xx, src[3] + xx };
+                    quantize_4x4(s4, inv_scale, zp, row + (long)xx * c4 + ci, c4);
+                }
+                for (; xx < w; xx++)
+                    for (int j = 0; j < 4; j++) row[(long)xx * c4 + ci + j] = quantize_one(src[j][xx], inv_scale, zp);
+            }
+#endif
+            for (; ci < cin; ci++) {
+                const float *src = PLANE(ci) + (long)y * w;
+                for (int xx = 0; xx < w; xx++) row[(long)xx * c4 + ci] = quantize_one(src[xx], inv_scale, zp);
             }
         }
+#undef PLANE
     }
 }
 
