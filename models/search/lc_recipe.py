@@ -600,7 +600,7 @@ def main():
            "background) has a class, so any such tile is forced into one of the five. The compact architecture was "
            "chosen and both temperatures were fitted on tune groups held out inside the training split; the "
            "validation groups were used for the reported figures only (the same 245 groups were, however, already "
-           "reported for the previous run of this recipe, so they are not a pristine test set); LC25000 images not "
+           "reported for earlier runs of this recipe, so they are not a pristine test set); LC25000 images not "
            "in this folder remain for an independent check. The pixel size of the "
            f"data is estimated ({mpp['value']} um/px), not documented. Not a diagnostic device.")
 
