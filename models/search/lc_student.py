@@ -79,7 +79,12 @@ def main():
     y_v = np.tile(y_tr, args.views)
     x_fit, s_fit, y_fit = allv[fit_v], alls[fit_v], y_v[fit_v]
     log(f"fit views {len(x_fit)}; baseline agreement with labels on them {(s_fit.argmax(1) == y_fit).mean():.4f}")
-    arch = json.loads(args.arch)
+    try:
+        arch = json.loads(args.arch)
+        space.Student(arch, num_classes=len(lc.CLASSES))
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--arch: not an architecture of models/search/space.py ({e}); e.g. the arch_json column of "
+                 "models/search/runs/lc25000-seed0/candidates.csv")
     torch.manual_seed(args.seed)
     m = space.Student(arch, num_classes=len(lc.CLASSES))
     log(f"arch {space.arch_str(arch)} {space.count_macs(m) / 1e6:.1f} MMACs")
