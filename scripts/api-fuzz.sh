@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${TESSERA_BINARY:-.build/debug/tessera}
-python3 -m pip show schemathesis openapi-spec-validator >/dev/null 2>&1 \
+# Both must import (`pip show a b` succeeds when only one of them is installed).
+python3 -c 'import schemathesis, openapi_spec_validator' >/dev/null 2>&1 \
   || python3 -m pip install --quiet --disable-pip-version-check schemathesis openapi-spec-validator
 python3 -c 'import json, openapi_spec_validator as v; v.validate(json.load(open("docs/openapi.json")))'
 echo "api-fuzz: docs/openapi.json is a valid OpenAPI document"
@@ -34,5 +35,9 @@ for _ in $(seq 300); do curl -fsS "$base/v1/jobs/1" | grep -q '"state":"done"' &
 curl -fsS "$base/v1/jobs/1" | grep -q '"state":"done"' || { echo "api-fuzz: the sample job did not finish"; exit 1; }
 
 cd "$work"
-st run "$OLDPWD/docs/openapi.json" --url "$base" --max-examples "${TESSERA_FUZZ_EXAMPLES:-10}" --seed 1 \
+# The `st` entry point pip just installed: on PATH, or in the scripts folder of this python3 (a pyenv
+# or venv python keeps it there, and pyenv's shims only learn of it after `pyenv rehash`).
+st=$(command -v st || true)
+[ -n "$st" ] || st="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/st"
+"$st" run "$OLDPWD/docs/openapi.json" --url "$base" --max-examples "${TESSERA_FUZZ_EXAMPLES:-10}" --seed 1 \
   --exclude-checks positive_data_acceptance --no-color --request-timeout 30
