@@ -23,7 +23,11 @@ extension ModelsCommand {
         var patchMPP: Double?
         @Option(help: "CSV of the images to use: file[,group][,split].") var manifest: String?
         @Option(help: "With --manifest: only rows whose split column equals this.") var split: String?
-        @Option(help: "fp32 or int8 (int8 reads the calibration `models quantize` wrote).") var precision: String = "fp32"
+        @Option(help: "fp32, int8 (reads the calibration `models quantize` wrote) or auto (what the recorded INT8 check allows).")
+        var precision: String = "fp32"
+        @Flag(name: .customLong("record-precision"),
+              help: "Score the images in FP32 and INT8, time both engines, and write precision.json beside the model for --precision auto.")
+        var recordPrecision = false
         @Option(help: "Cores to use.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
         @Option(help: "Images per batch.") var batch: Int = 32
         @Option(help: "Bootstrap resamples for the 95% intervals (0 = none).") var bootstrap: Int = 1000
@@ -41,6 +45,21 @@ extension ModelsCommand {
                 options.threads = threads
                 options.batch = batch
                 options.bootstrap = bootstrap
+                if recordPrecision {
+                    let (check, path) = try PrecisionChoice.record(options)
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                    let line = String(decoding: try encoder.encode(check), as: UTF8.self)
+                    if !json {
+                        let choice = try PrecisionChoice.resolve(modelFile: try ModelCatalog.resolve(model).path)
+                        print(String(format: "INT8 against FP32 on %d images: agreement %.2f%%, balanced accuracy %.4f -> %.4f (%+.2f points), %.0f -> %.0f images/s (%.2fx, %@)",
+                                     check.images, check.agreement * 100, check.balancedAccuracyFP32, check.balancedAccuracyINT8,
+                                     -check.dropPoints, check.imagesPerSecondFP32, check.imagesPerSecondINT8, check.speedup, check.isa))
+                        print("wrote \(path); --precision auto now means \(choice.reason)")
+                    }
+                    print(line)
+                    return
+                }
                 let evaluation = try ModelEvaluator.run(options)
                 if json {
                     print(try ModelEvaluator.json(evaluation))

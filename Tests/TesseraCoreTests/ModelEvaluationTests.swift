@@ -163,6 +163,22 @@ struct ModelEvaluationTests {
         let joined = try ModelEvaluator.run(opts)
         #expect(joined.images == 6 && joined.groups == 4)
         #expect(joined.confusion.matrix == [[2, 0, 0], [0, 2, 0], [1, 0, 1]])
+        // A split no row has, and a split without a manifest, are errors that say what is there.
+        opts.split = "test"
+        do {
+            _ = try ModelEvaluator.run(opts)
+            Issue.record("--split test evaluated")
+        } catch {
+            #expect("\(error)".contains("--split test: no row") && "\(error)".contains("train, val"), "\(error)")
+        }
+        opts.manifest = nil
+        opts.split = "val"
+        do {
+            _ = try ModelEvaluator.run(opts)
+            Issue.record("--split without --manifest evaluated every image")
+        } catch {
+            #expect("\(error)".contains("needs --manifest"), "\(error)")
+        }
     }
 
     @Test func patchMPPScalesThenCrops() throws {
@@ -235,6 +251,30 @@ struct ModelEvaluationTests {
             {"name": "rgb", "classes": ["R", "G", "B"], "input": {"size": 16}}
             """)
         #expect(try ModelCatalog.resolve("rgb", in: override + ":" + shipped).card.classes == ["R", "G", "B"])
+    }
+
+    /// The shipped cards keep their figure under `metrics.validation`: it must count, so a lab model
+    /// that states what it was validated on but gives no figure (and sorts first) is not the default.
+    @Test func defaultReadsTheValidationBlockOfTheShippedCards() throws {
+        let shippedLayout = try Self.rgbModels(card: """
+            {"name": "rgb", "classes": ["red", "green", "blue"], "input": {"size": 16}, "validated": "test groups",
+             "metrics": {"validation": {"balanced_accuracy": 0.96, "tiles": 100}}}
+            """)
+        let noFigure = try Self.rgbModels(card: """
+            {"name": "aaa", "classes": ["red", "green", "blue"], "input": {"size": 16}, "validated": "in-house 10 tiles"}
+            """, name: "aaa")
+        let path = [noFigure, shippedLayout].joined(separator: ":")
+        #expect(try ModelCatalog.resolve("rgb", in: path).card.realLabelBalancedAccuracy == 0.96)
+        #expect(ModelCatalog.defaultModel(in: path) == "rgb")
+        // The repository's own models: the default is the one whose card reports the best figure.
+        let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../models").standardized.path
+        let figures = try ModelCatalog.names(in: models).compactMap { name -> (String, Double)? in
+            let card = try ModelCatalog.resolve(name, in: models).card
+            guard card.experimental != true, card.validationStatement != nil, let figure = card.realLabelBalancedAccuracy else { return nil }
+            return (name, figure)
+        }
+        #expect(figures.count >= 2, "the LC25000 cards carry their figures: \(figures)")
+        #expect(ModelCatalog.defaultModel(in: models) == figures.max(by: { $0.1 < $1.1 })?.0)
     }
 
     @Test func wsinferConfigFolder() throws {

@@ -19,7 +19,7 @@ struct PrecisionRunTests {
         #expect(refused.status == 2)
         #expect(refused.out.contains("\"error_code\":\"bad_parameter\"") && refused.out.contains("models quantize tiny"),
                 "says how to make a calibration: \(refused.out)")
-        #expect(try run(["--precision", "int4"], out: "typo").err.contains("--precision int4: use fp32 or int8"))
+        #expect(try run(["--precision", "int4"], out: "typo").err.contains("--precision int4: use fp32, int8 or auto"))
 
         // Calibration tiles cut from another slide with the vips command.
         let tiles = folder + "/calibration"
@@ -55,6 +55,79 @@ struct PrecisionRunTests {
         #expect(a.count == b.count && !a.isEmpty)
         let agreement = Double(zip(a, b).filter { $0 == $1 }.count) / Double(max(1, a.count))
         #expect(agreement >= 0.9, "int8 and fp32 agree on \(agreement * 100)% of tiles")
+    }
+
+    /// `--precision auto`: fp32 (with the reason) until a check is recorded; then the rule applied to
+    /// the recorded numbers, in the summary; a stale or foreign check does not count.
+    @Test func autoFollowsTheRecordedCheck() throws {
+        let models = try Support.tinyModels()
+        let folder = Support.temporaryDirectory()
+        let slide = try Support.syntheticSlide(width: 3000, height: 2000, seed: 73)
+        let environment = ["TESSERA_MODELS": models]
+        let name = (slide as NSString).lastPathComponent
+        func run(_ out: String) throws -> [String: Any] {
+            let result = try Support.tessera(["run", slide, "--model", "tiny", "--data", folder + "/data", "--out", folder + "/" + out,
+                                              "--precision", "auto", "--json"], environment: environment)
+            #expect(result.status == 0, "\(result.out) \(result.err)")
+            return try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(out)/\(name)/summary.json")))
+                as? [String: Any] ?? [:]
+        }
+        let before = try run("none")
+        #expect(before["precision"] as? String == "fp32")
+        #expect((before["precision_auto"] as? String)?.contains("no INT8 check is recorded") == true, "\(before)")
+
+        // Labelled tiles (classes A, B, C) cut from another slide; calibration from the same tiles.
+        let tiles = folder + "/labelled"
+        let source = try Support.syntheticSlide(width: 3000, height: 2000, seed: 74)
+        for (index, label) in ["A", "A", "B", "B", "C", "C"].enumerated() {
+            try FileManager.default.createDirectory(atPath: "\(tiles)/\(label)", withIntermediateDirectories: true)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/vips")
+            process.arguments = ["extract_area", source, "\(tiles)/\(label)/t\(index).png", "\(200 + index * 400)", "800", "128", "128"]
+            try process.run()
+            process.waitUntilExit()
+        }
+        let noCalibration = try Support.tessera(["models", "eval", "tiny", "--patches", tiles, "--record-precision"], environment: environment)
+        #expect(noCalibration.status != 0 && noCalibration.err.contains("models quantize tiny"), "\(noCalibration.err)")
+        #expect(try Support.tessera(["models", "quantize", "tiny", "--calibration", tiles], environment: environment).status == 0)
+        let recorded = try Support.tessera(["models", "eval", "tiny", "--patches", tiles, "--record-precision", "--json"],
+                                           environment: environment)
+        #expect(recorded.status == 0, "\(recorded.err)")
+        let check = try JSONDecoder().decode(PrecisionCheck.self,
+                                             from: Data(contentsOf: URL(fileURLWithPath: models + "/tiny/precision.json")))
+        #expect(check.images == 6 && (0...1).contains(check.agreement) && check.imagesPerSecondINT8 > 0 && !check.isa.isEmpty)
+        let expected = check.agreement >= 0.995 && check.dropPoints <= 0.5 && check.speedup > 1 ? "int8" : "fp32"
+        let after = try run("recorded")
+        #expect(after["precision"] as? String == expected, "\(after)")
+        #expect((after["precision_auto"] as? String)?.hasPrefix(expected + ":") == true, "\(after)")
+
+        // The rule itself, on checks written by hand for this model file and calibration.
+        let file = models + "/tiny/model.onnx"
+        var good = check
+        good.agreement = 1
+        good.balancedAccuracyINT8 = good.balancedAccuracyFP32
+        good.imagesPerSecondFP32 = 100
+        good.imagesPerSecondINT8 = 180
+        func choose(_ c: PrecisionCheck, isa: String? = nil) throws -> String {
+            try JSONEncoder().encode(c).write(to: URL(fileURLWithPath: models + "/tiny/precision.json"))
+            return try PrecisionChoice.resolve(modelFile: file, isa: isa ?? c.isa).name
+        }
+        #expect(try choose(good) == "int8")
+        var low = good
+        low.agreement = 0.99
+        #expect(try choose(low) == "fp32")
+        var drop = good
+        drop.balancedAccuracyINT8 = good.balancedAccuracyFP32 - 0.006
+        #expect(try choose(drop) == "fp32")
+        var slow = good
+        slow.imagesPerSecondINT8 = 90
+        #expect(try choose(slow) == "fp32")
+        #expect(try choose(good, isa: "some-other-level") == "fp32")
+        var stale = good
+        stale.calibrationSHA256 = String(repeating: "0", count: 64)
+        #expect(try choose(stale) == "fp32")
+        try "{}".write(toFile: models + "/tiny/precision.json", atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try PrecisionChoice.resolve(modelFile: file) }
     }
 
     @Test func fp32JobsKeepTheirCanonicalText() throws {

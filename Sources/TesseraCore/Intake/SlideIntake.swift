@@ -115,7 +115,19 @@ public struct SlideIntake: Sendable {
         }
         canonical.modelSHA256 = identity.onnxSHA256
         canonical.cardSHA256 = identity.cardSHA256
-        canonical.precision = parameters.precision == "fp32" ? nil : parameters.precision
+        var precision = parameters.precision
+        canonical.precisionAuto = nil
+        if precision == "auto" {
+            let choice: PrecisionChoice.Choice
+            do {
+                choice = try PrecisionChoice.resolve(modelFile: reference.path)
+            } catch {
+                throw Refusal(code: .badParameter, description: "\(name(of: .precision)) auto: \(error)")
+            }
+            precision = choice.name
+            canonical.precisionAuto = choice.reason
+        }
+        canonical.precision = precision == "fp32" ? nil : precision
         canonical.calibrationSHA256 = nil
         if canonical.precision == "int8" {
             let calibration = ModelQuantize.calibrationPath(forModelFile: reference.path)

@@ -24,6 +24,8 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
     /// `tessera models quantize` wrote (its SHA-256 in `calibrationSHA256`, part of the identity).
     public var precision: String?
     public var calibrationSHA256: String?
+    /// When `auto` was asked for: what it chose and why (``PrecisionChoice``); `precision` holds the choice.
+    public var precisionAuto: String?
     /// Marks the job as one measurement run's own, so a repeated measurement of the same slide on
     /// a shared queue (which outlives the run) is not deduplicated into an earlier job. Usually nil.
     public var run: String?
@@ -40,7 +42,7 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case mpp, overlap, embeddings, run, precision
-        case calibrationSHA256 = "calibration_sha256"
+        case calibrationSHA256 = "calibration_sha256", precisionAuto = "precision_auto"
         case slideMPP = "slide_mpp", minTissue = "min_tissue", modelSHA256 = "model_sha256", cardSHA256 = "card_sha256"
     }
 
@@ -63,6 +65,7 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         run = try values.decodeIfPresent(String.self, forKey: .run)
         precision = try values.decodeIfPresent(String.self, forKey: .precision)
         calibrationSHA256 = try values.decodeIfPresent(String.self, forKey: .calibrationSHA256)
+        precisionAuto = try values.decodeIfPresent(String.self, forKey: .precisionAuto)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -79,6 +82,7 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         // Only when set: fp32 jobs keep the canonical text (and so the identity) they always had.
         try values.encodeIfPresent(precision, forKey: .precision)
         try values.encodeIfPresent(calibrationSHA256, forKey: .calibrationSHA256)
+        try values.encodeIfPresent(precisionAuto, forKey: .precisionAuto)
     }
 
     private struct AnyKey: CodingKey {
@@ -96,8 +100,8 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         }
         guard minTissue >= 0 && minTissue <= 1 else { throw UsageError("\(name(.minTissue)) must be between 0 and 1") }
         guard overlap >= 0 && overlap < 4096 else { throw UsageError("\(name(.overlap)) must be 0 or more pixels (and less than 4096)") }
-        if let precision, !["fp32", "int8"].contains(precision) {
-            throw UsageError("\(name(.precision)) \(precision): use fp32 or int8")
+        if let precision, !["fp32", "int8", "auto"].contains(precision) {
+            throw UsageError("\(name(.precision)) \(precision): use fp32, int8 or auto")
         }
     }
 

@@ -83,7 +83,11 @@ public enum ModelBench {
         return try Model(contentsOf: path, inputShape: options.inputShape, options: options.engine, calibration: calibration)
     }
 
-    public static func run(_ options: ModelBenchOptions) throws -> ModelBenchResult {
+    public static func run(_ given: ModelBenchOptions) throws -> ModelBenchResult {
+        var options = given
+        if options.engine.precision == .auto {  // what the model's recorded INT8 check allows (PrecisionChoice)
+            options.engine.precision = try PrecisionChoice.resolve(modelFile: resolve(options.model)).precision
+        }
         guard options.batch >= 1 else { throw ModelError.invalidArgument("--batch must be >= 1") }
         let model = try load(options)
         let session = options.microBatch.map { try? Session(model: model, threads: options.threads, microBatch: $0) }

@@ -134,10 +134,21 @@ public enum ModelEvaluator {
     }
 
     public static func run(_ options: ModelEvaluationOptions) throws -> ModelEvaluation {
-        guard let precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8].contains(precision) else {
-            throw ModelEvaluationError("--precision \(options.precision): use fp32 or int8")
+        try evaluate(options).evaluation
+    }
+
+    /// The evaluation and every image's predicted class (in the order of the collected images).
+    static func evaluate(_ options: ModelEvaluationOptions) throws -> (evaluation: ModelEvaluation, predictions: [Int]) {
+        guard var precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8, .auto].contains(precision) else {
+            throw ModelEvaluationError("--precision \(options.precision): use fp32, int8 or auto")
         }
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
+        var precisionName = precision.rawValue
+        if precision == .auto {
+            let choice = try PrecisionChoice.resolve(modelFile: reference.path)
+            precision = choice.precision
+            precisionName = "\(choice.precision.rawValue) (auto)"
+        }
         var engine = options.engine
         engine.precision = precision
         let session = try Session(model: try ModelCardCheck.load(reference, options: engine), threads: max(1, options.threads))
@@ -213,7 +224,7 @@ public enum ModelEvaluator {
         let intervals = options.bootstrap > 0
             ? bootstrap(labels: labels, predictions: predictions, groups: hasGroups ? groupKeys : nil, resamples: options.bootstrap)
             : nil
-        return ModelEvaluation(
+        return (ModelEvaluation(
             model: reference.name, modelSHA256Prefix: try? String(SHA256.hexDigest(ofFile: reference.path).prefix(16)),
             patches: URL(fileURLWithPath: options.patches).standardizedFileURL.path, images: items.count,
             classes: classes, folders: folders,
@@ -222,10 +233,10 @@ public enum ModelEvaluator {
             confusion: .init(rows: presentLabels.map { classes[$0] }, columns: classes, matrix: matrix),
             ece: expectedCalibrationError(confidences: confidences, correct: zip(labels, predictions).map { $0 == $1 }),
             meanConfidence: confidences.reduce(0, +) / Double(confidences.count),
-            imagesPerSecond: Double(items.count) / max(seconds, 1e-9), seconds: seconds, precision: options.precision,
+            imagesPerSecond: Double(items.count) / max(seconds, 1e-9), seconds: seconds, precision: precisionName,
             mpp: card.input.mpp, fit: options.patchMPP.map { String(format: "scaled from %g um/px, centre crop", $0) }
                 ?? "resized to \(size) px (card MPP assumed)",
-            groups: hasGroups ? Set(groupKeys).count : nil)
+            groups: hasGroups ? Set(groupKeys).count : nil), predictions)
     }
 
     /// The labelled images: class folders (mapped to the model's classes) or a manifest's rows.
@@ -262,6 +273,9 @@ public enum ModelEvaluator {
         }
         guard !folderClass.isEmpty else { throw ModelEvaluationError("every class folder is mapped to ignore") }
         var items: [Item] = []
+        if let split = options.split, options.manifest == nil {
+            throw ModelEvaluationError("--split \(split) needs --manifest CSV (the file that says which image is in which split)")
+        }
         if let manifest = options.manifest {
             for row in try manifestRows(manifest, patches: options.patches, split: options.split) {
                 let folder = String(row.file.split(separator: "/").first ?? "")
@@ -293,6 +307,10 @@ public enum ModelEvaluator {
         let table = try CSVTable.read(path: manifest)
         let splitColumn = table.header.firstIndex(of: "split")
         if split != nil, splitColumn == nil { throw ModelEvaluationError("\(manifest): no 'split' column for --split") }
+        if let split, let splitColumn, !table.records.contains(where: { $0[splitColumn] == split }) {
+            let values = Set(table.records.map { $0[splitColumn] }).sorted().joined(separator: ", ")
+            throw ModelEvaluationError("--split \(split): no row of \(manifest) has that split (its values: \(values))")
+        }
         func keep(_ record: [String]) -> Bool { split == nil || splitColumn.map { record[$0] == split } ?? true }
         if let fileColumn = table.header.firstIndex(of: "file") {
             let groupColumn = table.header.firstIndex(of: "group")
@@ -388,7 +406,7 @@ public enum ModelEvaluator {
         }
         var lines: [String] = []
         lines.append("model:             \(e.model)")
-        lines.append("patches:           \(e.patches) (\(e.images) images" + (e.groups.map { ", \($0) groups" } ?? "") + "; \(e.fit))")
+        lines.append("patches:           \(e.patches) (\(e.images) image\(e.images == 1 ? "" : "s")" + (e.groups.map { ", \($0) group\($0 == 1 ? "" : "s")" } ?? "") + "; \(e.fit))")
         lines.append("accuracy:          " + pct(e.accuracy) + ci(e.accuracyCI))
         lines.append("balanced accuracy: " + pct(e.balancedAccuracy) + ci(e.balancedAccuracyCI))
         lines.append(String(format: "calibration:       ECE %.3f, mean confidence %.3f", e.ece, e.meanConfidence))

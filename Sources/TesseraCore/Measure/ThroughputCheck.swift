@@ -114,9 +114,10 @@ public enum ThroughputCheck {
     public static func run(_ options: ThroughputOptions, stage: (String) -> Void = { _ in }) throws -> ThroughputReport {
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let card = reference.card
-        guard let precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8].contains(precision) else {
-            throw ModelCatalogError(description: "--precision \(options.precision): use fp32 or int8")
+        guard let asked = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8, .auto].contains(asked) else {
+            throw ModelCatalogError(description: "--precision \(options.precision): use fp32, int8 or auto")
         }
+        let precision = asked == .auto ? try PrecisionChoice.resolve(modelFile: reference.path).precision : asked
         let arrival: Double
         let source: String
         if let explicit = options.arrivalPerHour {

@@ -330,10 +330,14 @@ public enum ModelCatalog {
                               identifier: inCatalog ? card.name : standardized, folder: standardized)
     }
 
-    /// `metrics.balanced_accuracy` of a card: a number, or an object with `value`/`point`/`estimate`.
+    /// The real-label balanced accuracy of a card: `metrics.balanced_accuracy`, or
+    /// `metrics.validation.balanced_accuracy` (where the LC25000 recipe's cards keep it); a number,
+    /// or an object with `value`/`point`/`estimate`.
     static func balancedAccuracy(inCard data: Data) -> Double? {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let metrics = object["metrics"] as? [String: Any], let value = metrics["balanced_accuracy"] else { return nil }
+              let metrics = object["metrics"] as? [String: Any],
+              let value = metrics["balanced_accuracy"] ?? (metrics["validation"] as? [String: Any])?["balanced_accuracy"]
+        else { return nil }
         if let number = value as? Double { return number }
         if let dict = value as? [String: Any] {
             for key in ["value", "point", "estimate", "mean"] { if let number = dict[key] as? Double { return number } }

@@ -61,9 +61,12 @@ public struct JobSummary: Codable, Sendable {
     public var slideMPPSource: String?
     /// Engine precision the tiles were scored in: `fp32` or `int8` (nil in older summaries).
     public var precision: String?
+    /// When `--precision auto` / `precision=auto` was asked for: what it chose and why.
+    public var precisionAuto: String?
 
     enum CodingKeys: String, CodingKey {
         case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails, precision
+        case precisionAuto = "precision_auto"
         case slideMPP = "slide_mpp", tileStep = "tile_step", classColours = "class_colours"
         case classAreasMM2 = "class_areas_mm2", tissueAreaMM2 = "tissue_area_mm2"
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
@@ -158,7 +161,7 @@ enum JobOutputs {
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
             tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0,
             validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no, slideMPPSource: inputs.mppSource,
-            precision: inputs.parameters.precision ?? "fp32")
+            precision: inputs.parameters.precision ?? "fp32", precisionAuto: inputs.parameters.precisionAuto)
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
