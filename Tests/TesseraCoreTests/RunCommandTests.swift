@@ -70,12 +70,15 @@ struct RunCommandTests {
     @Test func progressLinesWithoutATerminal() throws {
         let root = Support.temporaryDirectory()
         let models = try Support.tinyModels()
-        let slide = try Support.syntheticSlide(width: 3000, height: 2000, seed: 65)
+        // Large enough to take well over a second on a fast CPU: a progress line every 0.2 s, and the
+        // rate appears once half a second has passed.
+        let slide = try Support.syntheticSlide(width: 6000, height: 4000, seed: 65)
         let result = try Support.tessera(["run", slide, "--model", "tiny-fine", "--threads", "1", "--data", root + "/data",
                                           "--out", root + "/out", "--progress-seconds", "0.2"],
                                          environment: ["TESSERA_MODELS": models])
         #expect(result.status == 0)
-        let lines = result.err.split(separator: "\n").filter { $0.contains("tiles/s") }
+        let lines = result.err.split(separator: "\n").filter { $0.contains(" tiles (") }
+        #expect(result.err.contains("tiles/s, ETA"), "a line with the rate: \(result.err)")
         #expect(lines.count >= 2 && lines.allSatisfy { $0.hasPrefix("tessera: ") && !$0.contains("\u{1B}") }, "\(result.err)")
     }
 
