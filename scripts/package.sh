@@ -86,9 +86,11 @@ strip --strip-debug "$pkg/usr/bin/tessera"
 for model in "${models[@]}"; do
   install -D -m 0644 "models/$model/model.onnx" "$pkg/usr/share/tessera/models/$model/model.onnx"
   install -D -m 0644 "models/$model/model.json" "$pkg/usr/share/tessera/models/$model/model.json"
-  if [ -f "models/$model/calibration.json" ]; then
-    install -D -m 0644 "models/$model/calibration.json" "$pkg/usr/share/tessera/models/$model/calibration.json"
-  fi
+  for extra in calibration.json precision.json; do  # INT8 calibration, and its recorded check for --precision auto
+    if [ -f "models/$model/$extra" ]; then
+      install -D -m 0644 "models/$model/$extra" "$pkg/usr/share/tessera/models/$model/$extra"
+    fi
+  done
 done
 install -D -m 0644 deploy/systemd/tessera.service "$pkg/lib/systemd/system/tessera.service"
 install -D -m 0644 deploy/systemd/tessera-watch.service "$pkg/lib/systemd/system/tessera-watch.service"

@@ -230,6 +230,16 @@ def reduced_precision(args):
     rows = []
     for name in args.models.split(","):
         path = ensure_model(name, args.cache)
+        if os.path.abspath(os.path.dirname(path)) != os.path.abspath(args.cache):
+            # a model file of its own (e.g. a shipped models/<name>/model.onnx): `models quantize` writes the
+            # calibration beside the file it is given, so give it a copy in the cache and leave the model folder alone
+            import hashlib
+            import shutil
+            digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:12]
+            copy = os.path.join(args.cache, f"given-{digest}.onnx")
+            if not os.path.exists(copy):
+                shutil.copyfile(path, copy)
+            path = copy
         size = [int(d) for d in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:]][-1]
         patches = calibration_patches(args.calibration, size, args.calibration_limit)
         q8 = ort_int8_model(path, patches, args.cache)
