@@ -51,8 +51,9 @@ static inline uint8_t quantize_one(float v, float inv, int zp) {
 }
 
 /* 4 channels x 4 pixels: s[c] points at 4 consecutive pixels of channel c; writes each pixel's 4 channel bytes
- * (one 32-bit store per pixel) at dst + p * stride. */
-static inline void quantize_4x4(const float *const s[4], float inv, int zp, uint8_t *dst, long stride) {
+ * (one 32-bit store per pixel) at dst + p * stride, ANDed with `keep` (channel j is byte j: a channel-tail block
+ * keeps its real channels and writes 0 into the padding channels). */
+static inline void quantize_4x4(const float *const s[4], float inv, int zp, uint8_t *dst, long stride, int32_t keep) {
     const __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(QLIM), lo = _mm_set1_ps(-QLIM);
     const __m128i vzp = _mm_set1_epi32(zp);
     __m128i q[4];
@@ -67,6 +68,7 @@ static inline void quantize_4x4(const float *const s[4], float inv, int zp, uint
     /* 4 x 4 byte transpose: -> [p0 c0..c3, p1 c0..c3, ...] */
     x = _mm_unpacklo_epi8(x, _mm_srli_si128(x, 8));
     x = _mm_unpacklo_epi8(x, _mm_srli_si128(x, 8));
+    x = _mm_and_si128(x, _mm_set1_epi32(keep));
     for (int p = 0; p < 4; p++) {
         const int32_t v = _mm_cvtsi128_si32(x);
         memcpy(dst + p * stride, &v, 4);
@@ -85,6 +87,18 @@ static inline uint8_t quantize_one(float v, float inv, int zp) {
 #define HAVE_QUANTIZE_4X4 0
 #endif
 
+/* The zero point in a pixel's real channels, 0 in its padding channels. */
+static void fill_pixels(uint8_t *p, long n, int cin, int c4, int zp) {
+    if (c4 == cin) {
+        memset(p, zp, (size_t)(n * c4));
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        memset(p + i * c4, zp, (size_t)cin);
+        memset(p + i * c4 + cin, 0, (size_t)(c4 - cin));
+    }
+}
+
 void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
                                 int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
                                 uint8_t *xq) {
@@ -92,26 +106,39 @@ void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int c
     const long hw = (long)h * w;
     for (long img = i0; img < i1; img++) {
         uint8_t *base = xq + img * hp * wp * c4;
-        /* padding rows / columns hold the zero point, padding channels 0 (their weights are 0) */
-        for (long p = 0; p < (long)hp * wp; p++) {
-            memset(base + p * c4, zp, (size_t)cin);
-            if (c4 > cin) memset(base + p * c4 + cin, 0, (size_t)(c4 - cin));
+        /* padding rows / columns hold the zero point, padding channels 0 (their weights are 0); the pixels of the
+         * image itself are written whole below (the 4-channel blocks write their padding channels too) */
+#if HAVE_QUANTIZE_4X4
+        for (int y = 0; y < hp; y++) {
+            uint8_t *row = base + (long)y * wp * c4;
+            if (y < pt || y >= pt + h) {
+                fill_pixels(row, wp, cin, c4, zp);
+            } else {
+                fill_pixels(row, pl, cin, c4, zp);
+                fill_pixels(row + (long)(pl + w) * c4, wp - pl - w, cin, c4, zp);
+            }
         }
+#else
+        fill_pixels(base, (long)hp * wp, cin, c4, zp);
+#endif
 #define PLANE(ci) (channel_major ? x + ((long)(ci) * nb + img) * hw : x + (img * cin + (ci)) * hw)
         for (int y = 0; y < h; y++) {
             uint8_t *row = base + ((long)(y + pt) * wp + pl) * c4;
             int ci = 0;
 #if HAVE_QUANTIZE_4X4
-            for (; ci + 4 <= cin; ci += 4) {
+            for (; ci < cin; ci += 4) {
+                const int real = cin - ci < 4 ? cin - ci : 4;  /* a channel tail reads its first plane again */
+                const int32_t keep = real == 4 ? -1 : (int32_t)((1u << (8 * real)) - 1);
                 const float *src[4];
-                for (int j = 0; j < 4; j++) src[j] = PLANE(ci + j) + (long)y * w;
+                for (int j = 0; j < 4; j++) src[j] = PLANE(ci + (j < real ? j : 0)) + (long)y * w;
                 int xx = 0;
                 for (; xx + 4 <= w; xx += 4) {
                     const float *s4[4] = { src[0] + xx, src[1] + xx, src[2] + xx, src[3] + xx };
-                    quantize_4x4(s4, inv_scale, zp, row + (long)xx * c4 + ci, c4);
+                    quantize_4x4(s4, inv_scale, zp, row + (long)xx * c4 + ci, c4, keep);
                 }
                 for (; xx < w; xx++)
-                    for (int j = 0; j < 4; j++) row[(long)xx * c4 + ci + j] = quantize_one(src[j][xx], inv_scale, zp);
+                    for (int j = 0; j < 4; j++)
+                        row[(long)xx * c4 + ci + j] = j < real ? quantize_one(src[j][xx], inv_scale, zp) : 0;
             }
 #endif
             for (; ci < cin; ci++) {
