@@ -46,12 +46,11 @@ extension ModelsCommand {
                 options.batch = batch
                 options.bootstrap = bootstrap
                 if recordPrecision {
-                    let (check, path) = try PrecisionChoice.record(options)
+                    let (check, path, choice) = try PrecisionChoice.record(options)
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
                     let line = String(decoding: try encoder.encode(check), as: UTF8.self)
                     if !json {
-                        let choice = try PrecisionChoice.resolve(modelFile: try ModelCatalog.resolve(model).path)
                         print(String(format: "INT8 against FP32 on %d images: agreement %.2f%%, balanced accuracy %.4f -> %.4f (%+.2f points), %.0f -> %.0f images/s (%.2fx, %@)",
                                      check.images, check.agreement * 100, check.balancedAccuracyFP32, check.balancedAccuracyINT8,
                                      -check.dropPoints, check.imagesPerSecondFP32, check.imagesPerSecondINT8, check.speedup, check.isa))

@@ -149,6 +149,25 @@ def make_view(x_train, j, seed):
     return v
 
 
+def cached_ort(path, label, sess, x, cached=None, **kw):
+    """ONNX Runtime outputs of `x`, saved to / read from `path` (a .npy cache); `cached` collects the labels of
+    the caches found instead of built."""
+    if os.path.exists(path):
+        if cached is not None:
+            cached.append(label)
+        return np.load(path)
+    t = time.time()
+    out = ort_run(sess, x, **kw)
+    np.save(path, out)
+    log(f"{label}: {len(out)} in {time.time() - t:.0f}s")
+    return out
+
+
+def soft_cache_path(cache, tag, seed, split_hash, base_sha):
+    """Where the baseline's logits on a view (tag view0, view1, ..., val) are cached."""
+    return os.path.join(cache, f"lc-soft-{tag}-s{seed}-{split_hash}-{base_sha}.npy")
+
+
 def view_cache(x_train, j, seed, cache, split_hash, cached=None):
     p = os.path.join(cache, f"lc-view{j}-s{seed}-{split_hash}.npy")
     if os.path.exists(p):
@@ -353,15 +372,8 @@ def main():
 
         def features(tag, x):
             """Frozen-trunk features (512 x 7 x 7, float16), cached per part."""
-            p = os.path.join(args.cache, f"lc-trunk-{key}-{tag}.npy")
-            if os.path.exists(p):
-                cached.append(f"trunk features {tag}")
-                return np.load(p)
-            t = time.time()
-            f = ort_run(sess, x, out_dtype=np.float16, log_every=20)
-            np.save(p, f)
-            log(f"trunk features {tag}: {len(f)} in {time.time() - t:.0f}s")
-            return f
+            return cached_ort(os.path.join(args.cache, f"lc-trunk-{key}-{tag}.npy"), f"trunk features {tag}", sess, x,
+                              cached, out_dtype=np.float16, log_every=20)
 
         # the baseline head trains on the trunk features of --baseline-per-group tiles of every fit group (seeded
         # choice) in each of the first --kd-views views
@@ -388,15 +400,8 @@ def main():
     base_sess = ort_session(base_onnx, args.threads)
 
     def base_logits(tag, x):
-        p = os.path.join(args.cache, f"lc-soft-{tag}-s{args.seed}-{split_hash}-{base_sha}.npy")
-        if os.path.exists(p):
-            cached.append(f"baseline logits {tag}")
-            return np.load(p)
-        t = time.time()
-        z = ort_run(base_sess, x, log_every=40)
-        np.save(p, z)
-        log(f"baseline logits {tag}: {len(z)} in {time.time() - t:.0f}s")
-        return z
+        return cached_ort(soft_cache_path(args.cache, tag, args.seed, split_hash, base_sha), f"baseline logits {tag}",
+                          base_sess, x, cached, log_every=40)
 
     soft = [base_logits(f"view{j}", views[j]) for j in range(args.views)]
     # the student trains on the views of the fit tiles only; it is ranked / calibrated on view 0 of the tune tiles

@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 import lc  # noqa: E402
 import space  # noqa: E402
 import train  # noqa: E402
-from lc_recipe import ort_run, ort_session, student_logits, view_cache  # noqa: E402
+from lc_recipe import cached_ort, ort_session, soft_cache_path, student_logits, view_cache  # noqa: E402
 
 
 def log(*a):
@@ -65,21 +65,10 @@ def main():
     split_hash = hashlib.sha1(open(lc.SPLIT_CSV, "rb").read()).hexdigest()[:8]
     bsha = hashlib.sha256(open(args.baseline, "rb").read()).hexdigest()[:8]
     n = len(tr)
-    views, soft = [], []
-    sess = None
-    for j in range(args.views):
-        v = view_cache(d["x"][tr], j, args.seed, args.cache, split_hash)
-        sp = os.path.join(args.cache, f"lc-soft-view{j}-s{args.seed}-{split_hash}-{bsha}.npy")  # as lc_recipe.py names it
-        if os.path.exists(sp):
-            s = np.load(sp)
-        else:
-            sess = sess or ort_session(args.baseline)
-            t = time.time()
-            s = ort_run(sess, v, log_every=40)
-            np.save(sp, s)
-            log(f"baseline logits view {j}: {time.time() - t:.0f}s")
-        views.append(v)
-        soft.append(s)
+    sess = ort_session(args.baseline)
+    views = [view_cache(d["x"][tr], j, args.seed, args.cache, split_hash) for j in range(args.views)]
+    soft = [cached_ort(soft_cache_path(args.cache, f"view{j}", args.seed, split_hash, bsha), f"baseline logits view {j}",
+                       sess, views[j], log_every=40) for j in range(args.views)]
     fit_v = np.concatenate([j * n + fit_t for j in range(args.views)])
     allv = np.concatenate(views)
     alls = np.concatenate(soft)

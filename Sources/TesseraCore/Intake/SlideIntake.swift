@@ -120,7 +120,7 @@ public struct SlideIntake: Sendable {
         if precision == "auto" {
             let choice: PrecisionChoice.Choice
             do {
-                choice = try PrecisionChoice.resolve(modelFile: reference.path)
+                choice = try PrecisionChoice.resolve(modelFile: reference.path, modelSHA256: identity.onnxSHA256)
             } catch {
                 throw Refusal(code: .badParameter, description: "\(name(of: .precision)) auto: \(error)")
             }

@@ -68,15 +68,17 @@ public enum PrecisionChoice {
         }
     }
 
-    /// Resolves `auto` for the model file on this CPU.
-    public static func resolve(modelFile path: String, isa: String = CPUFeatures.current.engineLevel.description) throws -> Choice {
+    /// Resolves `auto` for the model file on this CPU; `modelSHA256`: the file's digest when the caller
+    /// already has it (intake does), so the file is not read again.
+    public static func resolve(modelFile path: String, modelSHA256: String? = nil,
+                               isa: String = CPUFeatures.current.engineLevel.description) throws -> Choice {
         let how = "record one with `tessera models eval MODEL --patches DIR --record-precision`"
         guard let check = try check(forModelFile: path) else {
             return Choice(precision: .fp32, reason: "fp32: no INT8 check is recorded for this model; \(how)")
         }
         let calibration = ModelQuantize.calibrationPath(forModelFile: path)
         guard let calibrationDigest = try? SHA256.hexDigest(ofFile: calibration), calibrationDigest == check.calibrationSHA256,
-              try SHA256.hexDigest(ofFile: path) == check.modelSHA256 else {
+              try modelSHA256 ?? SHA256.hexDigest(ofFile: path) == check.modelSHA256 else {
             return Choice(precision: .fp32, reason: "fp32: the INT8 check was recorded for another model file or calibration; \(how)")
         }
         let measured = String(format: "agreement %.2f%% with FP32, %+.2f points of balanced accuracy, %.2fx the images/s on %@ (%d tiles, %@)",
@@ -93,8 +95,9 @@ public enum PrecisionChoice {
         return Choice(precision: .int8, reason: "int8: \(measured)")
     }
 
-    /// Measures INT8 against FP32 on the labelled tiles of `options` and writes the check.
-    public static func record(_ options: ModelEvaluationOptions) throws -> (check: PrecisionCheck, path: String) {
+    /// Measures INT8 against FP32 on the labelled tiles of `options`, writes the check, and says what
+    /// `auto` now chooses.
+    public static func record(_ options: ModelEvaluationOptions) throws -> (check: PrecisionCheck, path: String, choice: Choice) {
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let calibration = ModelQuantize.calibrationPath(forModelFile: reference.path)
         guard let calibrationDigest = try? SHA256.hexDigest(ofFile: calibration) else {
@@ -123,8 +126,9 @@ public enum PrecisionChoice {
         if let manifest = options.manifest { where_ += " (manifest \(manifest)" + (options.split.map { ", split \($0)" } ?? "") + ")" }
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withFullDate]
+        let modelDigest = try SHA256.hexDigest(ofFile: reference.path)
         let check = PrecisionCheck(
-            modelSHA256: try SHA256.hexDigest(ofFile: reference.path), calibrationSHA256: calibrationDigest,
+            modelSHA256: modelDigest, calibrationSHA256: calibrationDigest,
             patches: where_, images: fp32.images, agreement: agreement,
             balancedAccuracyFP32: fp32.balancedAccuracy, balancedAccuracyINT8: int8.balancedAccuracy,
             imagesPerSecondFP32: s32.images_per_second, imagesPerSecondINT8: s8.images_per_second,
@@ -133,6 +137,6 @@ public enum PrecisionChoice {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let path = checkPath(forModelFile: reference.path)
         try (encoder.encode(check) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
-        return (check, path)
+        return (check, path, try resolve(modelFile: reference.path, modelSHA256: modelDigest))
     }
 }
