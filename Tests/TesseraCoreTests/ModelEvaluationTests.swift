@@ -245,6 +245,8 @@ struct ModelEvaluationTests {
         #expect(try ModelCatalog.resolve("rgb", in: path).folder.hasPrefix(shipped))
         #expect(ModelCatalog.defaultModel(in: path) == "lab")
         #expect(ModelCatalog.defaultModel(in: [experimental, shipped].joined(separator: ":")) == "rgb")
+        // `models bench NAME` finds a name on the same search path (not only under ./models).
+        #expect(ModelBench.resolve("rgb", modelsDirectory: path).hasPrefix(shipped))
         #expect(try ModelCatalog.resolve("lab", in: path).card.realLabelBalancedAccuracy == 0.95)
         // The same name in two folders: the first folder wins.
         let override = try Self.rgbModels(card: """

@@ -65,12 +65,14 @@ public struct ModelBenchResult: Codable, Sendable {
 
 /// `tessera models bench`: loads a model, times batches (median after warm-up), reports throughput.
 public enum ModelBench {
-    /// Resolves `model` to a file path (an existing path, or a name under `modelsDirectory`).
-    public static func resolve(_ model: String, modelsDirectory: String = "models") -> String {
+    /// Resolves `model` to a file path: an existing path, or a model name looked up as every other
+    /// command looks it up (``ModelCatalog``: the search path `modelsDirectory`, by default
+    /// `TESSERA_MODELS` and the shipped models, whatever the working folder).
+    public static func resolve(_ model: String, modelsDirectory: String = ModelCatalog.directory) -> String {
         let fm = FileManager.default
         if fm.fileExists(atPath: model) { return model }
-        for candidate in ["\(modelsDirectory)/\(model)/model.onnx", "\(modelsDirectory)/\(model).onnx"]
-        where fm.fileExists(atPath: candidate) {
+        if let reference = try? ModelCatalog.resolve(model, in: modelsDirectory) { return reference.path }
+        for candidate in ["\(modelsDirectory)/\(model).onnx"] where fm.fileExists(atPath: candidate) {
             return candidate
         }
         return model
