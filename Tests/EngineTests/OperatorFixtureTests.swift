@@ -67,11 +67,29 @@ import Testing
         let entry = try #require(index["lavlab_tile32"])
         let model = try Model(contentsOf: Self.lavlab, inputShape: Array(entry.input_shape.dropFirst()))
         #expect(model.warnings.isEmpty, "\(model.warnings)")
+        // GroupNorm (Reshape, InstanceNormalization, Reshape, Mul, Add) + Mish is one fused step,
+        // Resize its own: nothing of the network is left on the reference interpreter.
+        let labels = model.program.steps.map { $0.label(model.program) }
+        #expect(!labels.contains { $0.hasPrefix("reference") }, "\(labels.filter { $0.hasPrefix("reference") })")
+        #expect(labels.filter { $0.hasPrefix("groupnorm 8 groups") && $0.hasSuffix("mish") }.count == 25)
+        #expect(labels.filter { $0.hasPrefix("resize") }.count == 3)
         let input = Tensor(shape: entry.input_shape, data: try readFloats(fixtureURL("ops/lavlab_tile32.input.bin")))
         let expected = try readFloats(fixtureURL("ops/lavlab_tile32.out0.bin"))
         let result = try await Session(model: model, threads: 2).run(input)
         #expect(result.outputs[0].shape == entry.output_shapes[0])
         #expect(relativeError(result.outputs[0].data, expected) < 1e-3)
+    }
+
+    /// The segmentation group's five Resize nodes (linear and nearest, every coordinate mode it
+    /// has, scales and sizes, with and without `axes`) and its InstanceNormalization + Mish run on
+    /// the engine's own steps; `matchesONNXRuntime` checks their values.
+    @Test func segmentationOpsRunOnFastSteps() throws {
+        let (model, _, _, _) = try Self.load("segmentation")
+        let labels = model.program.steps.map { $0.label(model.program) }
+        #expect(labels.filter { $0.hasPrefix("resize") }.count == 5, "\(labels)")
+        #expect(labels.contains { $0.hasPrefix("groupnorm 3 groups") && $0.hasSuffix("mish") }, "\(labels)")
+        #expect(!labels.contains { $0.hasPrefix("reference Resize") || $0.hasPrefix("reference InstanceNormalization")
+            || $0.hasPrefix("reference Mish") }, "\(labels)")
     }
 
     @Test func heavyNaiveNodeGetsALoadTimeWarning() throws {

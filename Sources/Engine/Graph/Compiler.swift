@@ -212,11 +212,12 @@ struct Compiler {
                 steps.append(.channelAffine(scale: scale, shift: shift, input: x, output: out))
                 return
             }
-        case "Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip":
+        case "Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip", "Mish":
             if let x {
                 let act: Activation
                 switch node.opType {
                 case "Relu": act = .relu
+                case "Mish": act = .mish
                 case "Sigmoid": act = .sigmoid
                 case "HardSwish": act = .hardSwish
                 case "LeakyRelu": act = .leaky(node.float("alpha", 0.01))
@@ -230,6 +231,19 @@ struct Compiler {
                 }
                 let out = newValue(node.outputs[0], perImage[0])
                 steps.append(.activation(act, input: x, output: out))
+                return
+            }
+        case "InstanceNormalization":
+            if let x, slots[x].perImage.count >= 2, let scale = const(1), let bias = const(2),
+               scale.count == slots[x].perImage[0], bias.count == scale.count {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.groupNorm(GroupNormStep(groups: scale.count, epsilon: node.float("epsilon", 1e-5),
+                                                      scale: scale.data, shift: bias.data, input: x, output: out)))
+                return
+            }
+        case "Resize":
+            if let x, let step = try resizeStep(node, x, perImage[0]) {
+                steps.append(.resize(step))
                 return
             }
         case "Add", "Sub", "Mul", "Div":
@@ -330,6 +344,57 @@ struct Compiler {
             if i < perImage.count { outs.append(newValue(name, perImage[i])) }
         }
         steps.append(.fallback(node, inputs: ins, outputs: outs, opset: graph.opset))
+    }
+
+    /// A 2-D Resize (opset 11+) of a `[C, H, W]` value with N and C kept: nearest or linear, the
+    /// coordinate transformations torch exports. Anything else stays on the reference path.
+    mutating func resizeStep(_ node: Node, _ x: Int, _ out: [Int]) throws -> ResizeStep? {
+        let xs = slots[x].perImage
+        guard graph.opset >= 11, xs.count == 3, out.count == 3, out[0] == xs[0] else { return nil }
+        let mode = node.string("mode", "nearest"), coord = node.string("coordinate_transformation_mode", "half_pixel")
+        let nearestMode = node.string("nearest_mode", "round_prefer_floor")
+        guard mode == "nearest" || mode == "linear",
+              ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"].contains(coord),
+              node.int("antialias", 0) == 0, node.string("keep_aspect_ratio_policy", "stretch") == "stretch" else { return nil }
+        // `axes` (opset 18) must name the two spatial axes; scales then hold only those two.
+        let axes = node.ints("axes").map { $0.map { $0 < 0 ? $0 + 4 : $0 } }
+        guard axes == nil || axes == [2, 3] else { return nil }
+        var scales: [Float] = [Float(out[1]) / Float(xs[1]), Float(out[2]) / Float(xs[2])]
+        if let s = node.input(2).flatMap({ constants[$0] }), s.count == 4 || (axes != nil && s.count == 2) {
+            if s.count == 4 { guard s.data[0] == 1, s.data[1] == 1 else { return nil } }
+            scales = Array(s.data.suffix(2))
+        } else if node.input(2).map({ !$0.isEmpty && constants[$0] == nil }) == true {
+            return nil
+        }
+        func taps(_ n: Int, _ o: Int, _ scale: Float) -> [ResizeStep.Tap]? {
+            (0..<o).map { i -> ResizeStep.Tap in
+                let fi = Float(i)
+                var c: Float
+                switch coord {
+                case "align_corners": c = o > 1 ? fi * Float(n - 1) / Float(o - 1) : 0
+                case "asymmetric": c = fi / scale
+                case "pytorch_half_pixel": c = o > 1 ? (fi + 0.5) / scale - 0.5 : 0
+                default: c = (fi + 0.5) / scale - 0.5
+                }
+                if mode == "nearest" {
+                    let r: Float
+                    switch nearestMode {
+                    case "floor": r = c.rounded(.down)
+                    case "ceil": r = c.rounded(.up)
+                    case "round_prefer_ceil": r = (c + 0.5).rounded(.down)
+                    default: r = c == c.rounded(.down) + 0.5 ? c.rounded(.down) : c.rounded()
+                    }
+                    let k = min(max(Int(r), 0), n - 1)
+                    return .init(i0: k, i1: k, w: 0)
+                }
+                c = min(max(c, 0), Float(n - 1))
+                let i0 = min(Int(c.rounded(.down)), n - 1), i1 = min(i0 + 1, n - 1)
+                return .init(i0: i0, i1: i1, w: c - Float(i0))
+            }
+        }
+        guard let rows = taps(xs[1], out[1], scales[0]), let cols = taps(xs[2], out[2], scales[1]) else { return nil }
+        let y = newValue(node.outputs[0], out)
+        return ResizeStep(ih: xs[1], iw: xs[2], oh: out[1], ow: out[2], rows: rows, cols: cols, input: x, output: y)
     }
 
     /// A constant-input node whose shape input holds the batch: evaluated once at batch 1
@@ -495,6 +560,40 @@ struct Compiler {
                                 c.residual = other; c.output = out
                                 steps[i] = nil; steps[j] = .conv(c); changed = true
                             }
+                        default: break
+                        }
+                    }
+                case let .relayout(x, a):
+                    // torch's GroupNorm: Reshape [N, G, -1] -> InstanceNormalization -> Reshape back.
+                    if let j = sole(a), case let .groupNorm(g)? = steps[j], g.activation == .none,
+                       let k = sole(g.output), case let .relayout(_, back)? = steps[k],
+                       slots[back].perImage == slots[x].perImage, slots[x].channelMajor, slots[a].perImage.count == 2,
+                       slots[x].channels % g.groups == 0, slots[a].channels == g.groups {
+                        let per = slots[x].channels / g.groups
+                        let scale = (0..<slots[x].channels).map { g.scale[$0 / per] }
+                        let shift = (0..<slots[x].channels).map { g.shift[$0 / per] }
+                        steps[i] = nil; steps[j] = nil
+                        steps[k] = .groupNorm(GroupNormStep(groups: g.groups, epsilon: g.epsilon, scale: scale, shift: shift,
+                                                            input: x, output: back))
+                        changed = true
+                    }
+                case var .groupNorm(g):
+                    if let j = sole(g.output), let next = steps[j] {
+                        switch next {
+                        case let .binary(op, lhs, .channelConstant(k), false, out) where g.activation == .none && lhs == g.output:
+                            for c in g.scale.indices {
+                                let v = k[k.count == 1 ? 0 : c]
+                                switch op {
+                                case .mul: g.scale[c] *= v; g.shift[c] *= v
+                                case .div: g.scale[c] /= v; g.shift[c] /= v
+                                case .add: g.shift[c] += v
+                                case .sub: g.shift[c] -= v
+                                }
+                            }
+                            g.output = out; steps[i] = .groupNorm(g); steps[j] = nil; changed = true
+                        case let .activation(act, _, out) where g.activation == .none:
+                            g.activation = act; g.output = out
+                            steps[i] = .groupNorm(g); steps[j] = nil; changed = true
                         default: break
                         }
                     }

@@ -26,6 +26,15 @@ enum Epilogue {
         case let .hardSigmoid(a, b): for j in 0..<n { p[j] = max(0, min(1, a * p[j] + b)) }
         case .hardSwish: for j in 0..<n { let v = p[j]; p[j] = v * max(0, min(1, v * (1 / 6) + 0.5)) }
         case .silu: for j in 0..<n { let v = p[j]; p[j] = v / (1 + exp(-v)) }
+        case .mish: for j in 0..<n { p[j] = mish(p[j]) }
         }
+    }
+
+    /// `x * tanh(softplus(x))` with one exp: tanh(log(1 + e)) = n / (n + 2), n = e (e + 2).
+    @inline(__always)
+    static func mish(_ x: Float) -> Float {
+        if x > 20 { return x }
+        let e = exp(x), n = e * (e + 2)
+        return x * n / (n + 2)
     }
 }

@@ -215,6 +215,10 @@ struct Executor {
                     ConvKernels.gemmConv(c, x: x, y: y, residual: residual, nb: nb, scratch: ws.scratch(lane), columns: cols)
                 }
             }
+        case let .groupNorm(g):
+            groupNorm(g)
+        case let .resize(r):
+            resize(r)
         case let .pool(p):
             let s = program.slots[p.input]
             let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)
@@ -320,6 +324,72 @@ struct Executor {
                 t.data.withUnsafeBufferPointer { load(v, from: $0.baseAddress!) }
             }
         }
+    }
+
+    /// Group (instance) normalisation: statistics in Double per (image, group), one pass to
+    /// normalise with the per-channel affine and activation; pieces are (group, image) pairs.
+    func groupNorm(_ g: GroupNormStep) {
+        let s = program.slots[g.input], x = ptr(g.input), y = ptr(g.output)
+        let c = s.channels, sp = s.spatial, per = c / g.groups, nbv = nb
+        let work = Double(c * nb * sp * 6)
+        let par = work >= minSplitFlops ? self.par : IntraOp(lanes: 1)
+        par.ranges(g.groups * nb) { _, pairs in
+            for pair in pairs {
+                let group = pair / nbv, b = pair % nbv
+                var sum = 0.0, squares = 0.0
+                for ch in (group * per)..<((group + 1) * per) {
+                    let p = x + (ch * nbv + b) * sp
+                    var i = 0
+                    // Float partial sums over short runs (vectorised), added up in Double.
+                    while i < sp {
+                        let end = min(sp, i + 1024)
+                        var a0: Float = 0, a1: Float = 0
+                        for j in i..<end { let v = p[j]; a0 += v; a1 += v * v }
+                        sum += Double(a0); squares += Double(a1)
+                        i = end
+                    }
+                }
+                let n = Double(per * sp)
+                let mean = sum / n
+                let variance = max(0, squares / n - mean * mean)
+                let rstd = Float(1 / (variance + Double(g.epsilon)).squareRoot())
+                for ch in (group * per)..<((group + 1) * per) {
+                    let a = rstd * g.scale[ch], bias = g.shift[ch] - Float(mean) * a
+                    let p = x + (ch * nbv + b) * sp, q = y + (ch * nbv + b) * sp
+                    for j in 0..<sp { q[j] = p[j] * a + bias }
+                    Epilogue.apply(g.activation, q, sp)
+                }
+            }
+        }
+    }
+
+    /// Separable resize: each output row blends two input rows, each of their columns two columns.
+    func resize(_ r: ResizeStep) {
+        let s = program.slots[r.input], x = ptr(r.input), y = ptr(r.output)
+        let planes = s.channels * nb, ih = r.ih, iw = r.iw, oh = r.oh, ow = r.ow
+        let work = Double(planes * oh * ow * 6)
+        let par = work >= minSplitFlops ? self.par : IntraOp(lanes: 1)
+        r.rows.withUnsafeBufferPointer { rows in r.cols.withUnsafeBufferPointer { cols in
+            par.ranges(planes) { _, range in
+                for plane in range {
+                    let src = x + plane * ih * iw, dst = y + plane * oh * ow
+                    for i in 0..<oh {
+                        let t = rows[i], a = src + t.i0 * iw, b = src + t.i1 * iw, out = dst + i * ow
+                        let wr = t.w
+                        if wr == 0 {
+                            for j in 0..<ow { let q = cols[j]; out[j] = a[q.i0] + (a[q.i1] - a[q.i0]) * q.w }
+                        } else {
+                            for j in 0..<ow {
+                                let q = cols[j]
+                                let top = a[q.i0] + (a[q.i1] - a[q.i0]) * q.w
+                                let bottom = b[q.i0] + (b[q.i1] - b[q.i0]) * q.w
+                                out[j] = top + (bottom - top) * wr
+                            }
+                        }
+                    }
+                }
+            }
+        } }
     }
 
     func binary(_ op: BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int) {

@@ -1,6 +1,6 @@
 /// A fused activation applied by the producing kernel's epilogue.
 enum Activation: Sendable, Equatable {
-    case none, relu, sigmoid, hardSwish, silu
+    case none, relu, sigmoid, hardSwish, silu, mish
     case clip(Float, Float)
     case leaky(Float)
     case hardSigmoid(Float, Float)
@@ -76,8 +76,31 @@ struct GemmStep: Sendable {
     var input: Int, output: Int
 }
 
+/// Group normalisation on a channel-major `[C, nb, S]` slot: for each image and group of
+/// `C / groups` consecutive channels, `(x - mean) / sqrt(var + eps)`, then `* scale[c] + shift[c]`
+/// and the activation. Instance normalisation is `groups == C`; GroupNorm as torch exports it
+/// (Reshape to `[N, G, -1]`, InstanceNormalization, Reshape back, Mul, Add) is lowered to one step.
+struct GroupNormStep: Sendable {
+    var groups: Int
+    var epsilon: Float
+    var scale: [Float], shift: [Float]
+    var activation: Activation = .none
+    var input: Int, output: Int
+}
+
+/// Spatial resize of a channel-major `[C, nb, H, W]` slot: every output row (column) reads input
+/// rows (columns) `i0` and `i1` weighted `1 - w` and `w` (nearest: `w == 0`).
+struct ResizeStep: Sendable {
+    struct Tap: Sendable { var i0: Int, i1: Int, w: Float }
+    var ih: Int, iw: Int, oh: Int, ow: Int
+    var rows: [Tap], cols: [Tap]
+    var input: Int, output: Int
+}
+
 enum Step: Sendable {
     case conv(ConvStep)
+    case groupNorm(GroupNormStep)
+    case resize(ResizeStep)
     case pool(PoolStep)
     case globalPool(isMax: Bool, input: Int, output: Int)
     case activation(Activation, input: Int, output: Int)
@@ -92,6 +115,8 @@ enum Step: Sendable {
     var inputs: [Int] {
         switch self {
         case let .conv(c): [c.input] + (c.residual.map { [$0] } ?? [])
+        case let .groupNorm(g): [g.input]
+        case let .resize(r): [r.input]
         case let .pool(p): [p.input]
         case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
              let .relayout(i, _), let .softmax(i, _): [i]
@@ -109,6 +134,8 @@ enum Step: Sendable {
     var outputs: [Int] {
         switch self {
         case let .conv(c): [c.output]
+        case let .groupNorm(g): [g.output]
+        case let .resize(r): [r.output]
         case let .pool(p): [p.output]
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
              let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o): [o]
@@ -168,6 +195,8 @@ extension Step {
             }
             let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
             return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+        case let .groupNorm(g): return "groupnorm \(g.groups) groups \(program.slots[g.input].perImage) \(g.activation)"
+        case let .resize(r): return "resize \(r.ih)x\(r.iw) -> \(r.oh)x\(r.ow)"
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
         case let .activation(a, i, _): return "activation \(a) \(program.slots[i].perImage)"
