@@ -36,6 +36,11 @@ int tessera_vips_tiffsave_map(VipsImage *in, const char *filename, double xres, 
     return result;
 }
 
+VipsImage *tessera_vips_rawload(const char *filename, int width, int height, int bands) {
+    VipsImage *out = NULL;
+    return vips_rawload(filename, &out, width, height, bands, NULL) ? NULL : out;
+}
+
 int tessera_vips_render_tile(VipsImage *level, int left, int top, int width, int height,
                              int out_width, int out_height, int tile_size, int quality,
                              void **buffer, size_t *length) {

@@ -170,6 +170,22 @@ public struct MapImage: Sendable {
         }
     }
 
+    /// Saves a headerless one-byte-per-pixel file (`width` x `height` x `bands`, row after row)
+    /// as a map TIFF like ``writeTIFF(to:nearest:)``, streaming it from disk: the map is never
+    /// held in memory whole.
+    public static func writeTIFF(rawFile: String, width: Int, height: Int, bands: Int, mpp: Double?,
+                                 to path: String, nearest: Bool) throws(SlideError) {
+        try VipsRuntime.ensure()
+        guard width > 0, height > 0, let raw = tessera_vips_rawload(rawFile, Int32(width), Int32(height), Int32(bands)) else {
+            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "empty map")
+        }
+        let image = VipsImageRef(taking: raw)
+        let perMM = mpp.map { 1000 / $0 } ?? 1
+        guard tessera_vips_tiffsave_map(image.pointer, path, perMM, perMM, nearest ? 1 : 0) == 0 else {
+            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "TIFF encoding failed")
+        }
+    }
+
     /// Reads page 0 of a map TIFF back with its resolution and page count.
     public static func read(path: String) throws(SlideError) -> MapImage {
         try VipsRuntime.ensure()

@@ -38,7 +38,11 @@ public struct TileGrid: Sendable {
     /// Lays a grid of whole tiles over the plan's image (a partial strip at the right and bottom
     /// edges is left out) and keeps tiles with at least `minimumTissue` tissue according to `mask`
     /// (all tiles when `mask` is nil).
-    public init(plan: ReadPlan, tileSize: Int, overlap: Int = 0, mask: TissueMask?, minimumTissue: Double) throws(SlideError) {
+    /// With `coverEdges` a last column and row are added flush with the right and bottom edges
+    /// when the stride leaves a strip uncovered (they overlap their neighbours by more): every
+    /// pixel of a plan at least one tile wide and high lies in a tile (segmentation maps).
+    public init(plan: ReadPlan, tileSize: Int, overlap: Int = 0, mask: TissueMask?, minimumTissue: Double,
+                coverEdges: Bool = false) throws(SlideError) {
         guard tileSize >= 8 && tileSize <= 8192 else { throw .invalidArgument("--tile-size must be between 8 and 8192") }
         guard overlap >= 0 && overlap < tileSize else {
             throw .invalidArgument("--overlap must be at least 0 and smaller than the tile size")
@@ -49,13 +53,20 @@ public struct TileGrid: Sendable {
         self.overlap = overlap
         self.minimumTissue = minimumTissue
         let stride = tileSize - overlap
-        columns = plan.width >= tileSize ? (plan.width - tileSize) / stride + 1 : 0
-        rows = plan.height >= tileSize ? (plan.height - tileSize) / stride + 1 : 0
+        func origins(_ length: Int) -> [Int] {
+            guard length >= tileSize else { return [] }
+            var list = Array(Swift.stride(from: 0, through: length - tileSize, by: stride))
+            if coverEdges, let last = list.last, last + tileSize < length { list.append(length - tileSize) }
+            return list
+        }
+        let xs = origins(plan.width), ys = origins(plan.height)
+        columns = xs.count
+        rows = ys.count
         var kept: [Tile] = []
         let side = Double(tileSize) * plan.downsample
         for row in 0..<rows {
             for column in 0..<columns {
-                let x = column * stride, y = row * stride
+                let x = xs[column], y = ys[row]
                 let fraction = mask?.fraction(x: Double(x) * plan.downsample, y: Double(y) * plan.downsample,
                                               width: side, height: side) ?? 1
                 if fraction >= minimumTissue && (mask == nil || fraction > 0 || minimumTissue == 0) {

@@ -177,6 +177,26 @@ def lavlab_tile(size=32):
     return x, sess.run(None, {sess.get_inputs()[0].name: x})
 
 
+def lavlab_mask(size=512, x0=1024, y0=1024):
+    """The lavlab SHELL segmenter's class mask (argmax of its 3 output maps, one byte per pixel)
+    on a real size x size crop of CMU-1-Small-Region.svs at level 0 (RGB / 255): the test reads
+    the same pixels through Tessera's slide reader, so only the mask is written."""
+    x, _ = lavlab_tile_at(size, x0, y0)
+    sess = ort.InferenceSession(LAVLAB, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return y[0].argmax(0).astype(np.uint8)
+
+
+def lavlab_tile_at(size, x0, y0):
+    import subprocess
+    import tempfile
+    from PIL import Image
+    png = os.path.join(tempfile.mkdtemp(), "tile.png")
+    subprocess.run(["vips", "crop", CMU, png, str(x0), str(y0), str(size), str(size)], check=True)
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]), None
+
+
 def run_ort(model, x):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -206,6 +226,10 @@ def main():
         ys[0].astype("<f4").tofile(os.path.join(OUT, "lavlab_tile32.out0.bin"))
         index["lavlab_tile32"] = {"input_shape": list(x.shape), "output_shapes": [list(ys[0].shape)]}
         print(f"lavlab_tile32: output {list(ys[0].shape)}")
+        mask = lavlab_mask()
+        mask.tofile(os.path.join(OUT, "lavlab_mask512.u8"))
+        index["lavlab_mask512"] = {"input_shape": [1, 3, 512, 512], "output_shapes": [list(mask.shape)]}
+        print(f"lavlab_mask512: classes {np.bincount(mask.ravel(), minlength=3).tolist()}")
     with open(os.path.join(OUT, "ops.json"), "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
         f.write("\n")

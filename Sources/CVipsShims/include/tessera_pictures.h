@@ -21,6 +21,9 @@ VipsImage *tessera_vips_paint_mask(VipsImage *canvas, VipsImage *mask, int x, in
  *  resolution in pixels per millimetre. `nearest` != 0 builds the pyramid with the mode of each
  *  2 x 2 block (for class indices), else with the mean. Returns 0 on success. */
 int tessera_vips_tiffsave_map(VipsImage *in, const char *filename, double xres, double yres, int nearest);
+/** vips_rawload: a headerless file of width x height x bands uchar pixels, row after row, read
+ *  as it is needed (a map larger than memory streams from disk into vips_tiffsave). */
+VipsImage *tessera_vips_rawload(const char *filename, int width, int height, int bands);
 /** One viewer tile: crops (left, top, width, height) of `level`, resizes it to out_width x
  *  out_height, flattens alpha onto white, places it at the top left of a white tile_size x
  *  tile_size square and encodes it as JPEG (quality) into a g_malloc'ed buffer. Returns 0 on

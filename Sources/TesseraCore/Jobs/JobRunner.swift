@@ -139,9 +139,11 @@ public final class JobRunner: Sendable {
             timings: result.timings, slideWidth: result.slideWidth, slideHeight: result.slideHeight,
             slideSHA256: job.slide.sha256, slideMPP: result.slideMPP, cardJSON: reference.cardJSON,
             modelPath: reference.path, parameters: parameters, validated: reference.card.validationStatement,
-            mppSource: result.mppSource)
+            mppSource: result.mppSource, segmentation: result.segmentation,
+            colourTransform: result.colourTransform)
         let directory = configuration.resultsDirectory + "/\(job.id)"
         stage?("writing the results")
+        defer { if let map = result.segmentation { try? FileManager.default.removeItem(atPath: map.rawPath) } }
         let summary = try JobOutputs.write(inputs, to: directory)
         return (directory, summary)
     }

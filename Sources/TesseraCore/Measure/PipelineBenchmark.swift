@@ -70,6 +70,7 @@ public enum PipelineBenchmark {
         let analysis = try SlideAnalysis(slidePath: path, parameters: AnalysisParameters(), card: reference.card, session: session,
                                          threads: threads).run()
         let analysisSeconds = analysisClock.seconds
+        if let map = analysis.segmentation { try? FileManager.default.removeItem(atPath: map.rawPath) }
         var result = Report(slide: path, width: size, model: model, threads: threads, tilesTissue: tiles, seconds: seconds,
                             tilesPerSecond: Double(tiles) / seconds, engineOnlyTilesPerSecond: nil,
                             targetTilesPerSecond: targetTilesPerSecond, peakRSSBytes: ResourceUsage.peakResidentBytes)

@@ -20,6 +20,9 @@ enum ModelCardCheck {
         if let kind = card.output?.kind, !["softmax", "logits", "probabilities"].contains(kind) {
             throw ModelCatalogError(description: "\(where_): card output.kind is '\(kind)'; use 'softmax' or 'logits'")
         }
+        if let transform = card.input.colourTransform, transform != "eho" {
+            throw ModelCatalogError(description: "\(where_): card input.colour_transform is '\(transform)'; the one Tessera knows is 'eho'")
+        }
         guard card.input.size > 0 else {
             throw ModelCatalogError(description: "\(where_): card input.size must be positive")
         }
@@ -34,6 +37,20 @@ enum ModelCardCheck {
         }
         guard let outputShape = model.outputShapes.first else {
             throw ModelCatalogError(description: "\(reference.path): the ONNX graph has no output")
+        }
+        if card.isSegmentation {
+            guard outputShape.count == 3, outputShape[1] == size, outputShape[2] == size else {
+                throw ModelCatalogError(description: "\(where_): card task is segmentation but the ONNX output '\(model.outputNames[0])' "
+                                        + "is \(outputShape) per image, not [classes, \(size), \(size)] (one map per class at the input's size)")
+            }
+            guard card.classes.count == outputShape[0] else {
+                throw ModelCatalogError(description: "\(where_): card classes lists \(card.classes.count) classes but the ONNX output '"
+                                        + "\(model.outputNames[0])' has \(outputShape[0]) class maps")
+            }
+            _ = try SegmentationRule(card: card, classes: outputShape[0])
+            return model
+        } else if let task = card.task, task != "classification" {
+            throw ModelCatalogError(description: "\(where_): card task is '\(task)'; Tessera runs 'classification' and 'segmentation' models")
         }
         let width = outputShape.reduce(1, *)
         if !card.classes.isEmpty, card.classes.count != width {

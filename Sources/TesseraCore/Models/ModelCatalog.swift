@@ -11,6 +11,14 @@ public struct ModelCard: Codable, Sendable {
         public var layout: String?
         public var mpp: Double?
         public var normalisation: NormalisationSpec?
+        /// `eho`: the model takes Eosin, Hematoxylin and Optical Density channels from a per-slide
+        /// stain estimate instead of RGB (see ``StainTransform``); nil: RGB.
+        public var colourTransform: String?
+
+        enum CodingKeys: String, CodingKey {
+            case name, size, channels, layout, mpp, normalisation
+            case colourTransform = "colour_transform"
+        }
 
         public init(name: String? = nil, size: Int, channels: Int? = 3, layout: String? = "NCHW", mpp: Double? = nil,
                     normalisation: NormalisationSpec? = nil) {
@@ -91,9 +99,32 @@ public struct ModelCard: Codable, Sendable {
         }
     }
 
+    /// How a `task: segmentation` model's per-pixel output becomes a class map.
+    public struct Segmentation: Codable, Sendable {
+        /// Pixels (at the model's resolution) shared by neighbouring tiles, blended with a Gaussian
+        /// weight that favours tile centres; default a quarter of the tile.
+        public var overlap: Int?
+        /// `softmax` (default: classes exclusive) or `sigmoid` (one probability per class),
+        /// applied to the blended outputs.
+        public var activation: String?
+        /// The winning probability must exceed this, else the pixel is `background`.
+        public var threshold: Double?
+        /// The class a pixel falls to when no class passes `threshold`.
+        public var background: String?
+
+        public init(overlap: Int? = nil, activation: String? = nil, threshold: Double? = nil, background: String? = nil) {
+            self.overlap = overlap
+            self.activation = activation
+            self.threshold = threshold
+            self.background = background
+        }
+    }
+
     public var name: String
     public var displayName: String?
     public var output: Output?
+    /// The segmentation block of a `task: segmentation` card.
+    public var segmentation: Segmentation?
     public var version: String?
     public var task: String?
     public var classes: [String]
@@ -112,7 +143,7 @@ public struct ModelCard: Codable, Sendable {
     public var realLabelBalancedAccuracy: Double?
 
     enum CodingKeys: String, CodingKey {
-        case name, version, task, classes, input, params, macs, file, output, role, validated, experimental
+        case name, version, task, classes, input, params, macs, file, output, role, validated, experimental, segmentation
         case displayName = "display_name"
     }
 
@@ -133,6 +164,9 @@ public struct ModelCard: Codable, Sendable {
         self.validated = validated
         self.experimental = experimental
     }
+
+    /// A per-pixel model (`task: segmentation`): the pipeline blends overlapping tiles into a class map.
+    public var isSegmentation: Bool { task == "segmentation" }
 
     /// The short `validated` field of `models list` and `summary.json`: the statement, or false.
     public var validationStatement: String? { validated?.statement }

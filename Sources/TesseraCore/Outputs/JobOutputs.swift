@@ -24,6 +24,65 @@ struct OutputInputs {
     var validated: String? = nil
     /// Where the slide's MPP came from: its metadata, or `override` (the fallback stated for slides without one).
     var mppSource: String? = nil
+    /// A segmentation model's class map (its raw file is removed once the outputs are written).
+    var segmentation: SegmentationMap? = nil
+    /// The stain estimate an EHO model's input was made with.
+    var colourTransform: StainTransform? = nil
+}
+
+/// summary.json's `segmentation` block: the per-pixel class map of a segmentation model.
+public struct SegmentationSummary: Codable, Sendable {
+    /// The map's file in the output folder.
+    public var map: String
+    public var mapWidth: Int
+    public var mapHeight: Int
+    /// Microns per map pixel (nil when the slide has none).
+    public var mapMPP: Double?
+    /// Level-0 pixels per map pixel.
+    public var levelZeroScale: Double
+    /// Map pixels per class, and each class's share of the analysed pixels.
+    public var classPixels: [String: Int]
+    public var classShares: [String: Double]
+    /// regions.geojson outlines blocks of this many map pixels square.
+    public var regionCellPixels: Int
+    /// Tile side, overlap (map pixels) and the rule that made classes of the blended outputs.
+    public var tileSize: Int
+    public var overlap: Int
+    public var activation: String
+    public var threshold: Double?
+    public var background: String?
+
+    enum CodingKeys: String, CodingKey {
+        case map, activation, threshold, background, overlap
+        case mapWidth = "map_width", mapHeight = "map_height", mapMPP = "map_mpp", levelZeroScale = "level0_per_map_pixel"
+        case classPixels = "class_pixels", classShares = "class_shares", regionCellPixels = "region_cell_pixels"
+        case tileSize = "tile_size"
+    }
+
+    /// Fills the block and replaces the tile-based fractions and areas with the map's pixels.
+    static func add(_ map: SegmentationMap, _ inputs: OutputInputs, to summary: inout JobSummary) {
+        let names = JobOutputs.classNames(inputs)
+        let analysed = max(1, map.classPixels.reduce(0, +))
+        var pixels: [String: Int] = [:], shares: [String: Double] = [:]
+        for (index, name) in names.enumerated() {
+            let count = index < map.classPixels.count ? map.classPixels[index] : 0
+            pixels[name] = count
+            shares[name] = Double(count) / Double(analysed)
+        }
+        let spec = (inputs.cardJSON.flatMap { try? JSONDecoder().decode(ModelCard.self, from: $0) })?.segmentation
+        summary.task = "segmentation"
+        summary.classFractions = shares
+        if let mpp = map.mpp {
+            let area = pow(mpp / 1000, 2)
+            summary.classAreasMM2 = pixels.mapValues { Double($0) * area }
+            summary.tissueAreaMM2 = Double(map.classPixels.reduce(0, +)) * area
+        }
+        summary.segmentation = SegmentationSummary(
+            map: "classmap.tif", mapWidth: map.width, mapHeight: map.height, mapMPP: map.mpp, levelZeroScale: map.downsample,
+            classPixels: pixels, classShares: shares, regionCellPixels: map.cell, tileSize: inputs.grid.tileSize,
+            overlap: inputs.grid.overlap, activation: spec?.activation ?? "softmax", threshold: spec?.threshold,
+            background: spec?.background ?? (names.contains("background") ? "background" : nil))
+    }
 }
 
 /// Per-job summary written to summary.json (and served by the API).
@@ -61,12 +120,18 @@ public struct JobSummary: Codable, Sendable {
     public var slideMPPSource: String?
     /// Engine precision the tiles were scored in: `fp32` or `int8` (nil in older summaries).
     public var precision: String?
+    /// `classification` or `segmentation` (nil in older summaries: classification).
+    public var task: String?
+    /// A segmentation model's class map: where it is, its geometry and per-class pixels.
+    public var segmentation: SegmentationSummary?
+    /// The per-slide stain estimate of a model with `input.colour_transform: eho`.
+    public var colourTransform: StainTransform?
     /// When `--precision auto` / `precision=auto` was asked for: what it chose and why.
     public var precisionAuto: String?
 
     enum CodingKeys: String, CodingKey {
-        case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails, precision
-        case precisionAuto = "precision_auto"
+        case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails, precision, task, segmentation
+        case precisionAuto = "precision_auto", colourTransform = "colour_transform"
         case slideMPP = "slide_mpp", tileStep = "tile_step", classColours = "class_colours"
         case classAreasMM2 = "class_areas_mm2", tissueAreaMM2 = "tissue_area_mm2"
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
@@ -96,12 +161,19 @@ enum JobOutputs {
             var summary = makeSummary(inputs)
             summary.guardrails = guardrails
             try addSlideFacts(inputs, to: &summary)
+            if let map = inputs.segmentation { SegmentationSummary.add(map, inputs, to: &summary) }
+            summary.colourTransform = inputs.colourTransform
             try writeJSON(summary, to: "\(staging)/summary.json")
             try writeCSV(inputs, flags: flags, to: "\(staging)/tiles.csv")
             try writeGeoJSON(inputs, to: "\(staging)/annotations.geojson")
             try Regions.write(inputs, to: "\(staging)/regions.geojson")
             try SlidePictures.write(inputs, summary: summary, directory: staging)
-            try ClassMapTIFF.write(inputs, directory: staging)
+            if let map = inputs.segmentation {
+                try MapImage.writeTIFF(rawFile: map.rawPath, width: map.width, height: map.height, bands: 1, mpp: map.mpp,
+                                       to: "\(staging)/classmap.tif", nearest: true)
+            } else {
+                try ClassMapTIFF.write(inputs, directory: staging)
+            }
             if let embeddings = inputs.embeddings { try writeEmbeddings(embeddings, inputs, directory: staging) }
             if fm.fileExists(atPath: destination) {
                 let old = "\(staging).old"

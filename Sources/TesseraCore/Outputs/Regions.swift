@@ -1,18 +1,49 @@
 import Foundation
 
 /// regions.geojson: one QuPath annotation per class, the union of its tiles' cells as a
-/// MultiPolygon (outlines traced on the grid, holes kept) with its area in mm².
+/// MultiPolygon (outlines traced on the grid, holes kept) with its area in mm². For a
+/// segmentation model the cells are blocks of its class map (``SegmentationMap/cell`` pixels
+/// square, each the class most of its pixels have) and the area counts the map's pixels.
 enum Regions {
     struct Point: Hashable { var x: Int, y: Int }
 
     static func write(_ inputs: OutputInputs, to path: String) throws {
         let names = JobOutputs.classNames(inputs)
-        let colours = JobOutputs.colours(inputs)
-        let step = inputs.levelZeroStep
         var cells = [[Point]](repeating: [], count: names.count)
-        for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
-            cells[JobOutputs.argmax(inputs.scores[index])].append(Point(x: tile.column, y: tile.row))
+        var counts = [Int](repeating: 0, count: names.count)
+        if let map = inputs.segmentation {
+            // A segmentation map: the union of its blocks per class; areas count the map's pixels.
+            for y in 0..<map.cellsHigh { for x in 0..<map.cellsWide {
+                let value = Int(map.cells[y * map.cellsWide + x])
+                if value > 0 && value <= names.count { cells[value - 1].append(Point(x: x, y: y)) }
+            } }
+            let pixelArea = map.mpp.map { pow($0 / 1000, 2) }
+            let analysed = max(1, map.classPixels.reduce(0, +))
+            try write(cells: cells, names: names, inputs: inputs, step: Double(map.cell) * map.downsample, to: path) { index in
+                let pixels = index < map.classPixels.count ? map.classPixels[index] : 0
+                let area = pixelArea.map { String(format: "%.6f", Double(pixels) * $0) } ?? "null"
+                return "\"area_mm2\":\(area),\"pixels\":\(pixels),\"pixel_share\":" + String(format: "%.6f", Double(pixels) / Double(analysed))
+            }
+            return
         }
+        for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
+            let best = JobOutputs.argmax(inputs.scores[index])
+            cells[best].append(Point(x: tile.column, y: tile.row))
+            counts[best] += 1
+        }
+        try write(cells: cells, names: names, inputs: inputs, step: inputs.levelZeroStep, to: path) { index in
+            let count = counts[index]
+            let area = inputs.cellAreaMM2.map { String(format: "%.6f", Double(count) * $0) } ?? "null"
+            let share = String(format: "%.6f", Double(count) / Double(max(1, inputs.scores.count)))
+            return "\"area_mm2\":\(area),\"tiles\":\(count),\"tile_share\":\(share)"
+        }
+    }
+
+    /// One annotation per class with cells: `step` level-0 pixels per cell, `measurements` the
+    /// JSON members of the class's measurements object.
+    static func write(cells: [[Point]], names: [String], inputs: OutputInputs, step: Double, to path: String,
+                      measurements: (Int) -> String) throws {
+        let colours = JobOutputs.colours(inputs)
         var features: [String] = []
         for (index, name) in names.enumerated() where !cells[index].isEmpty {
             let polygons = outline(cells[index]).map { rings in
@@ -20,15 +51,11 @@ enum Regions {
                     "[" + (ring + [ring[0]]).map { "[\(coordinate($0.x, step)),\(coordinate($0.y, step))]" }.joined(separator: ",") + "]"
                 }.joined(separator: ",") + "]"
             }
-            let count = cells[index].count
-            let area = inputs.cellAreaMM2.map { String(format: "%.6f", Double(count) * $0) } ?? "null"
-            let share = String(format: "%.6f", Double(count) / Double(max(1, inputs.scores.count)))
             let colour = colours[index]
             features.append("{\"type\":\"Feature\",\"id\":\"\(Provenance.uuid(inputs, "region", index))\",\"geometry\":"
                 + "{\"type\":\"MultiPolygon\",\"coordinates\":[\(polygons.joined(separator: ","))]},\"properties\":"
                 + "{\"objectType\":\"annotation\",\"name\":\"\(name)\",\"classification\":{\"name\":\"\(name)\",\"color\":"
-                + "[\(colour.0),\(colour.1),\(colour.2)]},\"measurements\":{\"area_mm2\":\(area),\"tiles\":\(count),"
-                + "\"tile_share\":\(share)}}}")
+                + "[\(colour.0),\(colour.1),\(colour.2)]},\"measurements\":{\(measurements(index))}}}")
         }
         try ("{\"type\":\"FeatureCollection\",\"features\":[" + features.joined(separator: ",") + "]}\n")
             .write(toFile: path, atomically: false, encoding: .utf8)

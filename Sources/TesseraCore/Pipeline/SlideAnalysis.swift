@@ -25,6 +25,10 @@ public struct SlideAnalysis {
         public var mppSource: String
         /// The slide's level-0 microns per pixel (metadata or the stated fallback).
         public var slideMPP: Double?
+        /// A segmentation model's class map (nil for classifiers).
+        public var segmentation: SegmentationMap? = nil
+        /// The slide's stain estimate, for a model with `input.colour_transform: eho`.
+        public var colourTransform: StainTransform? = nil
     }
 
     /// Calls made while the analysis runs; each may throw to end it (a lost lease, a stop).
@@ -82,10 +86,20 @@ public struct SlideAnalysis {
         events.stage("finding tissue")
         let mask = try slide.detectTissue()
         let maskSeconds = maskClock.seconds
-        let grid = try TileGrid(plan: plan, tileSize: card.input.size, overlap: parameters.overlap, mask: mask,
-                                minimumTissue: parameters.minTissue)
+        let stain = card.input.colourTransform == "eho" ? try StainTransform.estimate(from: mask) : nil
+        let segmenting = card.isSegmentation
+        // A segmentation model's tiles overlap by its card's margin (a quarter tile by default).
+        let overlap = segmenting && parameters.overlap == 0
+            ? min(card.input.size - 1, max(0, card.segmentation?.overlap ?? card.input.size / 4)) : parameters.overlap
+        // Segmentation covers the slide to its edges and keeps tiles with a little tissue (at most
+        // 5% is asked for: a gland at a tile's border must not fall out of the map).
+        let grid = try TileGrid(plan: plan, tileSize: card.input.size, overlap: overlap, mask: mask,
+                                minimumTissue: segmenting ? min(parameters.minTissue, 0.05) : parameters.minTissue,
+                                coverEdges: segmenting)
         try events.planned(grid.tiles.count)
-        var kept = resume.prefix { $0.index < grid.tiles.count }
+        // The class map is blended in one pass over the tiles: a segmentation job starts again
+        // from its first tile (its checkpoints carry progress, not the map).
+        var kept = (segmenting ? [] : resume).prefix { $0.index < grid.tiles.count }
         kept = kept.prefix((min(kept.count, grid.tiles.count) / batchSize) * batchSize)
         for (offset, result) in kept.enumerated() where result.index != offset {
             throw SlideError.readFailed(path: slidePath, reason: "checkpointed tiles are out of order at tile \(offset)")
@@ -94,28 +108,41 @@ public struct SlideAnalysis {
         events.progress(scores.count, grid.tiles.count)
         var embeddings: [[Float]]? = parameters.embeddings ? kept.map { $0.embedding ?? [] } : nil
         let tileClock = Stopwatch()
+        var canvas: SegmentationCanvas? = nil
+        if segmenting {
+            let classes = max(1, card.classes.count)
+            canvas = try SegmentationCanvas(width: plan.width, height: plan.height, classes: classes, tile: grid.tileSize,
+                                            rule: SegmentationRule(card: card, classes: classes),
+                                            directory: FileManager.default.temporaryDirectory.path)
+        }
         if scores.count < grid.tiles.count {
-            events.stage("reading and scoring tiles at level \(plan.level)")
-            try infer(slide: slide, grid: grid, from: scores.count, events: events) { result in
+            events.stage(segmenting ? "reading and segmenting tiles at level \(plan.level)"
+                         : "reading and scoring tiles at level \(plan.level)")
+            try infer(slide: slide, grid: grid, from: scores.count, events: events, canvas: canvas, stain: stain) { result in
                 scores.append(result.scores)
                 if embeddings != nil { embeddings?.append(result.embedding ?? []) }
             }
         }
+        var map: SegmentationMap? = nil
+        if let canvas { map = try canvas.finish(mpp: plan.mpp, downsample: plan.downsample) }
         guard scores.count == grid.tiles.count else {
+            if let map { try? FileManager.default.removeItem(atPath: map.rawPath) }
             throw SlideError.readFailed(path: slidePath, reason: "results incomplete (\(scores.count) of \(grid.tiles.count) tiles)")
         }
         return Result(grid: grid, mask: mask, scores: scores, embeddings: embeddings,
                       timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileClock.seconds, "total_seconds": total.seconds],
                       slideWidth: slide.properties.width, slideHeight: slide.properties.height,
-                      mppSource: slide.properties.mppSource.rawValue, slideMPP: slide.properties.mppX)
+                      mppSource: slide.properties.mppSource.rawValue, slideMPP: slide.properties.mppX,
+                      segmentation: map, colourTransform: stain)
     }
 
     /// The read/infer loop with a two-slot queue between the reader thread and the engine.
-    private func infer(slide: Slide, grid: TileGrid, from start: Int, events: Events,
-                       keep: (TileResult) -> Void) throws {
+    private func infer(slide: Slide, grid: TileGrid, from start: Int, events: Events, canvas: SegmentationCanvas?,
+                       stain: StainTransform?, keep: (TileResult) -> Void) throws {
         let reader = try PatchReader(slide: slide, grid: grid, threads: max(1, threads / 2))
         reader.seek(toTile: start)
-        let format = PatchFormat.floatNCHW(card.normalisation)
+        // EHO models: RGB in 0...1 from the reader, the stain transform, then the card's mean/std.
+        let format = PatchFormat.floatNCHW(stain == nil ? card.normalisation : .unit)
         let pipe = BatchPipe(batches: (0..<2).map { _ in PatchBatch(capacity: batchSize, tileSize: grid.tileSize, format: format) })
         let owned = ReaderBox(reader)
         let producer = Thread {
@@ -144,11 +171,51 @@ public struct SlideAnalysis {
             try events.check()
             let count = batch.count
             let per = batch.elementsPerPatch
-            let input = count == batch.capacity ? batch.floats : Array(batch.floats.prefix(count * per))
+            var input = count == batch.capacity ? batch.floats : Array(batch.floats.prefix(count * per))
+            if let stain {
+                let norm = card.normalisation
+                input.withUnsafeMutableBufferPointer { buffer in
+                    stain.apply(to: buffer.baseAddress!, count: count, side: grid.tileSize)
+                    guard norm != .unit else { return }
+                    let plane = grid.tileSize * grid.tileSize
+                    for n in 0..<count { for c in 0..<3 {
+                        let p = buffer.baseAddress! + (n * 3 + c) * plane
+                        for i in 0..<plane { p[i] = (p[i] - norm.mean[c]) / norm.std[c] }
+                    } }
+                }
+            }
             let result = try session.run(Tensor(shape: [count, 3, grid.tileSize, grid.tileSize], data: input),
                                          embedding: parameters.embeddings)
+            let tiles = batch.tiles
             pipe.putFree(batch)
             let output = result.outputs[0]
+            if let canvas {
+                let side = grid.tileSize, plane = side * side
+                guard output.shape == [count, canvas.classes, side, side] else {
+                    throw ModelCatalogError(description: "model \(card.name) is a segmentation model (task: segmentation) but its output "
+                                            + "\(output.shape) is not [N, \(canvas.classes) classes, \(side), \(side)]")
+                }
+                try output.data.withUnsafeBufferPointer { values in
+                    for n in 0..<count {
+                        let base = values.baseAddress! + n * canvas.classes * plane
+                        try canvas.add(x: tiles[n].x, y: tiles[n].y, outputs: base)
+                        // The tile's own class shares (before blending), for tiles.csv and progress.
+                        var counts = [Int](repeating: 0, count: canvas.classes)
+                        for i in 0..<plane { counts[canvas.rule.decide(base + i, stride: plane, classes: canvas.classes, scale: 1)] += 1 }
+                        let tile = TileResult(index: done + n, scores: counts.map { Float($0) / Float(plane) }, embedding: nil)
+                        pending.append(tile)
+                        keep(tile)
+                    }
+                }
+                done += count
+                if pending.count >= checkpointTiles || done == grid.tiles.count || lastCheckpoint.seconds >= checkpointSeconds {
+                    try events.checkpoint(pending, done)
+                    pending.removeAll(keepingCapacity: true)
+                    lastCheckpoint = Stopwatch()
+                }
+                events.progress(done, grid.tiles.count)
+                continue
+            }
             let classes = output.count / max(1, count)
             let features = result.embedding
             let dims = features.map { $0.count / max(1, count) } ?? 0
