@@ -26,6 +26,7 @@ extension ModelsCommand {
                             "role": card.role ?? NSNull(), "experimental": card.experimental ?? false,
                             "validated": card.validationStatement ?? false,
                             "balanced_accuracy": card.realLabelBalancedAccuracy ?? NSNull(),
+                            "task": card.task ?? "classification",
                         ]
                         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                         print(String(decoding: data, as: UTF8.self))
@@ -34,6 +35,7 @@ extension ModelsCommand {
                         if name == defaultModel { tags.append("default") }
                         if let role = card.role { tags.append(role) }
                         if card.experimental == true { tags.append("experimental") }
+                        if card.isSegmentation { tags.append("segmentation") }
                         let marker = tags.isEmpty ? "" : " (\(tags.joined(separator: ", ")))"
                         let macs = card.macs.map { String(format: "%.2f GMACs", Double($0) / 1e9) } ?? "? MACs"
                         let params = card.params.map { String(format: "%.2f M params", Double($0) / 1e6) } ?? "? params"

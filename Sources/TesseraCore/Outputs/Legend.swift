@@ -17,7 +17,13 @@ enum SlidePictures {
         let names = JobOutputs.classNames(inputs)
         let colours = JobOutputs.colours(inputs)
         let cells = tileIndexPerPixel(inputs)
-        let shares = inputs.classCounts.map { Double($0) / Double(max(1, inputs.scores.count)) }
+        var shares = inputs.classCounts.map { Double($0) / Double(max(1, inputs.scores.count)) }
+        // A segmentation map colours each thumbnail pixel by its map block, and shares count its pixels.
+        let segmented = inputs.segmentation.map { classPerPixel($0, mask: inputs.mask) }
+        if let map = inputs.segmentation {
+            let analysed = Double(max(1, map.classPixels.reduce(0, +)))
+            shares = names.indices.map { $0 < map.classPixels.count ? Double(map.classPixels[$0]) / analysed : 0 }
+        }
         let title = Picture.Text(inputs.slideName, x: mask.width + margin, y: margin, colour: ink, font: bold,
                                  wrap: panelWidth - 2 * margin)
         let titleHeight = (try? Picture.size(of: title).height) ?? 18
@@ -45,9 +51,10 @@ enum SlidePictures {
         }
 
         // Class map on white, tissue that was not analysed in light grey.
-        var heatmap = canvas("most likely class, share of tissue tiles")
-        var overlay = canvas("most likely class over the slide")
-        var confidence = canvas("probability of the most likely class")
+        var heatmap = canvas(segmented == nil ? "most likely class, share of tissue tiles" : "class map, share of analysed pixels")
+        var overlay = canvas(segmented == nil ? "most likely class over the slide" : "class map over the slide")
+        var confidence = canvas(segmented == nil ? "probability of the most likely class"
+                                : "share of each tile's most frequent class")
         let count = mask.width * mask.height
         let white = [UInt8](repeating: 255, count: count * 3)
         var map = white, blend = mask.thumbnail, sure = white
@@ -58,7 +65,22 @@ enum SlidePictures {
                 sure.withUnsafeMutableBufferPointer { sure in
                     for pixel in 0..<count {
                         let i = 3 * pixel, index = Int(cells[pixel])
-                        if index >= 0 {
+                        if let segmented, segmented[pixel] > 0 {
+                            let colour = colours[min(colours.count - 1, Int(segmented[pixel]) - 1)]
+                            (map[i], map[i + 1], map[i + 2]) = colour
+                            blend[i] = UInt8((Int(blend[i]) * 45 + Int(colour.0) * 55 + 50) / 100)
+                            blend[i + 1] = UInt8((Int(blend[i + 1]) * 45 + Int(colour.1) * 55 + 50) / 100)
+                            blend[i + 2] = UInt8((Int(blend[i + 2]) * 45 + Int(colour.2) * 55 + 50) / 100)
+                        }
+                        if segmented != nil, index >= 0 {
+                            let value = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
+                            (sure[i], sure[i + 1], sure[i + 2]) = value
+                        } else if segmented != nil {
+                            let grey = (Int(mask.thumbnail[i]) + Int(mask.thumbnail[i + 1]) + Int(mask.thumbnail[i + 2])) / 3
+                            let faded = UInt8(255 - (255 - grey) / 4)
+                            if segmented![pixel] == 0 && mask.pixels[pixel] == 1 { (map[i], map[i + 1], map[i + 2]) = (232, 232, 232) }
+                            (sure[i], sure[i + 1], sure[i + 2]) = (faded, faded, faded)
+                        } else if index >= 0 {
                             let colour = colours[best[index]]
                             let value = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
                             (map[i], map[i + 1], map[i + 2]) = colour
@@ -85,6 +107,23 @@ enum SlidePictures {
         try heatmap.writePNG(to: directory + "/heatmap.png")
         try overlay.writePNG(to: directory + "/overlay.png")
         try confidence.writePNG(to: directory + "/confidence.png")
+    }
+
+    /// For each thumbnail pixel, the segmentation map's value (class + 1, 0 = not analysed) of
+    /// the map block under its centre.
+    static func classPerPixel(_ map: SegmentationMap, mask: TissueMask) -> [UInt8] {
+        var values = [UInt8](repeating: 0, count: mask.width * mask.height)
+        let perBlock = Double(map.cell) * map.downsample
+        guard perBlock > 0, map.cellsWide > 0 else { return values }
+        let columnOf = (0..<mask.width).map { Int((Double($0) + 0.5) * mask.downsampleX / perBlock) }
+        for y in 0..<mask.height {
+            let row = Int((Double(y) + 0.5) * mask.downsampleY / perBlock)
+            guard row < map.cellsHigh else { continue }
+            for x in 0..<mask.width where columnOf[x] < map.cellsWide {
+                values[y * mask.width + x] = map.cells[row * map.cellsWide + columnOf[x]]
+            }
+        }
+        return values
     }
 
     /// For each thumbnail pixel, the index of the tile whose cell holds its centre, or -1.
