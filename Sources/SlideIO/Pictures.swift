@@ -170,6 +170,15 @@ public struct MapImage: Sendable {
         }
     }
 
+    /// Saves as PNG (any band count: 4 bands is RGBA).
+    public func writePNG(to path: String) throws(SlideError) {
+        try VipsRuntime.ensure()
+        guard width > 0, height > 0, let image = VipsImageRef.fromPixels(pixels, width: width, height: height, bands: bands),
+              image.savePNG(to: path) else {
+            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "PNG encoding failed")
+        }
+    }
+
     /// Saves a headerless one-byte-per-pixel file (`width` x `height` x `bands`, row after row)
     /// as a map TIFF like ``writeTIFF(to:nearest:)``, streaming it from disk: the map is never
     /// held in memory whole.

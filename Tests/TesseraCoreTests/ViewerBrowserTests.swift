@@ -28,12 +28,9 @@ struct ViewerBrowserTests {
         return String(decoding: data, as: UTF8.self)
     }
 
-    @Test func viewerShowsSlideOverlayAndLegend() throws {
-        let root = Support.temporaryDirectory()
-        // The shipped default model when the models folder has it (real class names), else the tiny fixture.
-        let shipped = Support.root.appendingPathComponent("models").path
-        let useShipped = FileManager.default.fileExists(atPath: shipped + "/" + ModelCatalog.compactModel + "/model.onnx")
-        let models = useShipped ? shipped : try Support.tinyModels()
+    /// Starts `tessera serve` on a free loopback port with `models` as the search path, uploads the
+    /// viewer slide for `model` and waits until its job is done.
+    static func serveAndAnalyse(models: String, model: String, root: String) throws -> (Process, HTTPClient, String, Int) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Support.binary!)
         process.arguments = ["serve", "--data", root + "/data", "--port", "0", "--workers", "1", "--threads", "2", "--log-level", "error"]
@@ -41,10 +38,6 @@ struct ViewerBrowserTests {
         let output = Pipe()
         process.standardOutput = output
         try process.run()
-        defer {
-            kill(process.processIdentifier, SIGTERM)
-            Support.finish(process, within: 60)
-        }
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
             let chunk = output.fileHandleForReading.availableData
@@ -55,7 +48,6 @@ struct ViewerBrowserTests {
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
         let base = "http://127.0.0.1:\(port)"
         let client = HTTPClient(base: base)
-        let model = useShipped ? ModelCatalog.compactModel : "tiny"
         let upload = try client.json("POST", "/v1/slides?filename=CMU-1-Small-Region.svs&model=\(model)",
                                      body: Data(contentsOf: URL(fileURLWithPath: Self.slide)))
         #expect(upload.0 == 202)
@@ -68,6 +60,21 @@ struct ViewerBrowserTests {
             Thread.sleep(forTimeInterval: 0.3)
         }
         try #require(state == "done")
+        return (process, client, base, id)
+    }
+
+    @Test func viewerShowsSlideOverlayAndLegend() throws {
+        let root = Support.temporaryDirectory()
+        // The shipped default model when the models folder has it (real class names), else the tiny fixture.
+        let shipped = Support.root.appendingPathComponent("models").path
+        let useShipped = FileManager.default.fileExists(atPath: shipped + "/" + ModelCatalog.compactModel + "/model.onnx")
+        let models = useShipped ? shipped : try Support.tinyModels()
+        let model = useShipped ? ModelCatalog.compactModel : "tiny"
+        let (process, client, base, id) = try Self.serveAndAnalyse(models: models, model: model, root: root)
+        defer {
+            kill(process.processIdentifier, SIGTERM)
+            Support.finish(process, within: 60)
+        }
         let summary = try JSONDecoder().decode(JobSummary.self, from: client.call("GET", "/v1/jobs/\(id)/result").body)
 
         // Tiles: JPEG, cached for good, revalidated with the ETag.
@@ -118,6 +125,31 @@ struct ViewerBrowserTests {
             try? FileManager.default.removeItem(atPath: folder + "/overlay.png")
             try client.call("GET", "/v1/jobs/\(id)/overlay.png").body.write(to: URL(fileURLWithPath: folder + "/overlay.png"))
         }
+    }
+
+    /// A segmentation job in the viewer: the class map's blocks (segmentation.png) are the overlay,
+    /// every block of the map is read back by the page, and no script fails.
+    @Test(.enabled(if: SegmentationTests.lavlabAvailable, "../shared/data is absent"))
+    func viewerOverlaysASegmentationMap() throws {
+        let root = Support.temporaryDirectory()
+        let (process, client, base, id) = try Self.serveAndAnalyse(models: try SegmentationTests.lavlabModels(),
+                                                                    model: "lavlab-shell-v1", root: root)
+        defer {
+            kill(process.processIdentifier, SIGTERM)
+            Support.finish(process, within: 60)
+        }
+        let summary = try JSONDecoder().decode(JobSummary.self, from: client.call("GET", "/v1/jobs/\(id)/result").body)
+        let segmentation = try #require(summary.segmentation)
+        let png = try client.call("GET", "/v1/jobs/\(id)/segmentation.png")
+        #expect(png.status == 200 && png.headers["content-type"] == "image/png")
+        let dom = try Self.chromium(base + "/v1/jobs/\(id)/viewer", "--dump-dom", profile: root + "/chrome")
+        let body = try #require(dom.range(of: "<body[^>]*>", options: .regularExpression).map { String(dom[$0]) })
+        let cell = segmentation.regionCellPixels
+        let blocks = ((segmentation.mapWidth + cell - 1) / cell) * ((segmentation.mapHeight + cell - 1) / cell)
+        #expect(body.contains("data-overlay=\"\(blocks)\""), "the page read every block of the map: \(body)")
+        #expect(body.contains("data-errors=\"0\""), "no script error")
+        #expect(dom.contains("segmentation.png") && dom.contains("leaflet-image-layer"))
+        for name in summary.classes { #expect(dom.contains("class=\"name\">\(name)</span>"), "legend names \(name)") }
     }
 }
 

@@ -434,6 +434,7 @@ public final class APIService: HTTPHandler, @unchecked Sendable {
         "regions.geojson": ("regions.geojson", "application/geo+json"),
         "classmap.tif": ("classmap.tif", "image/tiff"),
         "probability.tif": ("probability.tif", "image/tiff"),
+        "segmentation.png": ("segmentation.png", "image/png"),
     ]
 
     private func result(_ id: JobID, file: String, request: HTTPRequest) -> HTTPResponse {

@@ -101,6 +101,12 @@ extension APIService {
             "classes": summary.classes.isEmpty ? Array(summary.classFractions.keys).sorted() : summary.classes,
             "colours": summary.classColours ?? [:], "shares": summary.classFractions,
             "areas": summary.classAreasMM2 ?? [:],
+            // A segmentation job overlays its class map's blocks (segmentation.png) instead of tiles.
+            "segmentation": summary.segmentation.map { s -> Any in
+                let block = Double(s.regionCellPixels) * s.levelZeroScale
+                return ["block": block, "columns": (s.mapWidth + s.regionCellPixels - 1) / s.regionCellPixels,
+                        "rows": (s.mapHeight + s.regionCellPixels - 1) / s.regionCellPixels]
+            } ?? NSNull(),
         ]
         let json = (try? JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"

@@ -78,7 +78,36 @@ extension APIService {
         });
         return canvas.toDataURL('image/png');
       }
-      fetch('/v1/jobs/' + cfg.job + '/tiles.csv').then(function (response) {
+      if (cfg.segmentation) {
+        // The class map's blocks, one PNG pixel each; the pointer reads the class from its colour.
+        var seg = cfg.segmentation, url = '/v1/jobs/' + cfg.job + '/segmentation.png';
+        document.getElementById('info').textContent = 'point at the map';
+        var segArea = L.latLngBounds(at(0, seg.rows * seg.block), at(seg.columns * seg.block, 0));
+        var segLayer = L.imageOverlay(url, segArea, {opacity: 0.5, className: 'pixelated'});
+        segLayer.addTo(map);
+        L.control.layers(null, {'class map': segLayer}, {collapsed: false}).addTo(map);
+        var image = new Image(), pixels = null;
+        image.onload = function () {
+          var canvas = document.createElement('canvas'); canvas.width = image.width; canvas.height = image.height;
+          var context = canvas.getContext('2d'); context.drawImage(image, 0, 0);
+          pixels = context.getImageData(0, 0, image.width, image.height).data;
+          body.setAttribute('data-overlay', String(image.width * image.height));
+        };
+        image.onerror = function () { window.viewerReport('segmentation.png failed'); };
+        image.src = url;
+        function hex(r, g, b) { return '#' + [r, g, b].map(function (v) { return ('0' + v.toString(16)).slice(-2); }).join(''); }
+        map.on('mousemove', function (e) {
+          var point = map.project(e.latlng, full), column = Math.floor(point.x / seg.block), row = Math.floor(point.y / seg.block);
+          var where = 'x ' + Math.round(point.x) + ', y ' + Math.round(point.y) + '\n';
+          var info = document.getElementById('info');
+          if (!pixels || column < 0 || row < 0 || column >= seg.columns || row >= seg.rows) { info.textContent = where + 'not analysed'; return; }
+          var i = 4 * (row * seg.columns + column);
+          if (pixels[i + 3] === 0) { info.textContent = where + 'not analysed'; return; }
+          var colour = hex(pixels[i], pixels[i + 1], pixels[i + 2]).toLowerCase();
+          var name = cfg.classes.filter(function (c) { return (cfg.colours[c] || '').toLowerCase() === colour; })[0] || '?';
+          info.textContent = where + name;
+        });
+      } else fetch('/v1/jobs/' + cfg.job + '/tiles.csv').then(function (response) {
         if (!response.ok) { throw new Error('tiles.csv: HTTP ' + response.status); }
         return response.text();
       }).then(function (text) {

@@ -171,6 +171,7 @@ enum JobOutputs {
             if let map = inputs.segmentation {
                 try MapImage.writeTIFF(rawFile: map.rawPath, width: map.width, height: map.height, bands: 1, mpp: map.mpp,
                                        to: "\(staging)/classmap.tif", nearest: true)
+                try segmentationPicture(map, inputs).writePNG(to: "\(staging)/segmentation.png")
             } else {
                 try ClassMapTIFF.write(inputs, directory: staging)
             }
@@ -188,6 +189,18 @@ enum JobOutputs {
             try? fm.removeItem(atPath: staging)
             throw error
         }
+    }
+
+    /// segmentation.png: the map's blocks in the class colours, transparent where not analysed.
+    static func segmentationPicture(_ map: SegmentationMap, _ inputs: OutputInputs) -> MapImage {
+        let colours = self.colours(inputs)
+        var picture = MapImage(width: map.cellsWide, height: map.cellsHigh, bands: 4, mpp: nil)
+        for (index, value) in map.cells.enumerated() where value > 0 {
+            let colour = colours[min(colours.count - 1, Int(value) - 1)]
+            (picture.pixels[4 * index], picture.pixels[4 * index + 1], picture.pixels[4 * index + 2]) = colour
+            picture.pixels[4 * index + 3] = 255
+        }
+        return picture
     }
 
     static func argmax(_ scores: [Float]) -> Int {
