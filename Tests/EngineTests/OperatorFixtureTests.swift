@@ -10,7 +10,7 @@ import Testing
         let output_shapes: [[Int]]
     }
 
-    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch"]
+    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves"]
 
     static func load(_ name: String) throws -> (Model, Tensor, [[Float]], Entry) {
         let index = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: fixtureURL("ops/ops.json")))
@@ -90,6 +90,15 @@ import Testing
         #expect(labels.contains { $0.hasPrefix("groupnorm 3 groups") && $0.hasSuffix("mish") }, "\(labels)")
         #expect(!labels.contains { $0.hasPrefix("reference Resize") || $0.hasPrefix("reference InstanceNormalization")
             || $0.hasPrefix("reference Mish") }, "\(labels)")
+    }
+
+    /// Attention in torch's `[S, N, E]` layout: the graph runs image by image, the values off the
+    /// batch-first layout are kept whole (`batchless`) and the output keeps the batch first.
+    @Test func batchLeavingTheFirstAxisRunsImageByImage() throws {
+        let (model, _, _, entry) = try Self.load("batch_moves")
+        #expect(model.fixedBatch == 1)
+        #expect(model.program.slots.contains { $0.batchless && $0.perImage == [5, 1, 8] })
+        #expect(model.outputShapes == [Array(entry.output_shapes[0].dropFirst())])
     }
 
     @Test func heavyNaiveNodeGetsALoadTimeWarning() throws {

@@ -149,12 +149,31 @@ def fixed_batch():
     return g.model(17), f32(3, 3, 4, 4)
 
 
+def batch_moves():
+    """torch's MultiheadAttention layout: the batch leaves the first axis ([N, S, E] -> [S, N, E]),
+    projections and attention on that layout, its Shape-built Reshape, and back (run image by
+    image with values that do not keep the batch first)."""
+    g = G([5, 8])
+    t = g.op("Transpose", ["x"], perm=[1, 0, 2])
+    qkv = g.op("Add", [g.op("MatMul", [t, g.c(f32(8, 24, scale=0.3))]), g.c(f32(24))])
+    shape = g.op("Shape", [qkv])
+    head = g.op("Slice", [shape, g.c(i64([0])), g.c(i64([2]))])
+    split = g.op("Reshape", [qkv, g.op("Concat", [head, g.c(i64([3, 8]))], axis=0)])
+    q = g.op("Squeeze", [g.op("Slice", [split, g.c(i64([0])), g.c(i64([1])), g.c(i64([2]))]), g.c(i64([2]))])
+    k = g.op("Squeeze", [g.op("Slice", [split, g.c(i64([1])), g.c(i64([2])), g.c(i64([2]))]), g.c(i64([2]))])
+    qn, kn = g.op("Transpose", [q], perm=[1, 0, 2]), g.op("Transpose", [k], perm=[1, 2, 0])
+    attention = g.op("Softmax", [g.op("MatMul", [qn, kn])], axis=-1)
+    g.out(g.op("Relu", [g.op("MatMul", [attention, qn])]))
+    return g.model(17), f32(3, 5, 8)
+
+
 CASES = {
     "transformer_block": transformer_block,
     "shape_ops": shape_ops,
     "segmentation": segmentation,
     "classic_cnn": classic_cnn,
     "fixed_batch": fixed_batch,
+    "batch_moves": batch_moves,
 }
 
 

@@ -125,11 +125,17 @@ DEFAULT = ("resnet18,resnet34,resnet50,densenet121,efficientnet_b0,mobilenet_v3_
 
 def export(name, cache):
     import torch
+    os.makedirs(cache, exist_ok=True)
     path = os.path.join(cache, name + ".onnx")
     size_file = path + ".size"
     if not os.path.exists(path):
         torch.manual_seed(0)
         model, size = build(name, torch)
+        # torchvision zero-initialises some classifier heads (ViT, Swin): random ones, so the
+        # logits are not all equal to the bias and the error check means something.
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.abs().sum():
+                torch.nn.init.normal_(m.weight, std=0.02)
         # Random BN statistics, so normalisation layers are not identities.
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

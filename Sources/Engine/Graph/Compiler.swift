@@ -20,6 +20,8 @@ struct Compiler {
     let fixedBatch: Int?
     /// Load-time warnings (nodes left on the slow reference path).
     var warnings: [String] = []
+    /// Set by ``inferPerImage(_:)``: which outputs of the node are batchless (see ``Slot/batchless``).
+    var batchlessOutputs: [Bool] = []
 
     /// The reason shape inference gives when a value does not keep the batch first.
     static let batchNotFirst = "the output does not keep the batch as its first dimension (unsupported)"
@@ -42,7 +44,9 @@ struct Compiler {
         do {
             var c = Compiler(graph: graph, options: options, calibration: calibration)
             return try c.run(inputShape: inputShape)
-        } catch let ModelError.invalidNode(_, _, reason) where reason == batchNotFirst {
+        } catch ModelError.invalidNode(_, _, let reason) where reason == batchNotFirst || reason.contains("cannot reshape") {
+            // A value that does not keep the batch first, or a reshape that only works at the
+            // graph's own batch (Swin's window partition folds the batch into the window count).
             var c = Compiler(graph: graph, options: options, calibration: calibration,
                              fixedBatch: (graph.inputDims.first ?? nil) ?? 1)
             return try c.run(inputShape: inputShape)
@@ -63,6 +67,9 @@ struct Compiler {
         for name in graph.outputNames {
             guard let v = valueOf[name] else {
                 throw ModelError.invalidGraph(reason: "output '\(name)' is not computed from the input (constant outputs are not supported)")
+            }
+            guard !slots[v].batchless else {
+                throw ModelError.invalidGraph(reason: "output '\(name)' of shape \(slots[v].perImage) does not have the batch as its first dimension")
             }
             outputs.append(v)
         }
@@ -164,15 +171,16 @@ struct Compiler {
         }
         if node.opType == "Shape", let first = node.input(0), let xv = valueOf[first], node.outputs.count == 1 {
             let x = slots[xv].perImage
-            let full = [fixedBatch.map(Float.init) ?? Self.batchSentinel] + x.map { Float($0) }
-            var start = node.int("start", 0), end = node.int("end", x.count + 1)
-            let r = x.count + 1
+            let full = slots[xv].batchless ? x.map { Float($0) } : [fixedBatch.map(Float.init) ?? Self.batchSentinel] + x.map { Float($0) }
+            let r = full.count
+            var start = node.int("start", 0), end = node.int("end", r)
             if start < 0 { start += r }; if end < 0 { end += r }
             start = min(max(start, 0), r); end = min(max(end, start), r)
             constants[node.outputs[0]] = Tensor(shape: [end - start], data: Array(full[start..<end]))
             return
         }
         let perImage = try inferPerImage(node)
+        let batchless = batchlessOutputs.contains(true) || present.contains { valueOf[$0].map { slots[$0].batchless } == true }
         let ins = node.inputs.map { name -> Operand? in
             if name.isEmpty { return nil }
             if let v = valueOf[name] { return .value(v) }
@@ -182,7 +190,8 @@ struct Compiler {
         func batched(_ i: Int) -> Int? { node.input(i).flatMap { valueOf[$0] } }
         let x = batched(0)
 
-        switch node.opType {
+        // Values off the batch-first layout (image by image only) stay on the reference path.
+        switch batchless ? "" : node.opType {
         case "Identity", "Dropout", "Cast":
             if let x { valueOf[node.outputs[0]] = x; return }
         case "Conv":
@@ -341,7 +350,10 @@ struct Compiler {
         }
         var outs: [Int] = []
         for (i, name) in node.outputs.enumerated() where !name.isEmpty {
-            if i < perImage.count { outs.append(newValue(name, perImage[i])) }
+            if i < perImage.count {
+                outs.append(newValue(name, perImage[i]))
+                slots[outs[outs.count - 1]].batchless = i < batchlessOutputs.count && batchlessOutputs[i]
+            }
         }
         steps.append(.fallback(node, inputs: ins, outputs: outs, opset: graph.opset))
     }
@@ -424,7 +436,7 @@ struct Compiler {
         func shape(_ i: Int) -> [Int]? {
             guard i < ins.count, let op = ins[i] else { return nil }
             switch op {
-            case let .value(v): return [1] + slots[v].perImage
+            case let .value(v): return slots[v].fullShape(1)
             case let .constant(t): return t.shape
             }
         }
@@ -483,8 +495,11 @@ struct Compiler {
         return false
     }
 
-    /// Per-image output shapes, by inferring full shapes at two batch sizes.
-    func inferPerImage(_ node: Node) throws -> [[Int]] {
+    /// Per-image output shapes, by inferring full shapes at two batch sizes. In a graph fixed to
+    /// batch 1, an output whose first axis is not that batch is kept whole and flagged in
+    /// `batchlessOutputs`.
+    mutating func inferPerImage(_ node: Node) throws -> [[Int]] {
+        batchlessOutputs = []
         func shapes(_ batch: Int) throws -> [[Int]] {
             let consts: [Tensor?] = node.inputs.map { name in
                 guard let t = constants[name] else { return nil }
@@ -492,13 +507,18 @@ struct Compiler {
                 return Tensor(shape: t.shape, data: t.data.map { $0 == Self.batchSentinel ? Float(batch) : $0 })
             }
             let ins: [[Int]] = node.inputs.map { name in
-                if let v = valueOf[name] { return [batch] + slots[v].perImage }
+                if let v = valueOf[name] { return slots[v].fullShape(batch) }
                 return constants[name]?.shape ?? []
             }
             return try Reference.outputShapes(node, ins, consts, opset: graph.opset)
         }
         if let fixedBatch {
-            return try shapes(fixedBatch).map { a in
+            let full = try shapes(fixedBatch)
+            if fixedBatch == 1 {
+                batchlessOutputs = full.map { $0.first != 1 }
+                return full.map { $0.first == 1 ? Array($0.dropFirst()) : $0 }
+            }
+            return try full.map { a in
                 guard a.first == fixedBatch else {
                     throw node.error("the output \(a) does not keep the graph's batch \(fixedBatch) as its first dimension (unsupported)")
                 }

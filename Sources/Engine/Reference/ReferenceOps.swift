@@ -1,4 +1,5 @@
 import Foundation
+import LinearAlgebra
 
 /// Naive, obviously-correct implementations of every supported operator on whole NCHW
 /// tensors. They define the semantics the optimised kernels are tested against, fold
@@ -394,16 +395,17 @@ enum Reference {
         let (k2, n) = tb ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
         guard k == k2 else { throw node.error("inner dimensions \(k) and \(k2) differ") }
         var out = [Float](repeating: 0, count: m * n)
-        let cs = c.map { broadcastStrides($0.shape, to: [m, n]) }
-        for i in 0..<m { for j in 0..<n {
-            var acc: Float = 0
-            for p in 0..<k {
-                acc += a.data[ta ? p * m + i : i * k + p] * b.data[tb ? j * k + p : p * n + j]
-            }
-            var v = alpha * acc
-            if let c, let cs { v += beta * c.data[i * cs[0] + j * cs[1]] }
-            out[i * n + j] = v
-        } }
+        // alpha op(A) op(B) on OpenBLAS, then beta C broadcast.
+        if m > 0, n > 0, k > 0 {
+            a.data.withUnsafeBufferPointer { pa in b.data.withUnsafeBufferPointer { pb in out.withUnsafeMutableBufferPointer { pc in
+                BLAS.sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: pa.baseAddress!, lda: ta ? m : k,
+                           b: pb.baseAddress!, ldb: tb ? k : n, c: pc.baseAddress!, ldc: n)
+            } } }
+        }
+        if let c {
+            let cs = broadcastStrides(c.shape, to: [m, n])
+            for i in 0..<m { for j in 0..<n { out[i * n + j] += beta * c.data[i * cs[0] + j * cs[1]] } }
+        }
         return Tensor(shape: [m, n], data: out)
     }
 

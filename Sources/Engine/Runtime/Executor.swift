@@ -130,7 +130,7 @@ struct Executor {
         let s = program.slots[v]
         var data = [Float](repeating: 0, count: s.count * nb)
         data.withUnsafeMutableBufferPointer { store(v, to: $0.baseAddress!) }
-        return Tensor(shape: [nb] + s.perImage, data: data)
+        return Tensor(shape: s.fullShape(nb), data: data)
     }
 
     /// Runs every step; `observe(i)` is called before step `i` (calibration reads its inputs).
@@ -318,8 +318,8 @@ struct Executor {
             }
             let outs = try Reference.evaluate(node, ins, opset: opset)
             for (v, t) in zip(outputs, outs) {
-                guard t.shape == [nb] + program.slots[v].perImage else {
-                    throw node.error("produced shape \(t.shape), planned \([nb] + program.slots[v].perImage)")
+                guard t.shape == program.slots[v].fullShape(nb) else {
+                    throw node.error("produced shape \(t.shape), planned \(program.slots[v].fullShape(nb))")
                 }
                 t.data.withUnsafeBufferPointer { load(v, from: $0.baseAddress!) }
             }

@@ -15,6 +15,11 @@ struct Slot: Sendable {
     var offset = 0
     /// The ONNX tensor it holds (calibration ranges are keyed by it).
     var name = ""
+    /// In a graph run image by image (fixed batch 1): a value whose first axis is not the batch
+    /// (attention's `[S, N, E]`); `perImage` is then its whole shape. Only reference steps touch it.
+    var batchless = false
+    /// The shape the value has in a micro-batch of `nb` images.
+    func fullShape(_ nb: Int) -> [Int] { batchless ? perImage : [nb] + perImage }
     var channelMajor: Bool { perImage.count >= 2 }
     var count: Int { perImage.reduce(1, *) }
     var channels: Int { channelMajor ? perImage[0] : count }
