@@ -10,7 +10,7 @@ import Testing
         let output_shapes: [[Int]]
     }
 
-    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves"]
+    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves", "channel_ops"]
 
     static func load(_ name: String) throws -> (Model, Tensor, [[Float]], Entry) {
         let index = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: fixtureURL("ops/ops.json")))
@@ -99,6 +99,15 @@ import Testing
         #expect(model.fixedBatch == 1)
         #expect(model.program.slots.contains { $0.batchless && $0.perImage == [5, 1, 8] })
         #expect(model.outputShapes == [Array(entry.output_shapes[0].dropFirst())])
+    }
+
+    /// Split, Slice along channels and the channel shuffle are plane copies (`channels` steps),
+    /// not reference Transposes through NCHW copies.
+    @Test func channelPiecesArePlaneCopies() throws {
+        let (model, _, _, _) = try Self.load("channel_ops")
+        let labels = model.program.steps.map { $0.label(model.program) }
+        #expect(labels.filter { $0.hasPrefix("channels") }.count == 5, "\(labels)")
+        #expect(!labels.contains { $0.hasPrefix("reference") }, "\(labels)")
     }
 
     @Test func heavyNaiveNodeGetsALoadTimeWarning() throws {

@@ -167,6 +167,20 @@ def batch_moves():
     return g.model(17), f32(3, 5, 8)
 
 
+def channel_ops():
+    """ShuffleNet's channel pieces: Split and Slice along channels, channel shuffle (Reshape to
+    [N, g, C/g, H, W], Transpose (0, 2, 1, 3, 4), Reshape back), Concat."""
+    g = G([8, 5, 6])
+    a, b = g.op("Split", ["x", g.c(i64([3, 5]))], outputs=2, axis=1)
+    c = g.op("Slice", ["x", g.c(i64([1])), g.c(i64([8])), g.c(i64([1])), g.c(i64([2]))])
+    d = g.op("Slice", ["x", g.c(i64([-4])), g.c(i64([9223372036854775807])), g.c(i64([-3]))])
+    cat = g.op("Concat", [a, b, c, d], axis=1)
+    shuffled = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [cat, g.c(i64([0, 4, 4, 5, 6]))])], perm=[0, 2, 1, 3, 4]),
+                                g.c(i64([0, 16, 5, 6]))])
+    g.out(g.op("Relu", [g.op("Conv", [shuffled, g.c(f32(4, 16, 1, 1, scale=0.3))])]))
+    return g.model(17), f32(2, 8, 5, 6)
+
+
 CASES = {
     "transformer_block": transformer_block,
     "shape_ops": shape_ops,
@@ -174,6 +188,7 @@ CASES = {
     "classic_cnn": classic_cnn,
     "fixed_batch": fixed_batch,
     "batch_moves": batch_moves,
+    "channel_ops": channel_ops,
 }
 
 

@@ -250,6 +250,44 @@ struct Compiler {
                                                       scale: scale.data, shift: bias.data, input: x, output: out)))
                 return
             }
+        case "Split":
+            // Along channels of a map: each output a run of whole channel planes.
+            if let x, slots[x].channelMajor, perImage.count == node.outputs.count,
+               [1, -(slots[x].perImage.count + 1)].contains(node.int("axis", 0)),
+               perImage.allSatisfy({ $0.count == slots[x].perImage.count && $0.dropFirst() == slots[x].perImage.dropFirst() }),
+               !node.outputs.contains(where: \.isEmpty) {
+                var begin = 0
+                for (name, shape) in zip(node.outputs, perImage) {
+                    let out = newValue(name, shape)
+                    steps.append(.channels(sources: Array(begin..<(begin + shape[0])), input: x, output: out))
+                    begin += shape[0]
+                }
+                return
+            }
+        case "Slice":
+            // Channels of a map (opset 10+: constant starts, ends, axes, steps; positive step).
+            if let x, slots[x].channelMajor, graph.opset >= 10, let starts = const(1), let ends = const(2),
+               starts.count == 1, ends.count == 1, node.inputs.count < 4 || node.input(3) == nil || const(3)?.count == 1,
+               node.inputs.count < 5 || node.input(4) == nil || const(4)?.count == 1 {
+                let rank = slots[x].perImage.count + 1
+                let axis = node.input(3) == nil ? 0 : Int(const(3)!.data[0])
+                let step = node.input(4) == nil ? 1 : Int(const(4)!.data[0])
+                let n = slots[x].perImage[0]
+                if (axis == 1 || axis == 1 - rank), step > 0 {
+                    func clamp(_ v: Float) -> Int {
+                        var i = v >= 9.2e18 ? n : v <= -9.2e18 ? 0 : Int(v)
+                        if i < 0 { i += n }
+                        return min(max(i, 0), n)
+                    }
+                    let lo = clamp(starts.data[0]), hi = clamp(ends.data[0])
+                    let sources = Array(stride(from: lo, to: hi, by: step))
+                    if !sources.isEmpty, perImage[0].first == sources.count, perImage[0].dropFirst() == slots[x].perImage.dropFirst() {
+                        let out = newValue(node.outputs[0], perImage[0])
+                        steps.append(.channels(sources: sources, input: x, output: out))
+                        return
+                    }
+                }
+            }
         case "Resize":
             if let x, let step = try resizeStep(node, x, perImage[0]) {
                 steps.append(.resize(step))
@@ -582,6 +620,18 @@ struct Compiler {
                             }
                         default: break
                         }
+                    }
+                case let .relayout(x, a) where slots[a].perImage.count == 4 && slots[x].perImage.count == 3:
+                    // Channel shuffle: Reshape [N, g, C/g, H, W] -> Transpose (0, 2, 1, 3, 4) -> Reshape back.
+                    if let j = sole(a), case let .fallback(node, _, outs, _)? = steps[j], node.opType == "Transpose",
+                       node.ints("perm") == [0, 2, 1, 3, 4], outs.count == 1, let k = sole(outs[0]),
+                       case let .relayout(_, back)? = steps[k], slots[back].perImage == slots[x].perImage, slots[x].channelMajor,
+                       !slots[x].batchless, !slots[back].batchless {
+                        let groups = slots[a].perImage[0], per = slots[a].perImage[1]
+                        let sources = (0..<(groups * per)).map { ($0 % groups) * per + $0 / groups }
+                        steps[i] = nil; steps[j] = nil
+                        steps[k] = .channels(sources: sources, input: x, output: back)
+                        changed = true
                     }
                 case let .relayout(x, a):
                     // torch's GroupNorm: Reshape [N, G, -1] -> InstanceNormalization -> Reshape back.

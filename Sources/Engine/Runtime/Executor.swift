@@ -215,6 +215,9 @@ struct Executor {
                     ConvKernels.gemmConv(c, x: x, y: y, residual: residual, nb: nb, scratch: ws.scratch(lane), columns: cols)
                 }
             }
+        case let .channels(sources, input, output):
+            let run = program.slots[input].spatial * nb, x = ptr(input), y = ptr(output)
+            for (k, source) in sources.enumerated() { (y + k * run).update(from: x + source * run, count: run) }
         case let .groupNorm(g):
             groupNorm(g)
         case let .resize(r):

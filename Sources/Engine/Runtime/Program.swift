@@ -103,6 +103,9 @@ struct ResizeStep: Sendable {
 }
 
 enum Step: Sendable {
+    /// Output channel k is input channel `sources[k]` (channel-major: one plane copy each):
+    /// channel splits and ShuffleNet's channel shuffle.
+    case channels(sources: [Int], input: Int, output: Int)
     case conv(ConvStep)
     case groupNorm(GroupNormStep)
     case resize(ResizeStep)
@@ -120,6 +123,7 @@ enum Step: Sendable {
     var inputs: [Int] {
         switch self {
         case let .conv(c): [c.input] + (c.residual.map { [$0] } ?? [])
+        case let .channels(_, i, _): [i]
         case let .groupNorm(g): [g.input]
         case let .resize(r): [r.input]
         case let .pool(p): [p.input]
@@ -139,6 +143,7 @@ enum Step: Sendable {
     var outputs: [Int] {
         switch self {
         case let .conv(c): [c.output]
+        case let .channels(_, _, o): [o]
         case let .groupNorm(g): [g.output]
         case let .resize(r): [r.output]
         case let .pool(p): [p.output]
@@ -200,6 +205,7 @@ extension Step {
             }
             let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
             return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+        case let .channels(sources, i, _): return "channels \(sources.count) of \(program.slots[i].perImage)"
         case let .groupNorm(g): return "groupnorm \(g.groups) groups \(program.slots[g.input].perImage) \(g.activation)"
         case let .resize(r): return "resize \(r.ih)x\(r.iw) -> \(r.oh)x\(r.ow)"
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"

@@ -143,6 +143,10 @@ public enum ModelEvaluator {
             throw ModelEvaluationError("--precision \(options.precision): use fp32, int8 or auto")
         }
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
+        guard !reference.card.isSegmentation, reference.card.input.colourTransform == nil else {
+            throw ModelEvaluationError("\(reference.name): models eval measures patch classifiers fed RGB patches; this model is "
+                                       + (reference.card.isSegmentation ? "a segmentation model (task: segmentation)" : "fed EHO input (colour_transform)"))
+        }
         var precisionName = precision.rawValue
         if precision == .auto {
             let choice = try PrecisionChoice.resolve(modelFile: reference.path)

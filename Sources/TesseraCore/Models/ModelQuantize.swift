@@ -51,6 +51,10 @@ public enum ModelQuantize {
     /// Calibrates the model on the tiles of `directory` and writes the file; returns a one-line summary.
     public static func run(model nameOrPath: String, calibrationDirectory: String, limit: Int = 256) throws -> String {
         let reference = try ModelCatalog.resolve(ModelBench.resolve(nameOrPath))
+        guard reference.card.input.colourTransform == nil else {
+            throw ModelError.invalidArgument("\(reference.name) takes EHO input (colour_transform); calibration reads RGB patches, "
+                                             + "so INT8 calibration is not available for it")
+        }
         let model = try Model(contentsOf: reference.path)
         guard model.inputShape.count == 3, model.inputShape[0] == 3, model.inputShape[1] == model.inputShape[2] else {
             throw ModelError.invalidArgument("quantize needs a square RGB NCHW input, the model takes \(model.inputShape)")

@@ -131,23 +131,24 @@ final class SegmentationCanvas {
     func add(x: Int, y: Int, outputs: UnsafePointer<Float>) throws {
         precondition(y >= top, "segmentation tiles out of order")
         if y > top { try flush(to: y) }
+        let (classes, tile, width, top) = (self.classes, self.tile, self.width, self.top)
         let plane = tile * tile
-        for ty in 0..<tile {
-            let row = y - top + ty
-            let mapY = y + ty
-            guard mapY < height else { break }
-            let columns = min(tile, width - x)
-            guard columns > 0 else { break }
-            let wrow = weights.withUnsafeBufferPointer { $0.baseAddress! + ty * tile }
+        let columns = min(tile, width - x), rows = min(tile, height - y)
+        guard columns > 0, rows > 0 else { return }
+        weights.withUnsafeBufferPointer { w in
             weight.withUnsafeMutableBufferPointer { acc in
-                let dst = acc.baseAddress! + row * width + x
-                for tx in 0..<columns { dst[tx] += wrow[tx] }
+                for ty in 0..<rows {
+                    let wrow = w.baseAddress! + ty * tile, dst = acc.baseAddress! + (y - top + ty) * width + x
+                    for tx in 0..<columns { dst[tx] += wrow[tx] }
+                }
             }
             sums.withUnsafeMutableBufferPointer { acc in
                 for c in 0..<classes {
-                    let src = outputs + c * plane + ty * tile
-                    let dst = acc.baseAddress! + (c * tile + row) * width + x
-                    for tx in 0..<columns { dst[tx] += src[tx] * wrow[tx] }
+                    for ty in 0..<rows {
+                        let wrow = w.baseAddress! + ty * tile, src = outputs + c * plane + ty * tile
+                        let dst = acc.baseAddress! + (c * tile + y - top + ty) * width + x
+                        for tx in 0..<columns { dst[tx] += src[tx] * wrow[tx] }
+                    }
                 }
             }
         }
