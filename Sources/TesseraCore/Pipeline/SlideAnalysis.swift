@@ -189,6 +189,7 @@ public struct SlideAnalysis {
             let tiles = batch.tiles
             pipe.putFree(batch)
             let output = result.outputs[0]
+            var results: [TileResult] = []
             if let canvas {
                 let side = grid.tileSize, plane = side * side
                 guard output.shape == [count, canvas.classes, side, side] else {
@@ -202,27 +203,20 @@ public struct SlideAnalysis {
                         // The tile's own class shares (before blending), for tiles.csv and progress.
                         var counts = [Int](repeating: 0, count: canvas.classes)
                         for i in 0..<plane { counts[canvas.rule.decide(base + i, stride: plane, classes: canvas.classes, scale: 1)] += 1 }
-                        let tile = TileResult(index: done + n, scores: counts.map { Float($0) / Float(plane) }, embedding: nil)
-                        pending.append(tile)
-                        keep(tile)
+                        results.append(TileResult(index: done + n, scores: counts.map { Float($0) / Float(plane) }, embedding: nil))
                     }
                 }
-                done += count
-                if pending.count >= checkpointTiles || done == grid.tiles.count || lastCheckpoint.seconds >= checkpointSeconds {
-                    try events.checkpoint(pending, done)
-                    pending.removeAll(keepingCapacity: true)
-                    lastCheckpoint = Stopwatch()
+            } else {
+                let classes = output.count / max(1, count)
+                let features = result.embedding
+                let dims = features.map { $0.count / max(1, count) } ?? 0
+                for n in 0..<count {
+                    let scores = card.probabilities(fromOutput: Array(output.data[(n * classes)..<((n + 1) * classes)]))
+                    let embedding = features.map { Array($0.data[(n * dims)..<((n + 1) * dims)]) }
+                    results.append(TileResult(index: done + n, scores: scores, embedding: embedding))
                 }
-                events.progress(done, grid.tiles.count)
-                continue
             }
-            let classes = output.count / max(1, count)
-            let features = result.embedding
-            let dims = features.map { $0.count / max(1, count) } ?? 0
-            for n in 0..<count {
-                let scores = card.probabilities(fromOutput: Array(output.data[(n * classes)..<((n + 1) * classes)]))
-                let embedding = features.map { Array($0.data[(n * dims)..<((n + 1) * dims)]) }
-                let tile = TileResult(index: done + n, scores: scores, embedding: embedding)
+            for tile in results {
                 pending.append(tile)
                 keep(tile)
             }
