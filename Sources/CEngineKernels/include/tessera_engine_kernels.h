@@ -138,6 +138,11 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
                             const float *scale, const float *bias, const float *residual, float lo, float hi,
                             long total, long n0, long n1, int m0, int m1, float *y, long so, long sp);
 
+/* Activations with exp, in place over n floats: kind 1 sigmoid, 2 SiLU (x * sigmoid(x)), 3 Mish
+ * (x * tanh(softplus(x))), vectorised at `isa` (exp as a polynomial, relative error ~2e-7). */
+enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3 };
+void tessera_engine_activation(float *p, long n, int kind, int isa);
+
 #ifdef __cplusplus
 }
 #endif
