@@ -164,6 +164,11 @@ public struct MapImage: Sendable {
         guard width > 0, height > 0, let image = VipsImageRef.fromPixels(pixels, width: width, height: height, bands: bands) else {
             throw .writeFailed(path: path, reason: "empty map")
         }
+        try Self.save(image, mpp: mpp, to: path, nearest: nearest)
+    }
+
+    /// The map TIFF of an image: pixel size in the resolution tags, pyramid, tiles, deflate.
+    private static func save(_ image: VipsImageRef, mpp: Double?, to path: String, nearest: Bool) throws(SlideError) {
         let perMM = mpp.map { 1000 / $0 } ?? 1
         guard tessera_vips_tiffsave_map(image.pointer, path, perMM, perMM, nearest ? 1 : 0) == 0 else {
             throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "TIFF encoding failed")
@@ -188,11 +193,7 @@ public struct MapImage: Sendable {
         guard width > 0, height > 0, let raw = tessera_vips_rawload(rawFile, Int32(width), Int32(height), Int32(bands)) else {
             throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "empty map")
         }
-        let image = VipsImageRef(taking: raw)
-        let perMM = mpp.map { 1000 / $0 } ?? 1
-        guard tessera_vips_tiffsave_map(image.pointer, path, perMM, perMM, nearest ? 1 : 0) == 0 else {
-            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "TIFF encoding failed")
-        }
+        try save(VipsImageRef(taking: raw), mpp: mpp, to: path, nearest: nearest)
     }
 
     /// Reads page 0 of a map TIFF back with its resolution and page count.

@@ -20,8 +20,6 @@ struct Compiler {
     let fixedBatch: Int?
     /// Load-time warnings (nodes left on the slow reference path).
     var warnings: [String] = []
-    /// Set by ``inferPerImage(_:)``: which outputs of the node are batchless (see ``Slot/batchless``).
-    var batchlessOutputs: [Bool] = []
 
     /// The reason shape inference gives when a value does not keep the batch first.
     static let batchNotFirst = "the output does not keep the batch as its first dimension (unsupported)"
@@ -179,7 +177,7 @@ struct Compiler {
             constants[node.outputs[0]] = Tensor(shape: [end - start], data: Array(full[start..<end]))
             return
         }
-        let perImage = try inferPerImage(node)
+        let (perImage, batchlessOutputs) = try inferPerImage(node)
         let batchless = batchlessOutputs.contains(true) || present.contains { valueOf[$0].map { slots[$0].batchless } == true }
         let ins = node.inputs.map { name -> Operand? in
             if name.isEmpty { return nil }
@@ -389,8 +387,9 @@ struct Compiler {
         var outs: [Int] = []
         for (i, name) in node.outputs.enumerated() where !name.isEmpty {
             if i < perImage.count {
-                outs.append(newValue(name, perImage[i]))
-                slots[outs[outs.count - 1]].batchless = i < batchlessOutputs.count && batchlessOutputs[i]
+                let v = newValue(name, perImage[i])
+                slots[v].batchless = batchlessOutputs[i]
+                outs.append(v)
             }
         }
         steps.append(.fallback(node, inputs: ins, outputs: outs, opset: graph.opset))
@@ -533,11 +532,10 @@ struct Compiler {
         return false
     }
 
-    /// Per-image output shapes, by inferring full shapes at two batch sizes. In a graph fixed to
-    /// batch 1, an output whose first axis is not that batch is kept whole and flagged in
-    /// `batchlessOutputs`.
-    mutating func inferPerImage(_ node: Node) throws -> [[Int]] {
-        batchlessOutputs = []
+    /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
+    /// batchless: in a graph fixed to batch 1, an output whose first axis is not that batch is kept
+    /// whole (see ``Slot/batchless``).
+    func inferPerImage(_ node: Node) throws -> (shapes: [[Int]], batchless: [Bool]) {
         func shapes(_ batch: Int) throws -> [[Int]] {
             let consts: [Tensor?] = node.inputs.map { name in
                 guard let t = constants[name] else { return nil }
@@ -553,21 +551,21 @@ struct Compiler {
         if let fixedBatch {
             let full = try shapes(fixedBatch)
             if fixedBatch == 1 {
-                batchlessOutputs = full.map { $0.first != 1 }
-                return full.map { $0.first == 1 ? Array($0.dropFirst()) : $0 }
+                return (full.map { $0.first == 1 ? Array($0.dropFirst()) : $0 }, full.map { $0.first != 1 })
             }
-            return try full.map { a in
+            return (try full.map { a in
                 guard a.first == fixedBatch else {
                     throw node.error("the output \(a) does not keep the graph's batch \(fixedBatch) as its first dimension (unsupported)")
                 }
                 return Array(a.dropFirst())
-            }
+            }, full.map { _ in false })
         }
         let s2 = try shapes(2), s3 = try shapes(3)
-        return try zip(s2, s3).map { a, b in
+        let perImage = try zip(s2, s3).map { a, b in
             guard a.first == 2, b.first == 3, a.dropFirst() == b.dropFirst() else { throw node.error(Self.batchNotFirst) }
             return Array(a.dropFirst())
         }
+        return (perImage, perImage.map { _ in false })
     }
 
     // MARK: fusion
@@ -601,13 +599,8 @@ struct Compiler {
                             steps[i] = .conv(c); steps[j] = nil; changed = true
                         case let .binary(op, lhs, .channelConstant(k), false, out)
                             where c.activation == .none && c.residual == nil && lhs == c.output && (op == .mul || op == .add || op == .sub || op == .div):
-                            let vals = (0..<c.cout).map { k[k.count == 1 ? 0 : $0] }
-                            switch op {
-                            case .mul: foldAffine(&c, vals, [Float](repeating: 0, count: c.cout))
-                            case .div: foldAffine(&c, vals.map { 1 / $0 }, [Float](repeating: 0, count: c.cout))
-                            case .add: foldAffine(&c, [Float](repeating: 1, count: c.cout), vals)
-                            case .sub: foldAffine(&c, [Float](repeating: 1, count: c.cout), vals.map { -$0 })
-                            }
+                            let (scale, shift) = Self.affine(op, k, channels: c.cout)
+                            foldAffine(&c, scale, shift)
                             c.output = out; steps[i] = .conv(c); steps[j] = nil; changed = true
                         case let .activation(act, _, out) where c.activation == .none:
                             c.activation = act; c.output = out
@@ -651,15 +644,8 @@ struct Compiler {
                     if let j = sole(g.output), let next = steps[j] {
                         switch next {
                         case let .binary(op, lhs, .channelConstant(k), false, out) where g.activation == .none && lhs == g.output:
-                            for c in g.scale.indices {
-                                let v = k[k.count == 1 ? 0 : c]
-                                switch op {
-                                case .mul: g.scale[c] *= v; g.shift[c] *= v
-                                case .div: g.scale[c] /= v; g.shift[c] /= v
-                                case .add: g.shift[c] += v
-                                case .sub: g.shift[c] -= v
-                                }
-                            }
+                            let (scale, shift) = Self.affine(op, k, channels: g.scale.count)
+                            for c in g.scale.indices { g.scale[c] *= scale[c]; g.shift[c] = g.shift[c] * scale[c] + shift[c] }
                             g.output = out; steps[i] = .groupNorm(g); steps[j] = nil; changed = true
                         case let .activation(act, _, out) where g.activation == .none:
                             g.activation = act; g.output = out
@@ -688,6 +674,18 @@ struct Compiler {
             return (sig, mul)
         }
         return nil
+    }
+
+    /// `y op k` (k one value per channel, or one in all) as `y * scale + shift` per channel.
+    static func affine(_ op: BinaryOp, _ k: [Float], channels: Int) -> (scale: [Float], shift: [Float]) {
+        let values = (0..<channels).map { k[k.count == 1 ? 0 : $0] }
+        let ones = [Float](repeating: 1, count: channels), zeros = [Float](repeating: 0, count: channels)
+        switch op {
+        case .mul: return (values, zeros)
+        case .div: return (values.map { 1 / $0 }, zeros)
+        case .add: return (ones, values)
+        case .sub: return (ones, values.map { -$0 })
+        }
     }
 
     func foldAffine(_ c: inout ConvStep, _ scale: [Float], _ shift: [Float]) {

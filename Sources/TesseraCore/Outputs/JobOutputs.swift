@@ -69,7 +69,6 @@ public struct SegmentationSummary: Codable, Sendable {
             pixels[name] = count
             shares[name] = Double(count) / Double(analysed)
         }
-        let spec = (inputs.cardJSON.flatMap { try? JSONDecoder().decode(ModelCard.self, from: $0) })?.segmentation
         summary.task = "segmentation"
         summary.classFractions = shares
         if let mpp = map.mpp {
@@ -80,8 +79,8 @@ public struct SegmentationSummary: Codable, Sendable {
         summary.segmentation = SegmentationSummary(
             map: "classmap.tif", mapWidth: map.width, mapHeight: map.height, mapMPP: map.mpp, levelZeroScale: map.downsample,
             classPixels: pixels, classShares: shares, regionCellPixels: map.cell, tileSize: inputs.grid.tileSize,
-            overlap: inputs.grid.overlap, activation: spec?.activation ?? "softmax", threshold: spec?.threshold,
-            background: spec?.background ?? (names.contains("background") ? "background" : nil))
+            overlap: inputs.grid.overlap, activation: map.rule.activation, threshold: map.rule.stated,
+            background: map.rule.background.map { names[$0] })
     }
 }
 

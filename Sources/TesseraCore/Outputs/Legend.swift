@@ -17,13 +17,10 @@ enum SlidePictures {
         let names = JobOutputs.classNames(inputs)
         let colours = JobOutputs.colours(inputs)
         let cells = tileIndexPerPixel(inputs)
-        var shares = inputs.classCounts.map { Double($0) / Double(max(1, inputs.scores.count)) }
-        // A segmentation map colours each thumbnail pixel by its map block, and shares count its pixels.
+        // The summary's class fractions: of tissue tiles, or of a segmentation map's pixels.
+        let shares = names.map { summary.classFractions[$0] ?? 0 }
+        // A segmentation map colours each thumbnail pixel by its map block.
         let segmented = inputs.segmentation.map { classPerPixel($0, mask: inputs.mask) }
-        if let map = inputs.segmentation {
-            let analysed = Double(max(1, map.classPixels.reduce(0, +)))
-            shares = names.indices.map { $0 < map.classPixels.count ? Double(map.classPixels[$0]) / analysed : 0 }
-        }
         let title = Picture.Text(inputs.slideName, x: mask.width + margin, y: margin, colour: ink, font: bold,
                                  wrap: panelWidth - 2 * margin)
         let titleHeight = (try? Picture.size(of: title).height) ?? 18
@@ -65,33 +62,22 @@ enum SlidePictures {
                 sure.withUnsafeMutableBufferPointer { sure in
                     for pixel in 0..<count {
                         let i = 3 * pixel, index = Int(cells[pixel])
-                        if let segmented, segmented[pixel] > 0 {
-                            let colour = colours[min(colours.count - 1, Int(segmented[pixel]) - 1)]
+                        let klass: Int? = segmented.map { $0[pixel] > 0 ? min(colours.count, Int($0[pixel])) - 1 : nil }
+                            ?? (index >= 0 ? best[index] : nil)
+                        if let klass {
+                            let colour = colours[klass]
                             (map[i], map[i + 1], map[i + 2]) = colour
                             blend[i] = UInt8((Int(blend[i]) * 45 + Int(colour.0) * 55 + 50) / 100)
                             blend[i + 1] = UInt8((Int(blend[i + 1]) * 45 + Int(colour.1) * 55 + 50) / 100)
                             blend[i + 2] = UInt8((Int(blend[i + 2]) * 45 + Int(colour.2) * 55 + 50) / 100)
+                        } else if mask.pixels[pixel] == 1 {
+                            (map[i], map[i + 1], map[i + 2]) = (232, 232, 232)
                         }
-                        if segmented != nil, index >= 0 {
-                            let value = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
-                            (sure[i], sure[i + 1], sure[i + 2]) = value
-                        } else if segmented != nil {
-                            let grey = (Int(mask.thumbnail[i]) + Int(mask.thumbnail[i + 1]) + Int(mask.thumbnail[i + 2])) / 3
-                            let faded = UInt8(255 - (255 - grey) / 4)
-                            if segmented![pixel] == 0 && mask.pixels[pixel] == 1 { (map[i], map[i + 1], map[i + 2]) = (232, 232, 232) }
-                            (sure[i], sure[i + 1], sure[i + 2]) = (faded, faded, faded)
-                        } else if index >= 0 {
-                            let colour = colours[best[index]]
-                            let value = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
-                            (map[i], map[i + 1], map[i + 2]) = colour
-                            (sure[i], sure[i + 1], sure[i + 2]) = value
-                            blend[i] = UInt8((Int(blend[i]) * 45 + Int(colour.0) * 55 + 50) / 100)
-                            blend[i + 1] = UInt8((Int(blend[i + 1]) * 45 + Int(colour.1) * 55 + 50) / 100)
-                            blend[i + 2] = UInt8((Int(blend[i + 2]) * 45 + Int(colour.2) * 55 + 50) / 100)
+                        if index >= 0 {
+                            (sure[i], sure[i + 1], sure[i + 2]) = ramp[Int((min(1, max(0, inputs.scores[index][best[index]])) * 255).rounded())]
                         } else {
                             let grey = (Int(mask.thumbnail[i]) + Int(mask.thumbnail[i + 1]) + Int(mask.thumbnail[i + 2])) / 3
                             let faded = UInt8(255 - (255 - grey) / 4)
-                            if mask.pixels[pixel] == 1 { (map[i], map[i + 1], map[i + 2]) = (232, 232, 232) }
                             (sure[i], sure[i + 1], sure[i + 2]) = (faded, faded, faded)
                         }
                     }

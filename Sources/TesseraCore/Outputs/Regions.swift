@@ -10,7 +10,6 @@ enum Regions {
     static func write(_ inputs: OutputInputs, to path: String) throws {
         let names = JobOutputs.classNames(inputs)
         var cells = [[Point]](repeating: [], count: names.count)
-        var counts = [Int](repeating: 0, count: names.count)
         if let map = inputs.segmentation {
             // A segmentation map: the union of its blocks per class; areas count the map's pixels.
             for y in 0..<map.cellsHigh { for x in 0..<map.cellsWide {
@@ -27,12 +26,10 @@ enum Regions {
             return
         }
         for (index, tile) in inputs.grid.tiles.enumerated() where index < inputs.scores.count {
-            let best = JobOutputs.argmax(inputs.scores[index])
-            cells[best].append(Point(x: tile.column, y: tile.row))
-            counts[best] += 1
+            cells[JobOutputs.argmax(inputs.scores[index])].append(Point(x: tile.column, y: tile.row))
         }
         try write(cells: cells, names: names, inputs: inputs, step: inputs.levelZeroStep, to: path) { index in
-            let count = counts[index]
+            let count = cells[index].count
             let area = inputs.cellAreaMM2.map { String(format: "%.6f", Double(count) * $0) } ?? "null"
             let share = String(format: "%.6f", Double(count) / Double(max(1, inputs.scores.count)))
             return "\"area_mm2\":\(area),\"tiles\":\(count),\"tile_share\":\(share)"

@@ -14,6 +14,8 @@ public struct SegmentationMap: Sendable {
     public var downsample: Double
     /// Map pixels per class (index = class).
     public var classPixels: [Int]
+    /// How the blended outputs became classes.
+    public var rule: SegmentationRule
     /// The map reduced to `cell` x `cell` blocks (the most frequent value of each; 0 = not
     /// analysed), for region outlines: `cellsWide` x `cellsHigh` bytes.
     public var cell: Int
@@ -23,10 +25,14 @@ public struct SegmentationMap: Sendable {
 }
 
 /// How blended outputs become classes (the card's `segmentation` block).
-struct SegmentationRule: Sendable {
+public struct SegmentationRule: Sendable {
     var sigmoid: Bool
+    /// The card's `segmentation.threshold`, as written and as compared.
+    var stated: Double?
     var threshold: Float?
     var background: Int?
+    /// The card's name for the activation.
+    var activation: String { sigmoid ? "sigmoid" : "softmax" }
 
     init(card: ModelCard, classes: Int) throws {
         let spec = card.segmentation ?? .init()
@@ -36,6 +42,7 @@ struct SegmentationRule: Sendable {
         case let other:
             throw ModelCatalogError(description: "model \(card.name): segmentation.activation '\(other)' is not softmax or sigmoid")
         }
+        stated = spec.threshold
         threshold = spec.threshold.map(Float.init)
         if let name = spec.background {
             guard let index = card.classes.firstIndex(of: name), index < classes else {
@@ -161,7 +168,7 @@ final class SegmentationCanvas {
         try file.close()
         finished = true
         return SegmentationMap(rawPath: rawPath, width: width, height: height, mpp: mpp, downsample: downsample,
-                               classPixels: classPixels, cell: cell, cellsWide: cellsWide,
+                               classPixels: classPixels, rule: rule, cell: cell, cellsWide: cellsWide,
                                cellsHigh: cells.count / max(1, cellsWide), cells: cells)
     }
 

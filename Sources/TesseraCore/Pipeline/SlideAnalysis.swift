@@ -173,16 +173,8 @@ public struct SlideAnalysis {
             let per = batch.elementsPerPatch
             var input = count == batch.capacity ? batch.floats : Array(batch.floats.prefix(count * per))
             if let stain {
-                let norm = card.normalisation
-                input.withUnsafeMutableBufferPointer { buffer in
-                    stain.apply(to: buffer.baseAddress!, count: count, side: grid.tileSize)
-                    guard norm != .unit else { return }
-                    let plane = grid.tileSize * grid.tileSize
-                    for n in 0..<count { for c in 0..<3 {
-                        let p = buffer.baseAddress! + (n * 3 + c) * plane
-                        for i in 0..<plane { p[i] = (p[i] - norm.mean[c]) / norm.std[c] }
-                    } }
-                }
+                input.withUnsafeMutableBufferPointer { stain.apply(to: $0.baseAddress!, count: count, side: grid.tileSize,
+                                                                   normalisation: card.normalisation) }
             }
             let result = try session.run(Tensor(shape: [count, 3, grid.tileSize, grid.tileSize], data: input),
                                          embedding: parameters.embeddings)

@@ -108,10 +108,10 @@ public struct StainTransform: Sendable, Equatable, Codable {
         }
         let eosin = inverse[e].map(Float.init), hematoxylin = inverse[h].map(Float.init)
         // Percentiles of each channel over the whole thumbnail.
-        let iof = Float(io)
+        let iof = Float(io), density = densities(iof)
         var channels = [[Float]](repeating: [], count: 3)
         for i in 0..<n {
-            let od = od3(rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], iof)
+            let od = (density[Int(rgb[3 * i])], density[Int(rgb[3 * i + 1])], density[Int(rgb[3 * i + 2])])
             channels[0].append(od.0 * eosin[0] + od.1 * eosin[1] + od.2 * eosin[2])
             channels[1].append(od.0 * hematoxylin[0] + od.1 * hematoxylin[1] + od.2 * hematoxylin[2])
             channels[2].append((od.0 + od.1 + od.2) / 3)
@@ -131,18 +131,18 @@ public struct StainTransform: Sendable, Equatable, Codable {
         return StainTransform(io: iof, eosin: eosin, hematoxylin: hematoxylin, low: low, high: high)
     }
 
-    @inline(__always)
-    static func od3(_ r: UInt8, _ g: UInt8, _ b: UInt8, _ io: Float) -> (Float, Float, Float) {
-        @inline(__always) func d(_ v: UInt8) -> Float { -log10(min(max(Float(v), 1), io) / io) }
-        return (d(r), d(g), d(b))
+    /// Optical density `-log10(clip(v, 1, io) / io)` of each byte value.
+    static func densities(_ io: Float) -> [Float] {
+        (0..<256).map { v in -log10(min(max(Float(v), 1), io) / io) }
     }
 
     /// Replaces `count` planar RGB patches (NCHW floats, pixel / 255) by their EHO channels,
-    /// each scaled to 0...1 between its minimum and maximum within the patch.
-    public func apply(to floats: UnsafeMutablePointer<Float>, count: Int, side: Int) {
+    /// each scaled to 0...1 between its minimum and maximum within the patch, then normalised
+    /// with the card's `(v - mean) / std`.
+    public func apply(to floats: UnsafeMutablePointer<Float>, count: Int, side: Int, normalisation: Normalisation) {
         let plane = side * side
         let ranges = (0..<3).map { high[$0] - low[$0] + 1e-8 }
-        let density = (0..<256).map { v in -log10(min(max(Float(v), 1), io) / io) }
+        let density = Self.densities(io)
         let (e0, e1, e2) = (eosin[0], eosin[1], eosin[2]), (h0, h1, h2) = (hematoxylin[0], hematoxylin[1], hematoxylin[2])
         let (l0, l1, l2) = (low[0], low[1], low[2]), (r0, r1, r2) = (ranges[0], ranges[1], ranges[2])
         @inline(__always) func byte(_ v: Float) -> UInt8 { UInt8(min(255, max(0, (v * 255).rounded()))) }
@@ -162,12 +162,10 @@ public struct StainTransform: Sendable, Equatable, Codable {
             }
             for (channel, (l, h)) in [(lo.0, hi.0), (lo.1, hi.1), (lo.2, hi.2)].enumerated() {
                 let p = base + channel * plane
-                if h > l {
-                    let inv = 1 / (h - l)
-                    for i in 0..<plane { p[i] = (p[i] - l) * inv }
-                } else {
-                    for i in 0..<plane { p[i] = 0 }
-                }
+                let mean = normalisation.mean[channel], std = normalisation.std[channel]
+                // (v - l) / (h - l), or 0 for a flat channel, then (v - mean) / std.
+                let scale = h > l ? 1 / ((h - l) * std) : 0, shift = h > l ? -(l / (h - l) + mean) / std : -mean / std
+                for i in 0..<plane { p[i] = p[i] * scale + shift }
             }
         }
     }
