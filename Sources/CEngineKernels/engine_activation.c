@@ -1,4 +1,4 @@
-/* Activations that need exp (sigmoid, SiLU, Mish) over runs of floats, vectorised: exp is
+/* Activations that need exp (sigmoid, SiLU, Mish) or erf over runs of floats, vectorised: exp is
    Cephes' expf polynomial (relative error ~2e-7 over the clamped range) written in plain C so the
    compiler vectorises the loops for each ISA level, instead of one libm call per value. Below
    -88 SiLU and Mish are 0 (their true values are under 1e-36 there). */
@@ -18,7 +18,31 @@ ALWAYS_INLINE float exp_poly(float x) {
     return y * scale;
 }
 
+/* erf as a rational function of x on [-4, 4] (odd degree-13 numerator over an even degree-8
+   denominator; beyond |x| = 4, erf is +-1 in float), no exp, so it vectorises like the rest. */
+ALWAYS_INLINE float erf_rational(float x) {
+    x = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x);
+    const float x2 = x * x;
+    float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+    p = x2 * p + -2.10102402082508e-06f;
+    p = x2 * p + -5.69250639462346e-05f;
+    p = x2 * p + -7.34990630326855e-04f;
+    p = x2 * p + -2.95459980854025e-03f;
+    p = x2 * p + -1.60960333262415e-02f;
+    float q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+    q = x2 * q + -1.68282697438203e-03f;
+    q = x2 * q + -7.37332916720468e-03f;
+    q = x2 * q + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
 #define ACTIVATION_LOOPS(SUFFIX, ATTR)                                                              \
+    ATTR static void erf_##SUFFIX(float *p, long n) {                                              \
+        for (long i = 0; i < n; i++) p[i] = erf_rational(p[i]);                                     \
+    }                                                                                               \
+    ATTR static void gelu_##SUFFIX(float *p, long n) {                                             \
+        for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_rational(p[i] * 0.70710678118654752f)); \
+    }                                                                                               \
     ATTR static void sigmoid_##SUFFIX(float *p, long n) {                                          \
         for (long i = 0; i < n; i++) p[i] = 1.0f / (1.0f + exp_poly(-p[i]));                        \
     }                                                                                               \
@@ -41,13 +65,19 @@ void tessera_engine_activation(float *p, long n, int kind, int isa) {
         if (kind == TESSERA_ACT_SIGMOID) sigmoid_avx512(p, n);
         else if (kind == TESSERA_ACT_SILU) silu_avx512(p, n);
         else if (kind == TESSERA_ACT_MISH) mish_avx512(p, n);
+        else if (kind == TESSERA_ACT_ERF) erf_avx512(p, n);
+        else if (kind == TESSERA_ACT_GELU) gelu_avx512(p, n);
     } else if (isa_avx2(isa)) {
         if (kind == TESSERA_ACT_SIGMOID) sigmoid_avx2(p, n);
         else if (kind == TESSERA_ACT_SILU) silu_avx2(p, n);
         else if (kind == TESSERA_ACT_MISH) mish_avx2(p, n);
+        else if (kind == TESSERA_ACT_ERF) erf_avx2(p, n);
+        else if (kind == TESSERA_ACT_GELU) gelu_avx2(p, n);
     } else {
         if (kind == TESSERA_ACT_SIGMOID) sigmoid_portable(p, n);
         else if (kind == TESSERA_ACT_SILU) silu_portable(p, n);
         else if (kind == TESSERA_ACT_MISH) mish_portable(p, n);
+        else if (kind == TESSERA_ACT_ERF) erf_portable(p, n);
+        else if (kind == TESSERA_ACT_GELU) gelu_portable(p, n);
     }
 }

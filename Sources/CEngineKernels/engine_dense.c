@@ -2,7 +2,8 @@
  * Dense convolution (see tessera_engine_kernels.h): im2col panels of 48 columns or phase-split
  * padded rows times weights packed in blocks of 8 output channels, an 8x48 AVX-512 register
  * tile, bias + residual + clamp fused; the same tile serves the pointwise convolution and the
- * Winograd transform-domain GEMMs. Each entry point has an AVX-512 build and a portable one.
+ * Winograd transform-domain GEMMs. Each entry point has an AVX-512 build, an AVX2 + FMA build (the
+ * 8x48 tile as 4x24 register sub-tiles) and a portable one.
  */
 #include "engine_internal.h"
 #include <immintrin.h>
@@ -121,6 +122,142 @@ AVX512 static void phase_tile_avx512(const float *a, const float *xb, const int 
     TILE_BY_WIDTH(phase, a, xb, off, k, 0, cols, bias, rows, NULL, NR, 0, 0, tile);
 }
 
+/* ---------- AVX2 + FMA register tile ----------
+   The 8-row block as two 4-row halves over column groups of 24 (three 8-float vectors): 12
+   accumulators, 3 B vectors and 1 broadcast fill the 16 ymm registers. MODE and OFFS as in
+   tile_nv; LF: the group's last vector is full (otherwise it is loaded and stored masked, so
+   nothing past `cols` is read from B or written to y). */
+#define AVX2_TILE_ACCS __m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+tile_avx2_nv(const int NV, const int LF, const int MODE, const int OFFS, const float *a, const float *b, const int *off,
+             int k, long ldb, int cols, const float *bias, int rows, const float *residual, long ldy, float lo, float hi,
+             float *y) {
+    const int valid = cols - 8 * (NV - 1);
+    const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    AVX2_TILE_ACCS
+#define INIT(R) { const __m256 bv = MODE && R < rows ? _mm256_set1_ps(bias[R]) : _mm256_setzero_ps(); \
+        c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
+    INIT(0) INIT(1) INIT(2) INIT(3)
+#undef INIT
+#define LOADV(V, PTR) (NV > V ? (NV - 1 == V && !LF ? _mm256_maskload_ps((PTR) + 8 * V, mk) : _mm256_loadu_ps((PTR) + 8 * V)) \
+                              : _mm256_setzero_ps())
+#if defined(__x86_64__)
+    if (NV == 3 && LF && k > 0) {
+        /* The full 4 x 24 tile's k loop in assembly: clang's register allocation of the C loop
+           spilled an accumulator every k step (a store-reload on its FMA chain: half speed). */
+#define ROW(R) "vbroadcastss " #R "*4(%[a]), %%ymm15\n\t" \
+        "vfmadd231ps %%ymm12, %%ymm15, %[c" #R "0]\n\t" \
+        "vfmadd231ps %%ymm13, %%ymm15, %[c" #R "1]\n\t" \
+        "vfmadd231ps %%ymm14, %%ymm15, %[c" #R "2]\n\t"
+#define ACC_OPERANDS [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c10] "+x"(c10), [c11] "+x"(c11), \
+        [c12] "+x"(c12), [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30), [c31] "+x"(c31), \
+        [c32] "+x"(c32)
+        long n = k;
+        if (OFFS) {
+            const int *o = off;
+            __asm__ volatile(
+                "1:\n\t"
+                "movslq (%[o]), %%rax\n\t"
+                "vmovups (%[b],%%rax,4), %%ymm12\n\t"
+                "vmovups 32(%[b],%%rax,4), %%ymm13\n\t"
+                "vmovups 64(%[b],%%rax,4), %%ymm14\n\t"
+                ROW(0) ROW(1) ROW(2) ROW(3)
+                "addq $4, %[o]\n\t"
+                "addq $32, %[a]\n\t"
+                "decq %[n]\n\t"
+                "jnz 1b\n\t"
+                : [a] "+r"(a), [o] "+r"(o), [n] "+r"(n), ACC_OPERANDS
+                : [b] "r"(b)
+                : "rax", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        } else {
+            const float *bp = b;
+            const long stride = ldb * 4;
+            __asm__ volatile(
+                "1:\n\t"
+                "vmovups (%[bp]), %%ymm12\n\t"
+                "vmovups 32(%[bp]), %%ymm13\n\t"
+                "vmovups 64(%[bp]), %%ymm14\n\t"
+                ROW(0) ROW(1) ROW(2) ROW(3)
+                "addq %[stride], %[bp]\n\t"
+                "addq $32, %[a]\n\t"
+                "decq %[n]\n\t"
+                "jnz 1b\n\t"
+                : [a] "+r"(a), [bp] "+r"(bp), [n] "+r"(n), ACC_OPERANDS
+                : [stride] "r"(stride)
+                : "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        }
+#undef ACC_OPERANDS
+#undef ROW
+        k = 0;
+    }
+#endif
+    for (int p = 0; p < k; p++) {
+        const float *bp = OFFS ? b + off[p] : b + p * ldb;
+        const __m256 b0 = LOADV(0, bp), b1 = LOADV(1, bp), b2 = LOADV(2, bp);
+#define FMA(R) { const __m256 av = _mm256_broadcast_ss(a + R); \
+        c##R##0 = _mm256_fmadd_ps(av, b0, c##R##0); \
+        if (NV > 1) c##R##1 = _mm256_fmadd_ps(av, b1, c##R##1); \
+        if (NV > 2) c##R##2 = _mm256_fmadd_ps(av, b2, c##R##2); }
+        FMA(0) FMA(1) FMA(2) FMA(3)
+#undef FMA
+        a += MR;
+    }
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+#define EPI(V) (MODE == 1 ? _mm256_min_ps(_mm256_max_ps((V), vlo), vhi) : (V))
+#define PUT(V, PTR, X) { if (NV - 1 == V && !LF) _mm256_maskstore_ps((PTR) + 8 * V, mk, (X)); \
+                         else _mm256_storeu_ps((PTR) + 8 * V, (X)); }
+#define STORE(R) if (R < rows) { \
+        float *yr = y + R * ldy; \
+        __m256 v0 = c##R##0, v1 = c##R##1, v2 = c##R##2; \
+        if (MODE == 1 && residual) { \
+            const float *rr = residual + R * ldy; \
+            v0 = _mm256_add_ps(v0, LOADV(0, rr)); \
+            if (NV > 1) v1 = _mm256_add_ps(v1, LOADV(1, rr)); \
+            if (NV > 2) v2 = _mm256_add_ps(v2, LOADV(2, rr)); \
+        } \
+        PUT(0, yr, EPI(v0)) \
+        if (NV > 1) PUT(1, yr, EPI(v1)) \
+        if (NV > 2) PUT(2, yr, EPI(v2)) }
+    STORE(0) STORE(1) STORE(2) STORE(3)
+#undef STORE
+#undef PUT
+#undef EPI
+#undef LOADV
+}
+
+typedef void (*tile_avx2_fn)(const float *, const float *, const int *, int, long, int, const float *, int,
+                             const float *, long, float, float, float *);
+#define TILE2_VARIANT(NAME, NV, LF, MODE, OFFS) \
+AVX2 static void NAME(const float *a, const float *b, const int *off, int k, long ldb, int cols, const float *bias, \
+                      int rows, const float *residual, long ldy, float lo, float hi, float *y) { \
+    tile_avx2_nv(NV, LF, MODE, OFFS, a, b, off, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y); \
+}
+#define TILE2_MODE(KIND, MODE, OFFS) \
+    TILE2_VARIANT(t2_##KIND##_1p, 1, 0, MODE, OFFS) TILE2_VARIANT(t2_##KIND##_1f, 1, 1, MODE, OFFS) \
+    TILE2_VARIANT(t2_##KIND##_2p, 2, 0, MODE, OFFS) TILE2_VARIANT(t2_##KIND##_2f, 2, 1, MODE, OFFS) \
+    TILE2_VARIANT(t2_##KIND##_3p, 3, 0, MODE, OFFS) TILE2_VARIANT(t2_##KIND##_3f, 3, 1, MODE, OFFS) \
+    static const tile_avx2_fn t2_##KIND[6] = { t2_##KIND##_1p, t2_##KIND##_1f, t2_##KIND##_2p, t2_##KIND##_2f, \
+                                               t2_##KIND##_3p, t2_##KIND##_3f };
+TILE2_MODE(plain, 0, 0)
+TILE2_MODE(fused, 1, 0)
+TILE2_MODE(phase, 2, 1)
+#undef TILE2_MODE
+#undef TILE2_VARIANT
+
+/* The 8 x 48 tile (as tile_nv) from 4 x 24 AVX2 sub-tiles; `a` is the block's packed weights. */
+static void tile_avx2(const tile_avx2_fn *fns, const float *a, const float *b, const int *off, int k, long ldb, int cols,
+                      const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
+    for (int g = 0; g < cols; g += 24) {
+        const int gc = cols - g < 24 ? cols - g : 24;
+        const tile_avx2_fn fn = fns[2 * ((gc + 7) / 8 - 1) + (gc % 8 == 0)];
+        for (int h = 0; h < rows; h += 4) {
+            const int hr = rows - h < 4 ? rows - h : 4;
+            fn(a + h, b + g, off, k, ldb, gc, bias ? bias + h : NULL, hr, residual ? residual + h * ldy + g : NULL,
+               ldy, lo, hi, y + h * ldy + g);
+        }
+    }
+}
+
 ALWAYS_INLINE void conv_tile_body(const float *a, const float *b, int k, int ldb, int cols,
                                   const float *bias, int rows, const float *residual, long ldy,
                                   float lo, float hi, float *y) {
@@ -149,9 +286,9 @@ static void conv_tile_portable(const float *a, const float *b, int k, int ldb, i
                                const float *residual, long ldy, float lo, float hi, float *y) {
     conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
 }
-AVX2 static void conv_tile_avx2(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
-                                const float *residual, long ldy, float lo, float hi, float *y) {
-    conv_tile_body(a, b, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
+static void conv_tile_avx2(const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
+                           const float *residual, long ldy, float lo, float hi, float *y) {
+    tile_avx2(t2_fused, a, b, NULL, k, ldb, cols, bias, rows, residual, ldy, lo, hi, y);
 }
 /* The C tile at the level's build (below AVX-512). */
 static void conv_tile_c(int isa, const float *a, const float *b, int k, int ldb, int cols, const float *bias, int rows,
@@ -301,6 +438,7 @@ void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, con
             const float *a = packed + (long)mb * k * MR;
             float *cb = c + (long)mb * MR * ldc + q0;
             if (avx) { gemm_tile_avx512(a, b + q0, ldb, k, cols, rows, cb, ldc); continue; }
+            if (isa_avx2(isa)) { tile_avx2(t2_plain, a, b + q0, NULL, k, ldb, cols, NULL, rows, NULL, ldc, 0, 0, cb); continue; }
             static const float zero[MR] = {0};
             conv_tile_c(isa, a, b + q0, k, (int)ldb, cols, zero, rows, NULL, ldc, -INFINITY, INFINITY, cb);
         }
@@ -326,9 +464,9 @@ static void phase_tile_portable(const float *a, const float *xb, const int *off,
                                 const float *bias, int rows, float *tile) {
     phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
 }
-AVX2 static void phase_tile_avx2(const float *a, const float *xb, const int *off, int k, int cols,
-                                 const float *bias, int rows, float *tile) {
-    phase_tile_body(a, xb, off, k, cols, bias, rows, tile);
+static void phase_tile_avx2(const float *a, const float *xb, const int *off, int k, int cols,
+                            const float *bias, int rows, float *tile) {
+    tile_avx2(t2_phase, a, xb, off, k, 0, cols, bias, rows, NULL, NR, 0, 0, tile);
 }
 
 static void tiles_blocked(int isa, const float *packed, int k, const float *xb, const int *off, int cols,
@@ -356,13 +494,19 @@ AVX512 static void store_run_avx512(const float *v, int n, const float *res, flo
     }
 }
 
-static void store_run_portable(const float *v, int n, const float *res, float lo, float hi, float *y) {
+ALWAYS_INLINE void store_run_body(const float *v, int n, const float *res, float lo, float hi, float *y) {
     for (int t = 0; t < n; t++) {
         float a = v[t];
         if (res) a += res[t];
         a = a < lo ? lo : a;
         y[t] = a > hi ? hi : a;
     }
+}
+static void store_run_portable(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    store_run_body(v, n, res, lo, hi, y);
+}
+AVX2 static void store_run_avx2(const float *v, int n, const float *res, float lo, float hi, float *y) {
+    store_run_body(v, n, res, lo, hi, y);
 }
 
 void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
@@ -446,6 +590,7 @@ void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, 
                         float *yr = y + (long)(o0 + r) * total + obase;
                         const float *rr = residual ? residual + (long)(o0 + r) * total + obase : NULL;
                         if (avx) store_run_avx512(tile + r * NR + j, run, rr, lo, hi, yr);
+                        else if (isa_avx2(isa)) store_run_avx2(tile + r * NR + j, run, rr, lo, hi, yr);
                         else store_run_portable(tile + r * NR + j, run, rr, lo, hi, yr);
                     }
                     j += run; ox += run;

@@ -3,6 +3,7 @@
  * column-phase copies on maps 16+ wide; otherwise 16 (channel, image) planes per vector: a band
  * of input rows of 16 planes is transposed to [row][col][16] (zero padded), so every tap is one
  * vector FMA whatever the map size (5x5 maps waste nothing); bias + residual + clamp fused.
+ * The AVX2 build runs the row-wise kernel with 8-wide vectors on every map size.
  */
 #include "engine_internal.h"
 #include <immintrin.h>
@@ -237,6 +238,90 @@ AVX512 static void dw_planes_avx512(const float *x, int nb, int h, int w, int kh
     }
 }
 
+/* The AVX2 + FMA build of the row-wise depthwise: 8-wide vectors, up to four in flight, the
+   last group of a row with as few as it needs (a 7- or 14-wide map wastes at most 7 lanes). */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+dw_group_avx2(const int NV, const float *buf, long wq, int h, int oy, int sh, int pt, int dh, int kh, int kw,
+              const float *wc, const int *toff, __m256 vb, int ox0, int ow, const float *rr, __m256 vlo, __m256 vhi,
+              float *yr) {
+    __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+    for (int ky = 0; ky < kh; ky++) {
+        const int iy = oy * sh - pt + ky * dh;
+        if (iy < 0 || iy >= h) continue;
+        const float *rowBase = buf + (long)iy * wq + ox0;
+        for (int kx = 0; kx < kw; kx++) {
+            const int t = ky * kw + kx;
+            const float *q = rowBase + toff[t];
+            const __m256 wv = _mm256_broadcast_ss(wc + t);
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q), a0);
+            if (NV > 1) a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 8), a1);
+            if (NV > 2) a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 16), a2);
+            if (NV > 3) a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 24), a3);
+        }
+    }
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+#define DW2_STORE(V, A) if (NV > V && ox0 + 8 * V < ow) { \
+        const int o = ox0 + 8 * V, n = ow - o; \
+        __m256 r = (A); \
+        if (n >= 8) { \
+            if (rr) r = _mm256_add_ps(r, _mm256_loadu_ps(rr + o)); \
+            _mm256_storeu_ps(yr + o, _mm256_min_ps(_mm256_max_ps(r, vlo), vhi)); \
+        } else { \
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes); \
+            if (rr) r = _mm256_add_ps(r, _mm256_maskload_ps(rr + o, m)); \
+            _mm256_maskstore_ps(yr + o, m, _mm256_min_ps(_mm256_max_ps(r, vlo), vhi)); \
+        } }
+    DW2_STORE(0, a0) DW2_STORE(1, a1) DW2_STORE(2, a2) DW2_STORE(3, a3)
+#undef DW2_STORE
+}
+
+#define DW2_GROUP(NV) AVX2 static void dw_group_avx2_##NV(const float *buf, long wq, int h, int oy, int sh, int pt, \
+        int dh, int kh, int kw, const float *wc, const int *toff, __m256 vb, int ox0, int ow, const float *rr, \
+        __m256 vlo, __m256 vhi, float *yr) { \
+    dw_group_avx2(NV, buf, wq, h, oy, sh, pt, dh, kh, kw, wc, toff, vb, ox0, ow, rr, vlo, vhi, yr); }
+DW2_GROUP(1) DW2_GROUP(2) DW2_GROUP(3) DW2_GROUP(4)
+#undef DW2_GROUP
+
+AVX2 static void dw_planes_avx2(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                                int pt, int pl, int oh, int ow, const float *wt, const float *bias,
+                                const float *residual, float lo, float hi, long p0, long p1, float *y) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    const int groups = (ow + 8 * DW_ROW_NV - 1) / (8 * DW_ROW_NV);
+    const int wq = groups * 8 * DW_ROW_NV + ((kw - 1) * dw) / sw + 1;
+    float *buf = scratch(0, (size_t)sw * h * wq + 16);
+    if (!buf) abort();
+    const int khw = kh * kw;
+    int toff[64];
+    for (int t = 0; t < khw; t++) {
+        const int cx = (t % kw) * dw;
+        toff[t] = (cx % sw) * h * wq + cx / sw;
+    }
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    for (long p = p0; p < p1; p++) {
+        const long c = p / nb;
+        const float *xp = x + p * hw, *wc = wt + c * khw, *res = residual ? residual + p * ohw : NULL;
+        float *yp = y + p * ohw;
+        for (int r = 0; r < sw; r++) {
+            const phase_cols pc = phase_columns(w, pl, r, sw, wq);
+            for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, xp + (long)iy * w, pc, 0);
+        }
+        const __m256 vb = _mm256_set1_ps(bias[c]);
+        for (int oy = 0; oy < oh; oy++) {
+            float *yr = yp + (long)oy * ow;
+            const float *rr = res ? res + (long)oy * ow : NULL;
+            for (int ox0 = 0; ox0 < ow; ox0 += 8 * DW_ROW_NV) {
+                const int left = (ow - ox0 + 7) / 8;
+                switch (left >= DW_ROW_NV ? DW_ROW_NV : left) {
+                case 1: dw_group_avx2_1(buf, wq, h, oy, sh, pt, dh, kh, kw, wc, toff, vb, ox0, ow, rr, vlo, vhi, yr); break;
+                case 2: dw_group_avx2_2(buf, wq, h, oy, sh, pt, dh, kh, kw, wc, toff, vb, ox0, ow, rr, vlo, vhi, yr); break;
+                case 3: dw_group_avx2_3(buf, wq, h, oy, sh, pt, dh, kh, kw, wc, toff, vb, ox0, ow, rr, vlo, vhi, yr); break;
+                default: dw_group_avx2_4(buf, wq, h, oy, sh, pt, dh, kh, kw, wc, toff, vb, ox0, ow, rr, vlo, vhi, yr); break;
+                }
+            }
+        }
+    }
+}
+
 void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                               int pt, int pl, int oh, int ow, const float *weights, const float *bias,
                               const float *residual, float lo, float hi, long p0, long p1, float *y) {
@@ -245,6 +330,8 @@ void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int
         dw_planes_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else if (isa_avx512(isa) && maxIdx < (1L << 30))
         dw_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
+    else if (isa_avx2(isa) && kh * kw <= 64 && sw <= 4)
+        dw_planes_avx2(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else if (isa_avx2(isa))
         dw_avx2(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else

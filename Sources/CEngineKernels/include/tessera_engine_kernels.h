@@ -140,7 +140,7 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
 
 /* Activations with exp, in place over n floats: kind 1 sigmoid, 2 SiLU (x * sigmoid(x)), 3 Mish
  * (x * tanh(softplus(x))), vectorised at `isa` (exp as a polynomial, relative error ~2e-7). */
-enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3 };
+enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3, TESSERA_ACT_ERF = 4, TESSERA_ACT_GELU = 5 };
 void tessera_engine_activation(float *p, long n, int kind, int isa);
 
 #ifdef __cplusplus

@@ -124,7 +124,7 @@ struct Compiler {
             guard let range = calibration.ranges[slots[c.input].name] else { return nil }
             c.q8 = Q8Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw, range: range)
             return .conv(c)
-        case var .gemm(g):
+        case var .gemm(g) where g.rows == 1:
             guard let range = calibration.ranges[slots[g.input].name] else { return nil }
             g.q8 = Q8Layer(weights: g.weights, cout: g.n, cin: g.k, taps: 1, range: range)
             return .gemm(g)
@@ -219,12 +219,13 @@ struct Compiler {
                 steps.append(.channelAffine(scale: scale, shift: shift, input: x, output: out))
                 return
             }
-        case "Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip", "Mish":
+        case "Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip", "Mish", "Erf":
             if let x {
                 let act: Activation
                 switch node.opType {
                 case "Relu": act = .relu
                 case "Mish": act = .mish
+                case "Erf": act = .erf
                 case "Sigmoid": act = .sigmoid
                 case "HardSwish": act = .hardSwish
                 case "LeakyRelu": act = .leaky(node.float("alpha", 0.01))
@@ -344,6 +345,27 @@ struct Compiler {
                 steps.append(.relayout(input: x, output: out))
                 return
             }
+        case "LayerNormalization":
+            // Over the last axis only, constant scale and bias, only the normalised output used.
+            if let x, slots[x].channelMajor, let scale = const(1), let e = slots[x].perImage.last,
+               [-1, slots[x].perImage.count].contains(node.int("axis", -1)),
+               scale.count == e, node.input(2) == nil || const(2)?.count == e,
+               node.outputs.dropFirst().allSatisfy(\.isEmpty) {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.layerNorm(epsilon: node.float("epsilon", 1e-5), scale: scale.data,
+                                        shift: const(2)?.data ?? [Float](repeating: 0, count: e), input: x, output: out))
+                return
+            }
+        case "Transpose":
+            // Batch kept first, channel-major in and out: a strided copy.
+            let rank = slots[x ?? 0].perImage.count + 1
+            if let x, slots[x].channelMajor, perImage[0].count >= 2,
+               let perm = node.ints("perm") ?? Optional(Array((0..<rank).reversed())),
+               perm.count == rank, perm[0] == 0, Set(perm) == Set(0..<rank) {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.transpose(perm: perm.dropFirst().map { $0 - 1 }, input: x, output: out))
+                return
+            }
         case "Gemm", "MatMul":
             if let x, let b = const(1), slots[x].perImage.count == 1, b.rank == 2,
                node.int("transA", 0) == 0 {
@@ -364,6 +386,19 @@ struct Compiler {
                 let out = newValue(node.outputs[0], perImage[0])
                 flops += 2 * Double(n * k)
                 steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, input: x, output: out)))
+                return
+            }
+            // A MatMul by a constant over the last axis of a channel-major value (a Linear layer
+            // on tokens or NHWC maps): every row of k in its slot times B, one product.
+            if node.opType == "MatMul", let x, let b = const(1), b.rank == 2, slots[x].channelMajor,
+               slots[x].perImage.last == b.shape[0], perImage[0] == Array(slots[x].perImage.dropLast()) + [b.shape[1]] {
+                let k = b.shape[0], n = b.shape[1], rows = slots[x].count / k
+                var w = [Float](repeating: 0, count: n * k)
+                for j in 0..<n { for p in 0..<k { w[j * k + p] = b.data[p * n + j] } }
+                let out = newValue(node.outputs[0], perImage[0])
+                flops += 2 * Double(n * k * rows)
+                steps.append(.gemm(GemmStep(weights: w, bias: [Float](repeating: 0, count: n), n: n, k: k, rows: rows,
+                                            input: x, output: out)))
                 return
             }
         case "Softmax":
@@ -526,6 +561,10 @@ struct Compiler {
             if padded.count == perImage.count, padded[0] == perImage[0], padded.dropFirst().allSatisfy({ $0 == 1 }) {
                 return emit(lhs, .channelConstant(c.data), swapped: swapped)
             }
+            // One value per position of the last axis (a bias on tokens or NHWC maps).
+            if padded.count == perImage.count, padded.last == perImage.last, padded.dropLast().allSatisfy({ $0 == 1 }) {
+                return emit(lhs, .lastAxisConstant(c.data), swapped: swapped)
+            }
         } else if dims == perImage || (dims.count == 1 && dims[0] == perImage[0]) {
             return emit(lhs, .channelConstant(c.data), swapped: swapped)
         }
@@ -616,8 +655,8 @@ struct Compiler {
                     }
                 case let .relayout(x, a) where slots[a].perImage.count == 4 && slots[x].perImage.count == 3:
                     // Channel shuffle: Reshape [N, g, C/g, H, W] -> Transpose (0, 2, 1, 3, 4) -> Reshape back.
-                    if let j = sole(a), case let .fallback(node, _, outs, _)? = steps[j], node.opType == "Transpose",
-                       node.ints("perm") == [0, 2, 1, 3, 4], outs.count == 1, let k = sole(outs[0]),
+                    if let j = sole(a), case let .transpose(perm, _, tOut)? = steps[j],
+                       perm == [1, 0, 2, 3], let k = sole(tOut),
                        case let .relayout(_, back)? = steps[k], slots[back].perImage == slots[x].perImage, slots[x].channelMajor,
                        !slots[x].batchless, !slots[back].batchless {
                         let groups = slots[a].perImage[0], per = slots[a].perImage[1]
@@ -653,9 +692,22 @@ struct Compiler {
                         default: break
                         }
                     }
+                case let .activation(.erf, d, e):
+                    if let chain = geluChain(erfStep: i, d, e, consumers, protected) {
+                        for k in chain.remove { steps[k] = nil }
+                        steps[chain.last] = .activation(.gelu, input: chain.x, output: chain.out)
+                        changed = true
+                    }
                 case var .gemm(g):
                     if g.activation == .none, let j = sole(g.output), case let .activation(act, _, out)? = steps[j] {
                         g.activation = act; g.output = out
+                        steps[i] = .gemm(g); steps[j] = nil; changed = true
+                    } else if g.activation == .none, let j = sole(g.output),
+                              case let .binary(op, lhs, .lastAxisConstant(k), swapped, out)? = steps[j],
+                              lhs == g.output, op == .add || (op == .sub && !swapped), k.count == g.n {
+                        // The Linear layer's bias Add folded into the product.
+                        for c in 0..<g.n { g.bias[c] += op == .add ? k[c] : -k[c] }
+                        g.output = out
                         steps[i] = .gemm(g); steps[j] = nil; changed = true
                     }
                 default: break
@@ -663,6 +715,29 @@ struct Compiler {
                 if changed { break }
             }
         }
+    }
+
+    /// GELU as torch exports it, around the Erf step `erfStep` (d -> e): d = x / sqrt 2,
+    /// e1 = e + 1, g0 = x * e1 (either order), out = g0 * 0.5. Returns the steps to drop, the one
+    /// to replace, x and the chain's output.
+    func geluChain(erfStep: Int, _ d: Int, _ e: Int, _ consumers: [Int: [Int]], _ protected: Set<Int>)
+        -> (remove: [Int], last: Int, x: Int, out: Int)? {
+        func scalar(_ kind: BinaryKind) -> Float? {
+            if case let .channelConstant(k) = kind, k.count == 1 { return k[0] }
+            return nil
+        }
+        func only(_ v: Int) -> Int? {
+            guard !protected.contains(v), let c = consumers[v], c.count == 1 else { return nil }
+            return c[0]
+        }
+        guard let div = steps.firstIndex(where: { $0?.outputs == [d] }),
+              case let .binary(.div, x, dk, false, _)? = steps[div], let s = scalar(dk), abs(s - 1.4142135) < 1e-5,
+              only(d) == erfStep, let add = only(e),
+              case let .binary(.add, eIn, ak, _, e1)? = steps[add], eIn == e, scalar(ak) == 1,
+              let mul = only(e1), case let .binary(.mul, ml, .same(mr), _, g0)? = steps[mul], Set([ml, mr]) == Set([x, e1]),
+              let half = only(g0), case let .binary(.mul, hIn, hk, _, out)? = steps[half], hIn == g0, scalar(hk) == 0.5
+        else { return nil }
+        return ([div, erfStep, add, mul], half, x, out)
     }
 
     func siluPair(_ cs: [Int], _ v: Int, _ consumers: [Int: [Int]], _ protected: Set<Int>) -> (Int, Int)? {

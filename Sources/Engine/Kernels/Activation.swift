@@ -32,6 +32,8 @@ enum Epilogue {
         case .hardSwish: for j in 0..<n { let v = p[j]; p[j] = v * max(0, min(1, v * (1 / 6) + 0.5)) }
         case .silu: tessera_engine_activation(p, n, Int32(TESSERA_ACT_SILU), isa)
         case .mish: tessera_engine_activation(p, n, Int32(TESSERA_ACT_MISH), isa)
+        case .erf: tessera_engine_activation(p, n, Int32(TESSERA_ACT_ERF), isa)
+        case .gelu: tessera_engine_activation(p, n, Int32(TESSERA_ACT_GELU), isa)
         }
     }
 }

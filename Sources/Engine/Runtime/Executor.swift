@@ -278,22 +278,47 @@ struct Executor {
                 let dst = so.channelMajor ? ((i / so.spatial) * nb + b) * so.spatial + i % so.spatial : b * count + i
                 y[dst] = x[src]
             } }
+        case let .transpose(perm, input, output):
+            transpose(perm, input: input, output: output)
+        case let .layerNorm(eps, scale, shift, input, output):
+            let x = ptr(input), y = ptr(output), e = scale.count
+            let rows = program.slots[input].count * nb / e, inv = 1 / Float(e)
+            scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { hp in
+                for r in 0..<rows {
+                    let xr = x + r * e, yr = y + r * e
+                    var mean: Float = 0
+                    for j in 0..<e { mean += xr[j] }
+                    mean *= inv
+                    var v: Float = 0
+                    for j in 0..<e { let d = xr[j] - mean; v += d * d }
+                    let k = 1 / (v * inv + eps).squareRoot()
+                    for j in 0..<e { yr[j] = (xr[j] - mean) * k * sp[j] + hp[j] }
+                }
+            } }
         case let .gemm(g) where g.q8 != nil:
             let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
             Quantized.gemm(g, g.q8!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)
         case let .gemm(g):
             let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
-            let nbv = nb
+            let m = nb * g.rows
             g.weights.withUnsafeBufferPointer { w in
                 let wp = w.baseAddress!
-                let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
-                split.ranges(g.n, grain: 16) { _, cols in
-                    BLAS.sgemm(transB: true, m: nbv, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
-                               ldb: g.k, c: y + cols.lowerBound, ldc: g.n)
+                let split = Double(2 * m * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
+                if m >= 64 * split.lanes {
+                    // Many rows (tokens, NHWC pixels): split the rows, each lane one product.
+                    split.ranges(m, grain: 16) { _, rows in
+                        BLAS.sgemm(transB: true, m: rows.count, n: g.n, k: g.k, a: x + rows.lowerBound * g.k, lda: g.k,
+                                   b: wp, ldb: g.k, c: y + rows.lowerBound * g.n, ldc: g.n)
+                    }
+                } else {
+                    split.ranges(g.n, grain: 16) { _, cols in
+                        BLAS.sgemm(transB: true, m: m, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
+                                   ldb: g.k, c: y + cols.lowerBound, ldc: g.n)
+                    }
                 }
             }
             g.bias.withUnsafeBufferPointer { bias in
-                for b in 0..<nb {
+                for b in 0..<m {
                     let row = y + b * g.n
                     for j in 0..<g.n { row[j] += bias[j] }
                     Epilogue.apply(g.activation, row, g.n)
@@ -395,6 +420,48 @@ struct Executor {
         } }
     }
 
+    /// Output axis `j` is input axis `perm[j]` (per-image axes; both values channel-major, so
+    /// axis 0 is outside the batch and the rest inside it).
+    func transpose(_ perm: [Int], input: Int, output: Int) {
+        let si = program.slots[input], so = program.slots[output]
+        let x = ptr(input), y = ptr(output)
+        let din = si.perImage, dout = so.perImage, r = din.count
+        // Input strides of each per-image axis in the slot, and of the batch.
+        var inStride = [Int](repeating: 1, count: r)
+        for a in stride(from: r - 2, through: 1, by: -1) { inStride[a] = inStride[a + 1] * din[a + 1] }
+        inStride[0] = nb * si.spatial
+        let batchIn = si.spatial, batchOut = so.spatial
+        let s = perm.map { inStride[$0] }
+        let inner = dout[r - 1], innerStride = s[r - 1]
+        let middle = Array(dout[1..<(r - 1)])
+        let rowsPerPlane = middle.reduce(1, *)
+        for o0 in 0..<dout[0] {
+            for b in 0..<nb {
+                var src = o0 * s[0] + b * batchIn
+                var dst = (o0 * nb + b) * batchOut
+                var index = [Int](repeating: 0, count: middle.count)
+                for _ in 0..<rowsPerPlane {
+                    if innerStride == 1 {
+                        (y + dst).update(from: x + src, count: inner)
+                    } else {
+                        for j in 0..<inner { y[dst + j] = x[src + j * innerStride] }
+                    }
+                    dst += inner
+                    // Next middle index (odometer, last middle axis fastest).
+                    var a = middle.count - 1
+                    while a >= 0 {
+                        index[a] += 1
+                        src += s[a + 1]
+                        if index[a] < middle[a] { break }
+                        src -= s[a + 1] * middle[a]
+                        index[a] = 0
+                        a -= 1
+                    }
+                }
+            }
+        }
+    }
+
     func binary(_ op: BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int) {
         let s = program.slots[lhs], a = ptr(lhs), y = ptr(output)
         let total = s.count * nb
@@ -430,6 +497,18 @@ struct Executor {
             } else {
                 let c = s.count
                 for b in 0..<nb { for ch in 0..<c { y[b * c + ch] = f(a[b * c + ch], k[ch]) } }
+            }
+        case let .lastAxisConstant(k):
+            let e = k.count
+            k.withUnsafeBufferPointer { kp in
+                for r in 0..<(total / e) {
+                    let base = r * e
+                    switch (op, swapped) {
+                    case (.add, _): for j in 0..<e { y[base + j] = a[base + j] + kp[j] }
+                    case (.mul, _): for j in 0..<e { y[base + j] = a[base + j] * kp[j] }
+                    default: for j in 0..<e { y[base + j] = f(a[base + j], kp[j]) }
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,10 @@
 /// A fused activation applied by the producing kernel's epilogue.
 enum Activation: Sendable, Equatable {
     case none, relu, sigmoid, hardSwish, silu, mish
+    /// The error function (GELU's `x * (1 + erf(x / sqrt 2)) / 2` as torch exports it).
+    case erf
+    /// `x * (1 + erf(x / sqrt 2)) / 2` (the Div, Erf, Add, Mul, Mul chain torch exports, fused).
+    case gelu
     case clip(Float, Float)
     case leaky(Float)
     case hardSigmoid(Float, Float)
@@ -41,6 +45,9 @@ enum BinaryKind: Sendable {
     case planeScalar(Int)
     /// Right is a constant with one value per channel (or one value in total).
     case channelConstant([Float])
+    /// Right is a constant over the last axis of a channel-major value (a Linear layer's bias on
+    /// tokens or NHWC maps): rows of that length are contiguous in the slot.
+    case lastAxisConstant([Float])
 }
 
 struct ConvStep: Sendable {
@@ -76,6 +83,10 @@ struct GemmStep: Sendable {
     var weights: [Float]
     var bias: [Float]
     var n: Int, k: Int
+    /// Rows of `k` per image: 1 for a `[nb, k]` value; a MatMul by a constant over the last
+    /// axis of a channel-major value (tokens `[T, E]`, NHWC maps `[H, W, C]`) multiplies all
+    /// `nb * rows` contiguous rows of its slot at once, and its output keeps that row order.
+    var rows = 1
     var q8: Q8Layer? = nil
     var activation: Activation = .none
     var input: Int, output: Int
@@ -116,6 +127,12 @@ enum Step: Sendable {
     case binary(BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int)
     case concat(inputs: [Int], output: Int)
     case relayout(input: Int, output: Int)
+    /// A Transpose that keeps the batch first, between channel-major values (ConvNeXt's NCHW <->
+    /// NHWC permutes): `perm` over the per-image axes.
+    case transpose(perm: [Int], input: Int, output: Int)
+    /// LayerNormalization over the last axis of a channel-major value (rows of `scale.count`
+    /// contiguous in the slot): `(x - mean) / sqrt(var + epsilon) * scale + shift` per row.
+    case layerNorm(epsilon: Float, scale: [Float], shift: [Float], input: Int, output: Int)
     case gemm(GemmStep)
     case softmax(input: Int, output: Int)
     case fallback(Node, inputs: [Operand?], outputs: [Int], opset: Int)
@@ -128,11 +145,11 @@ enum Step: Sendable {
         case let .resize(r): [r.input]
         case let .pool(p): [p.input]
         case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
-             let .relayout(i, _), let .softmax(i, _): [i]
+             let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _): [i]
         case let .binary(_, lhs, kind, _, _):
             switch kind {
             case let .same(r), let .planeScalar(r): [lhs, r]
-            case .channelConstant: [lhs]
+            case .channelConstant, .lastAxisConstant: [lhs]
             }
         case let .concat(inputs, _): inputs
         case let .gemm(g): [g.input]
@@ -148,7 +165,8 @@ enum Step: Sendable {
         case let .resize(r): [r.output]
         case let .pool(p): [p.output]
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
-             let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o): [o]
+             let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o),
+             let .transpose(_, _, o), let .layerNorm(_, _, _, _, o): [o]
         case let .gemm(g): [g.output]
         case let .fallback(_, _, outputs, _): outputs
         }
@@ -215,7 +233,9 @@ extension Step {
         case let .binary(op, l, _, _, _): return "binary.\(op) \(program.slots[l].perImage)"
         case let .concat(ins, o): return "concat \(ins.count) -> \(program.slots[o].perImage)"
         case let .relayout(i, o): return "relayout \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
-        case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8") \(g.k)->\(g.n) \(g.activation)"
+        case let .transpose(perm, i, _): return "transpose \(program.slots[i].perImage) by \(perm)"
+        case let .layerNorm(_, _, _, i, _): return "layernorm \(program.slots[i].perImage)"
+        case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
         case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }

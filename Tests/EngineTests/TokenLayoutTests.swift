@@ -1,0 +1,85 @@
+import Testing
+@testable import Engine
+
+/// The fast paths for values whose last axis is the feature axis (NHWC maps after a permute,
+/// transformer tokens): Transpose as a strided copy, MatMul by a constant as one product over all
+/// rows with its bias Add and GELU folded in, LayerNormalization row by row, Erf vectorised; vs the
+/// reference interpreter.
+@Suite struct TokenLayoutTests {
+    /// ConvNeXt's block after the depthwise conv: permute to NHWC, LayerNorm, Linear, GELU (erf form),
+    /// Linear, permute back, residual Add.
+    func convNeXtBlock(_ rng: inout TestRNG, c: Int, h: Int, w: Int, biasFirst: Bool) -> ONNXBuilder {
+        var b = ONNXBuilder()
+        b.constant("w1", [c, 4 * c], rng.floats(c * 4 * c))
+        b.constant("b1", [4 * c], rng.floats(4 * c))
+        b.constant("w2", [4 * c, c], rng.floats(4 * c * c))
+        b.constant("b2", [c], rng.floats(c))
+        b.constant("sqrt2", [], [1.4142135])
+        b.constant("one", [], [1])
+        b.constant("half", [], [0.5])
+        b.constant("lns", [c], rng.floats(c))
+        b.constant("lnb", [c], rng.floats(c))
+        b.node("Transpose", ["x"], ["t"], ints: ["perm": [0, 2, 3, 1]])
+        b.node("LayerNormalization", ["t", "lns", "lnb"], ["tn"], int: ["axis": -1], float: ["epsilon": 1e-6])
+        b.node("MatMul", ["tn", "w1"], ["m1"])
+        b.node("Add", biasFirst ? ["b1", "m1"] : ["m1", "b1"], ["a1"])
+        b.node("Div", ["a1", "sqrt2"], ["d"])
+        b.node("Erf", ["d"], ["e"])
+        b.node("Add", ["e", "one"], ["e1"])
+        b.node("Mul", ["a1", "e1"], ["g0"])
+        b.node("Mul", ["g0", "half"], ["g"])
+        b.node("MatMul", ["g", "w2"], ["m2"])
+        b.node("Add", ["m2", "b2"], ["a2"])
+        b.node("Transpose", ["a2"], ["back"], ints: ["perm": [0, 3, 1, 2]])
+        b.node("Add", ["back", "x"], ["y"])
+        return b
+    }
+
+    @Test(arguments: 0..<6) func convNeXtBlockMatchesReference(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(1300 + seed))
+        let c = [3, 8, 17][seed % 3], h = rng.int(1...9), w = rng.int(1...11)
+        let b = convNeXtBlock(&rng, c: c, h: h, w: w, biasFirst: seed % 2 == 1)
+        let model = try b.model(inputShape: [c, h, w])
+        let steps = model.program.steps
+        // Nothing left on the reference interpreter; both Linear layers one product with the bias folded.
+        #expect(!steps.contains { if case .fallback = $0 { true } else { false } })
+        let gemms = steps.compactMap { if case let .gemm(g) = $0 { g } else { nil } }
+        #expect(gemms.map(\.rows) == [h * w, h * w])
+        #expect(!steps.contains { if case .binary(_, _, .lastAxisConstant, _, _) = $0 { true } else { false } })
+        #expect(steps.filter { if case .transpose = $0 { true } else { false } }.count == 2)
+        // GELU's five steps are one activation, fused into the first product.
+        #expect(gemms.map(\.activation) == [.gelu, .none])
+        #expect(steps.contains { if case .layerNorm = $0 { true } else { false } })
+        for (batch, threads, micro) in [(1, 1, 16), (5, 2, 2), (9, 2, 16)] {
+            #expect(try compareWithReference(model, batch: batch, threads: threads, microBatch: micro) < 1e-4, "seed \(seed)")
+        }
+    }
+
+    /// Erf on its own (not in GELU's chain) is a vectorised activation.
+    @Test func erfAlone() throws {
+        var b = ONNXBuilder()
+        b.constant("k", [], [3])
+        b.node("Mul", ["x", "k"], ["m"])
+        b.node("Erf", ["m"], ["y"])
+        let model = try b.model(inputShape: [4, 3, 5])
+        #expect(model.program.steps.contains { if case .activation(.erf, _, _) = $0 { true } else { false } })
+        #expect(try compareWithReference(model, batch: 3) < 1e-5)
+    }
+
+    /// Transposes of rank-3 and rank-4 per-image values with every batch-keeping perm.
+    @Test(arguments: [[0, 1, 2, 3], [0, 1, 3, 2], [0, 2, 1, 3], [0, 2, 3, 1], [0, 3, 1, 2], [0, 3, 2, 1]])
+    func transposeMatchesReference(perm: [Int]) throws {
+        var rng = TestRNG(seed: 1400)
+        var b = ONNXBuilder()
+        b.constant("k", [], [2])
+        b.node("Transpose", ["x"], ["t"], ints: ["perm": perm])
+        b.node("Mul", ["t", "k"], ["y"])
+        let model = try b.model(inputShape: [3, 4, 5])
+        #expect(model.program.steps.contains { if case .transpose = $0 { true } else { false } })
+        #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) == 0)
+        var b4 = ONNXBuilder()
+        b4.node("Transpose", ["x"], ["y"], ints: ["perm": perm + [4]])
+        let model4 = try b4.model(inputShape: [2, 3, 4, rng.int(1...5)])
+        #expect(try compareWithReference(model4, batch: 2) == 0)
+    }
+}
