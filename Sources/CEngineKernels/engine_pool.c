@@ -44,9 +44,9 @@ pool_plane(const float *x, int nchw_channels, int nb, long hw, long p) {
     return nchw_channels > 0 ? x + ((p % nb) * nchw_channels + p / nb) * hw : x + p * hw;
 }
 
-static void pool_portable(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
-                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
-                          const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
+ALWAYS_INLINE void pool_body(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
+                             int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
+                             const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc) {
     const long hw = (long)h * w, ohw = (long)oh * ow;
     for (long p = p0; p < p1; p++) {
         const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
@@ -60,6 +60,13 @@ static void pool_portable(const float *x, int nchw_channels, int nb, int h, int 
         }
     }
 }
+
+#define POOL_ARGS const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw, \
+    int pt, int pl, int oh, int ow, int is_max, const float *row_count, const float *col_count, long p0, long p1, float *y, float *acc
+#define POOL_CALL x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc
+/* The plain C loops compiled for AVX2 + FMA (the row pass vectorises) and portable. */
+static void pool_portable(POOL_ARGS) { pool_body(POOL_CALL); }
+AVX2 static void pool_avx2(POOL_ARGS) { pool_body(POOL_CALL); }
 
 AVX512 static void pool_avx512(const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                                int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
@@ -114,6 +121,8 @@ void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int
     if (!acc) abort();
     if (isa_avx512(isa))
         pool_avx512(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
+    else if (isa_avx2(isa))
+        pool_avx2(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
     else
         pool_portable(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
 }

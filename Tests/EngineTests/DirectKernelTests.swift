@@ -32,7 +32,7 @@ import Testing
         let cin = rng.int(1...30), cout = [1, 7, 8, 9, 16, 24, 33, 40][rng.int(0...7)]
         let kh = [3, 5, 3, 2, 1][seed % 5], kw = [3, 5, 5, 3, 3][seed % 5]
         let sh = rng.int(1...3), sw = rng.int(1...3)
-        let d = seed % 7 == 6 ? 2 : 1 // dilation 2: im2col fallback
+        let d = seed % 7 == 6 ? 2 : 1 // dilation 2: im2col + OpenBLAS
         let pads = (0..<4).map { _ in rng.int(0...2) }
         let wide = seed % 4 == 3 // rows wider than one 48-column tile
         let h = (kh - 1) * d + 1 + rng.int(0...14), w = (kw - 1) * d + 1 + (wide ? rng.int(40...70) : rng.int(0...14))
@@ -45,8 +45,10 @@ import Testing
         b.node(act, act == "Clip" ? ["c", "lo", "hi"] : ["c"], ["y"])
         let model = try b.model(inputShape: [cin, h, w])
         guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        // Dilated convolutions stay on im2col + OpenBLAS.
         #expect(c.kind == (Winograd.eligible(ConvStep(kind: .gemm, window: c.window, cin: cin, cout: cout, groups: 1,
-                                                      weights: [], bias: [], input: 0, output: 0), EngineOptions()) ? .winograd43 : .direct))
+                                                      weights: [], bias: [], input: 0, output: 0), EngineOptions()) ? .winograd43
+                           : d > 1 ? .gemm : .direct))
         let batch = 1 + seed % 5
         try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
             // several micro-batches, and one micro-batch split across 2 lanes
@@ -85,6 +87,30 @@ import Testing
                 }
             }
             #expect(worst < 1e-5, "seed \(seed) m \(m) k \(k) n \(n) portable \(portable)")
+        }
+    }
+
+    /// Grouped (not depthwise) convolutions with groups of 8 or 16 output channels run each group
+    /// on the direct kernel (RegNet's group width 8), with the residual and channel splits.
+    @Test(arguments: 0..<8) func groupedConvRandomShapes(seed: Int) throws {
+        var rng = TestRNG(seed: UInt64(760 + seed))
+        var b = ONNXBuilder()
+        let groups = rng.int(2...4), cinG = rng.int(1...9), coutG = [8, 16][seed % 2]
+        let cin = groups * cinG, cout = groups * coutG
+        let k = [3, 1, 3, 5][seed % 4], s = rng.int(1...2)
+        let h = k + rng.int(0...12), w = k + rng.int(0...(seed % 3 == 0 ? 60 : 12))
+        b.constant("w", [cout, cinG, k, k], rng.floats(cout * cinG * k * k))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [k, k], "strides": [s, s], "pads": [k / 2, k / 2, k / 2, k / 2]],
+               int: ["group": groups])
+        b.node("Relu", ["c"], ["y"])
+        let model = try b.model(inputShape: [cin, h, w])
+        guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+        #expect(c.kind == .direct && c.groups == groups)
+        let batch = 1 + seed % 4
+        try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 2) < 1e-4, "seed \(seed)")
+            #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: 16) < 1e-4, "seed \(seed)")
         }
     }
 

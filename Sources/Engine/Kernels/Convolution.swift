@@ -123,17 +123,28 @@ enum ConvKernels {
                        residual: UnsafePointer<Float>?, nb: Int, outRows: Range<Int>, channels: Range<Int>) {
         let g = c.window
         let (lo, hi) = clampBounds(c.activation) ?? (-.infinity, .infinity)
+        let total = nb * g.oh * g.ow
+        // Grouped: group gi reads input channels [gi * cinG, ...) and writes [gi * coutG, ...), its
+        // weights packed after the groups before it (see Compiler).
+        let cinG = c.cin / c.groups, coutG = c.cout / c.groups
+        let packedG = c.groups > 1 ? Int(tessera_engine_conv_packed_count(Int32(coutG), Int32(c.k))) : 0
         (c.kind == .direct ? c.weights : c.directWeights!).withUnsafeBufferPointer { w in
             c.bias.withUnsafeBufferPointer { b in
-                tessera_engine_conv(isa, o.denseConvPath.rawValue, o.gatherCost, x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
-                                    Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
-                                    Int32(g.oh), Int32(g.ow), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
-                                    lo, hi, outRows.lowerBound, outRows.upperBound,
-                                    Int32(channels.lowerBound), Int32(channels.upperBound), y)
+                for gi in 0..<c.groups {
+                    let first = gi * coutG
+                    let lower = max(channels.lowerBound, first), upper = min(channels.upperBound, first + coutG)
+                    if lower >= upper { continue }
+                    tessera_engine_conv(isa, o.denseConvPath.rawValue, o.gatherCost, x + gi * cinG * nb * g.h * g.w, Int32(nb), Int32(cinG),
+                                        Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                                        Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
+                                        Int32(g.oh), Int32(g.ow), Int32(coutG), w.baseAddress! + gi * packedG, b.baseAddress! + first,
+                                        residual.map { $0 + first * total },
+                                        lo, hi, outRows.lowerBound, outRows.upperBound,
+                                        Int32(lower - first), Int32(upper - first), y + first * total)
+                }
             }
         }
         if clampBounds(c.activation) == nil {
-            let total = nb * g.oh * g.ow
             for o in channels {
                 Epilogue.apply(c.activation, y + o * total + outRows.lowerBound * g.ow, outRows.count * g.ow)
             }
