@@ -152,20 +152,18 @@ tile_avx2_nv(const int NV, const int LF, const int MODE, const int OFFS, const f
 #define ACC_OPERANDS [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c10] "+x"(c10), [c11] "+x"(c11), \
         [c12] "+x"(c12), [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30), [c31] "+x"(c31), \
         [c32] "+x"(c32)
+#define LOADB(M0, M1, M2) "vmovups " M0 ", %%ymm12\n\t" "vmovups " M1 ", %%ymm13\n\t" "vmovups " M2 ", %%ymm14\n\t"
+#define NEXT_K "addq $32, %[a]\n\t" "decq %[n]\n\t" "jnz 1b\n\t"
         long n = k;
         if (OFFS) {
             const int *o = off;
             __asm__ volatile(
                 "1:\n\t"
                 "movslq (%[o]), %%rax\n\t"
-                "vmovups (%[b],%%rax,4), %%ymm12\n\t"
-                "vmovups 32(%[b],%%rax,4), %%ymm13\n\t"
-                "vmovups 64(%[b],%%rax,4), %%ymm14\n\t"
+                LOADB("(%[b],%%rax,4)", "32(%[b],%%rax,4)", "64(%[b],%%rax,4)")
                 ROW(0) ROW(1) ROW(2) ROW(3)
                 "addq $4, %[o]\n\t"
-                "addq $32, %[a]\n\t"
-                "decq %[n]\n\t"
-                "jnz 1b\n\t"
+                NEXT_K
                 : [a] "+r"(a), [o] "+r"(o), [n] "+r"(n), ACC_OPERANDS
                 : [b] "r"(b)
                 : "rax", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
@@ -174,18 +172,16 @@ tile_avx2_nv(const int NV, const int LF, const int MODE, const int OFFS, const f
             const long stride = ldb * 4;
             __asm__ volatile(
                 "1:\n\t"
-                "vmovups (%[bp]), %%ymm12\n\t"
-                "vmovups 32(%[bp]), %%ymm13\n\t"
-                "vmovups 64(%[bp]), %%ymm14\n\t"
+                LOADB("(%[bp])", "32(%[bp])", "64(%[bp])")
                 ROW(0) ROW(1) ROW(2) ROW(3)
                 "addq %[stride], %[bp]\n\t"
-                "addq $32, %[a]\n\t"
-                "decq %[n]\n\t"
-                "jnz 1b\n\t"
+                NEXT_K
                 : [a] "+r"(a), [bp] "+r"(bp), [n] "+r"(n), ACC_OPERANDS
                 : [stride] "r"(stride)
                 : "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
         }
+#undef NEXT_K
+#undef LOADB
 #undef ACC_OPERANDS
 #undef ROW
         k = 0;

@@ -174,22 +174,32 @@ AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int k
    j * s + r), so every tap of 16 adjacent outputs is one unaligned load and one FMA, four
    output vectors in flight; no transposes (the 16-plane kernel above gathers and scatters). */
 #define DW_ROW_NV 4
+/* Stages one plane for the row-wise kernels: phase r, input row iy -> buf[(r * h + iy) * wq + j]
+   = x[iy][j * sw + r - pl] or 0. */
+static inline void dw_stage_phases(const float *x, int h, int w, int pl, int sw, int wq, float *buf, int avx512) {
+    for (int r = 0; r < sw; r++) {
+        const phase_cols pc = phase_columns(w, pl, r, sw, wq);
+        for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, x + (long)iy * w, pc, avx512);
+    }
+}
+
+/* toff[t]: tap t's phase plane + column offset in the staged buffer (the row is added per row). */
+static inline void dw_tap_offsets(int kh, int kw, int dw, int sw, int h, int wq, int *toff) {
+    for (int t = 0; t < kh * kw; t++) {
+        const int cx = (t % kw) * dw;
+        toff[t] = (cx % sw) * h * wq + cx / sw;
+    }
+}
+
 AVX512 static void dw_rows_avx512(const float *x, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                                   int pt, int pl, int oh, int ow, const float *wc, float bias,
                                   const float *res, float lo, float hi, float *yp, float *buf, int wq) {
-    /* stage: phase r, input row iy -> buf[(r * h + iy) * wq + j] = x[iy][j * sw + r - pl] or 0 */
-    for (int r = 0; r < sw; r++) {
-        const phase_cols pc = phase_columns(w, pl, r, sw, wq);
-        for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, x + (long)iy * w, pc, 1);
-    }
+    dw_stage_phases(x, h, w, pl, sw, wq, buf, 1);
     const int khw = kh * kw;
     __m512 wv[64];
     int toff[64];
-    for (int t = 0; t < khw; t++) {
-        const int kx = t % kw, cx = kx * dw;
-        wv[t] = _mm512_set1_ps(wc[t]);
-        toff[t] = (cx % sw) * h * wq + cx / sw; /* phase plane + column offset; row added below */
-    }
+    dw_tap_offsets(kh, kw, dw, sw, h, wq, toff);
+    for (int t = 0; t < khw; t++) wv[t] = _mm512_set1_ps(wc[t]);
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), vb = _mm512_set1_ps(bias);
     for (int oy = 0; oy < oh; oy++) {
         float *yr = yp + (long)oy * ow;
@@ -292,19 +302,13 @@ AVX2 static void dw_planes_avx2(const float *x, int nb, int h, int w, int kh, in
     if (!buf) abort();
     const int khw = kh * kw;
     int toff[64];
-    for (int t = 0; t < khw; t++) {
-        const int cx = (t % kw) * dw;
-        toff[t] = (cx % sw) * h * wq + cx / sw;
-    }
+    dw_tap_offsets(kh, kw, dw, sw, h, wq, toff);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     for (long p = p0; p < p1; p++) {
         const long c = p / nb;
         const float *xp = x + p * hw, *wc = wt + c * khw, *res = residual ? residual + p * ohw : NULL;
         float *yp = y + p * ohw;
-        for (int r = 0; r < sw; r++) {
-            const phase_cols pc = phase_columns(w, pl, r, sw, wq);
-            for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, xp + (long)iy * w, pc, 0);
-        }
+        dw_stage_phases(xp, h, w, pl, sw, wq, buf, 0);
         const __m256 vb = _mm256_set1_ps(bias[c]);
         for (int oy = 0; oy < oh; oy++) {
             float *yr = yp + (long)oy * ow;

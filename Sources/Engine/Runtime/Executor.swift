@@ -283,8 +283,9 @@ struct Executor {
         case let .layerNorm(eps, scale, shift, input, output):
             let x = ptr(input), y = ptr(output), e = scale.count
             let rows = program.slots[input].count * nb / e, inv = 1 / Float(e)
+            let split = Double(8 * rows * e) >= minSplitFlops ? par : IntraOp(lanes: 1)
             scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { hp in
-                for r in 0..<rows {
+                split.ranges(rows, grain: 8) { _, range in for r in range {
                     let xr = x + r * e, yr = y + r * e
                     var mean: Float = 0
                     for j in 0..<e { mean += xr[j] }
@@ -293,7 +294,7 @@ struct Executor {
                     for j in 0..<e { let d = xr[j] - mean; v += d * d }
                     let k = 1 / (v * inv + eps).squareRoot()
                     for j in 0..<e { yr[j] = (xr[j] - mean) * k * sp[j] + hp[j] }
-                }
+                } }
             } }
         case let .gemm(g) where g.q8 != nil:
             let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
@@ -301,29 +302,32 @@ struct Executor {
         case let .gemm(g):
             let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
             let m = nb * g.rows
-            g.weights.withUnsafeBufferPointer { w in
-                let wp = w.baseAddress!
+            g.weights.withUnsafeBufferPointer { w in g.bias.withUnsafeBufferPointer { bias in
+                let wp = w.baseAddress!, bp = bias.baseAddress!
+                func epilogue(_ rows: Range<Int>) {
+                    for r in rows {
+                        let row = y + r * g.n
+                        for j in 0..<g.n { row[j] += bp[j] }
+                        Epilogue.apply(g.activation, row, g.n)
+                    }
+                }
                 let split = Double(2 * m * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
                 if m >= 64 * split.lanes {
-                    // Many rows (tokens, NHWC pixels): split the rows, each lane one product.
+                    // Many rows (tokens, NHWC pixels): split the rows, each lane one product and
+                    // its rows' bias and activation.
                     split.ranges(m, grain: 16) { _, rows in
                         BLAS.sgemm(transB: true, m: rows.count, n: g.n, k: g.k, a: x + rows.lowerBound * g.k, lda: g.k,
                                    b: wp, ldb: g.k, c: y + rows.lowerBound * g.n, ldc: g.n)
+                        epilogue(rows)
                     }
                 } else {
                     split.ranges(g.n, grain: 16) { _, cols in
                         BLAS.sgemm(transB: true, m: m, n: cols.count, k: g.k, a: x, lda: g.k, b: wp + cols.lowerBound * g.k,
                                    ldb: g.k, c: y + cols.lowerBound, ldc: g.n)
                     }
+                    epilogue(0..<m)
                 }
-            }
-            g.bias.withUnsafeBufferPointer { bias in
-                for b in 0..<m {
-                    let row = y + b * g.n
-                    for j in 0..<g.n { row[j] += bias[j] }
-                    Epilogue.apply(g.activation, row, g.n)
-                }
-            }
+            } }
         case let .softmax(input, output):
             let n = program.slots[input].count
             let x = ptr(input), y = ptr(output)
