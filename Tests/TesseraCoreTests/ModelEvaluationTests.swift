@@ -83,6 +83,19 @@ struct ModelEvaluationTests {
         #expect(throws: (any Error).self) { try ModelEvaluator.run(opts) }
     }
 
+    /// `models bench` / `models quantize` with a mistyped name say which models there are,
+    /// instead of "cannot read model file NAME".
+    @Test func benchNamesTheKnownModelsForATypo() throws {
+        let models = try Self.rgbModels()
+        #expect(try ModelBench.resolve("rgb", modelsDirectory: models).hasSuffix("model.onnx"))
+        do {
+            _ = try ModelBench.resolve("rbg", modelsDirectory: models)
+            Issue.record("a mistyped name resolved")
+        } catch {
+            #expect("\(error)".contains("unknown model 'rbg'") && "\(error)".contains("rgb"), "\(error)")
+        }
+    }
+
     @Test func classMapAndIgnore() throws {
         let models = try Self.rgbModels()
         let patches = try Self.labelledFolder(names: ["rouge", "vert", "bleu"])
@@ -246,7 +259,7 @@ struct ModelEvaluationTests {
         #expect(ModelCatalog.defaultModel(in: path) == "lab")
         #expect(ModelCatalog.defaultModel(in: [experimental, shipped].joined(separator: ":")) == "rgb")
         // `models bench NAME` finds a name on the same search path (not only under ./models).
-        #expect(ModelBench.resolve("rgb", modelsDirectory: path).hasPrefix(shipped))
+        #expect(try ModelBench.resolve("rgb", modelsDirectory: path).hasPrefix(shipped))
         #expect(try ModelCatalog.resolve("lab", in: path).card.realLabelBalancedAccuracy == 0.95)
         // The same name in two folders: the first folder wins.
         let override = try Self.rgbModels(card: """

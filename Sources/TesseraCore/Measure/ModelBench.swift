@@ -68,19 +68,22 @@ public enum ModelBench {
     /// Resolves `model` to a file path: an existing path, or a model name looked up as every other
     /// command looks it up (``ModelCatalog``: the search path `modelsDirectory`, by default
     /// `TESSERA_MODELS` and the shipped models, whatever the working folder).
-    public static func resolve(_ model: String, modelsDirectory: String = ModelCatalog.directory) -> String {
+    /// A name that is neither throws the catalog's error (which lists the known models).
+    public static func resolve(_ model: String, modelsDirectory: String = ModelCatalog.directory) throws -> String {
         let fm = FileManager.default
         if fm.fileExists(atPath: model) { return model }
-        if let reference = try? ModelCatalog.resolve(model, in: modelsDirectory) { return reference.path }
-        for candidate in ["\(modelsDirectory)/\(model).onnx"] where fm.fileExists(atPath: candidate) {
-            return candidate
+        do {
+            return try ModelCatalog.resolve(model, in: modelsDirectory).path
+        } catch {
+            let candidate = "\(modelsDirectory)/\(model).onnx"
+            if fm.fileExists(atPath: candidate) { return candidate }
+            throw error
         }
-        return model
     }
 
     /// The model compiled with the options' engine settings (int8: with the calibration beside it).
     static func load(_ options: ModelBenchOptions) throws -> Model {
-        let path = resolve(options.model)
+        let path = try resolve(options.model)
         let calibration = options.engine.precision == .int8 ? try ModelQuantize.load(forModelFile: path) : nil
         return try Model(contentsOf: path, inputShape: options.inputShape, options: options.engine, calibration: calibration)
     }
@@ -88,7 +91,7 @@ public enum ModelBench {
     public static func run(_ given: ModelBenchOptions) throws -> ModelBenchResult {
         var options = given
         if options.engine.precision == .auto {  // what the model's recorded INT8 check allows (PrecisionChoice)
-            options.engine.precision = try PrecisionChoice.resolve(modelFile: resolve(options.model)).precision
+            options.engine.precision = try PrecisionChoice.resolve(modelFile: try resolve(options.model)).precision
         }
         guard options.batch >= 1 else { throw ModelError.invalidArgument("--batch must be >= 1") }
         let model = try load(options)

@@ -50,7 +50,7 @@ public enum ModelQuantize {
 
     /// Calibrates the model on the tiles of `directory` and writes the file; returns a one-line summary.
     public static func run(model nameOrPath: String, calibrationDirectory: String, limit: Int = 256) throws -> String {
-        let reference = try ModelCatalog.resolve(ModelBench.resolve(nameOrPath))
+        let reference = try ModelCatalog.resolve(try ModelBench.resolve(nameOrPath))
         guard reference.card.input.colourTransform == nil else {
             throw ModelError.invalidArgument("\(reference.name) takes EHO input (colour_transform); calibration reads RGB patches, "
                                              + "so INT8 calibration is not available for it")
