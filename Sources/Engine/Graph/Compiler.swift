@@ -369,19 +369,23 @@ struct Compiler {
                 return
             }
         case "Transpose":
-            // Batch kept first, channel-major in and out: a strided copy.
-            let rank = slots[x ?? 0].perImage.count + 1
-            if let x, slots[x].channelMajor, perImage[0].count >= 2,
-               let perm = node.ints("perm") ?? Optional(Array((0..<rank).reversed())),
-               perm.count == rank, perm[0] == 0, Set(perm) == Set(0..<rank) {
+            // Batch kept first, channel-major in and out: a strided copy. (Without `perm` the
+            // axes reverse, which moves the batch: left to the reference path.)
+            if let x, slots[x].channelMajor, perImage[0].count >= 2, let perm = node.ints("perm"),
+               perm.count == slots[x].perImage.count + 1, perm[0] == 0, Set(perm) == Set(perm.indices) {
                 let out = newValue(node.outputs[0], perImage[0])
                 steps.append(.transpose(perm: perm.dropFirst().map { $0 - 1 }, input: x, output: out))
                 return
             }
         case "Gemm", "MatMul":
-            if let x, let b = const(1), slots[x].perImage.count == 1, b.rank == 2,
-               node.int("transA", 0) == 0 {
-                let k = slots[x].perImage[0]
+            // `[nb, k]` times a constant; or a MatMul by a constant over the last axis of a
+            // channel-major value (a Linear layer on tokens or NHWC maps): every row of k in its
+            // slot times B, one product over all of them.
+            if let x, let b = const(1), b.rank == 2, node.int("transA", 0) == 0,
+               slots[x].perImage.count == 1
+                || (node.opType == "MatMul" && slots[x].channelMajor && slots[x].perImage.last == b.shape[0]
+                    && perImage[0] == Array(slots[x].perImage.dropLast()) + [b.shape[1]]) {
+                let k = slots[x].perImage.last!, rows = slots[x].count / k
                 let transB = node.opType == "Gemm" && node.int("transB", 0) != 0
                 let n = transB ? b.shape[0] : b.shape[1]
                 let alpha = node.opType == "Gemm" ? node.float("alpha", 1) : 1
@@ -396,21 +400,8 @@ struct Compiler {
                     break
                 }
                 let out = newValue(node.outputs[0], perImage[0])
-                flops += 2 * Double(n * k)
-                steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, input: x, output: out)))
-                return
-            }
-            // A MatMul by a constant over the last axis of a channel-major value (a Linear layer
-            // on tokens or NHWC maps): every row of k in its slot times B, one product.
-            if node.opType == "MatMul", let x, let b = const(1), b.rank == 2, slots[x].channelMajor,
-               slots[x].perImage.last == b.shape[0], perImage[0] == Array(slots[x].perImage.dropLast()) + [b.shape[1]] {
-                let k = b.shape[0], n = b.shape[1], rows = slots[x].count / k
-                var w = [Float](repeating: 0, count: n * k)
-                for j in 0..<n { for p in 0..<k { w[j * k + p] = b.data[p * n + j] } }
-                let out = newValue(node.outputs[0], perImage[0])
                 flops += 2 * Double(n * k * rows)
-                steps.append(.gemm(GemmStep(weights: w, bias: [Float](repeating: 0, count: n), n: n, k: k, rows: rows,
-                                            input: x, output: out)))
+                steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, rows: rows, input: x, output: out)))
                 return
             }
         case "Softmax":
