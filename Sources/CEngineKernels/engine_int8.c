@@ -99,6 +99,39 @@ static void fill_pixels(uint8_t *p, long n, int cin, int c4, int zp) {
     }
 }
 
+void tessera_engine_q8_fill_border(uint8_t *xq, int cin, int h, int w, int pt, int pl, int hp, int wp, int zp,
+                                   long i0, long i1) {
+    const int c4 = (cin + 3) / 4 * 4;
+    for (long img = i0; img < i1; img++) {
+        uint8_t *base = xq + img * hp * wp * c4;
+        for (int y = 0; y < hp; y++) {
+            uint8_t *row = base + (long)y * wp * c4;
+            if (y < pt || y >= pt + h) {
+                fill_pixels(row, wp, cin, c4, zp);
+            } else {
+                fill_pixels(row, pl, cin, c4, zp);
+                fill_pixels(row + (long)(pl + w) * c4, wp - pl - w, cin, c4, zp);
+            }
+        }
+    }
+}
+
+void tessera_engine_q8_maxpool(const uint8_t *x, int xhp, int xwp, int c4, int kh, int kw, int sh, int sw,
+                               int dh, int dw, int oh, int ow, const tessera_q8_target *t, long i0, long i1) {
+    for (long img = i0; img < i1; img++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                uint8_t *d = t->xq + ((img * t->hp + t->pt + oy) * t->wp + t->pl + ox) * t->c4;
+                const uint8_t *s0 = x + ((img * xhp + (long)oy * sh) * xwp + (long)ox * sw) * c4;
+                memcpy(d, s0, (size_t)c4);
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++) {
+                        const uint8_t *s = s0 + ((long)ky * dh * xwp + (long)kx * dw) * c4;
+                        for (int c = 0; c < c4; c++) d[c] = s[c] > d[c] ? s[c] : d[c];
+                    }
+            }
+}
+
 void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int cin, int h, int w,
                                 int pt, int pl, int hp, int wp, float inv_scale, int zp, long i0, long i1,
                                 uint8_t *xq) {
@@ -109,15 +142,7 @@ void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int c
         /* padding rows / columns hold the zero point, padding channels 0 (their weights are 0); the pixels of the
          * image itself are written whole below (the 4-channel blocks write their padding channels too) */
 #if HAVE_QUANTIZE_4X4
-        for (int y = 0; y < hp; y++) {
-            uint8_t *row = base + (long)y * wp * c4;
-            if (y < pt || y >= pt + h) {
-                fill_pixels(row, wp, cin, c4, zp);
-            } else {
-                fill_pixels(row, pl, cin, c4, zp);
-                fill_pixels(row + (long)(pl + w) * c4, wp - pl - w, cin, c4, zp);
-            }
-        }
+        tessera_engine_q8_fill_border(xq, cin, h, w, pt, pl, hp, wp, zp, img, img + 1);
 #else
         fill_pixels(base, (long)hp * wp, cin, c4, zp);
 #endif
@@ -170,6 +195,25 @@ __attribute__((noinline)) static void epilogue(const int32_t *acc, int npx, int 
     }
 }
 
+/* The quantised variant: clamp(...) as `epilogue` (no residual), then the code of that value (quantize_one),
+ * written at dst[p] + o. */
+__attribute__((noinline)) static void epilogue_u8(const int32_t *acc, int npx, int nch, int o0, const int32_t *corr,
+                                                  const float *scale, const float *bias, float lo, float hi,
+                                                  uint8_t *const *dst, float inv, int zp) {
+    for (int c = 0; c < nch; c++) {
+        const int o = o0 + c;
+        const float s = scale[o], b = bias[o];
+        const int32_t k = corr[o];
+        for (int p = 0; p < npx; p++) {
+            float v = (float)(acc[p * QCH + c] - k) * s;
+            v = v + b;
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            dst[p][o] = quantize_one(v, inv, zp);
+        }
+    }
+}
+
 /* The tile: acc[p][ch] = sum over taps t and k4 groups of <x4(pixel p, t, c4), w4(ch, t, c4)>. */
 static void tile_portable(const uint8_t *const *px, int npx, const int *toff, int taps, int c4n,
                           const int8_t *wb, int32_t *acc) {
@@ -188,33 +232,139 @@ static void tile_portable(const uint8_t *const *px, int npx, const int *toff, in
 
 static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
-#define TILE512(NAME, ATTR, ...) \
-__attribute__((target(ATTR))) static void NAME(const uint8_t *const *px, int npx, const int *toff, int taps, \
-                                               int c4n, const int8_t *wb, int32_t *acc) { \
-    __m512i a[QPX]; \
-    for (int p = 0; p < QPX; p++) a[p] = _mm512_setzero_si512(); \
+/* The AVX-512 tiles: NB blocks of 16 output channels x NP output pixels (NB * NP <= 24 zmm
+ * accumulators), one 32-bit broadcast per pixel feeding NB products, for every k4 group of every tap.
+ * acc[(b * NP + p) * 16 + ch]. The integer sums do not depend on the tile shape. */
+#define TILE512_BODY(BODY, ATTR, STEP) \
+ALWAYS_INLINE __attribute__((target(ATTR))) void BODY(const int NB, const int NP, const uint8_t *const *px, \
+        const int *toff, int taps, int c4n, const int8_t *wb, long blk_bytes, int32_t *acc) { \
+    __m512i a[4][16]; \
+    for (int b = 0; b < NB; b++) for (int p = 0; p < NP; p++) a[b][p] = _mm512_setzero_si512(); \
     for (int t = 0; t < taps; t++) { \
-        const uint8_t *q[QPX]; \
-        for (int p = 0; p < QPX; p++) q[p] = px[p < npx ? p : 0] + toff[t]; \
+        const uint8_t *q[16]; \
+        for (int p = 0; p < NP; p++) q[p] = px[p] + toff[t]; \
         const int8_t *wt = wb + (long)t * c4n * 64; \
         for (int c4 = 0; c4 < c4n; c4++) { \
-            const __m512i wv = _mm512_loadu_si512((const void *)(wt + c4 * 64)); \
-            __VA_ARGS__ \
+            __m512i wv[4]; \
+            for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_si512((const void *)(wt + b * blk_bytes + c4 * 64)); \
+            for (int p = 0; p < NP; p++) { \
+                const __m512i xv = _mm512_set1_epi32(load4(q[p] + c4 * 4)); \
+                for (int b = 0; b < NB; b++) a[b][p] = STEP(a[b][p], xv, wv[b]); \
+            } \
         } \
     } \
-    for (int p = 0; p < npx; p++) _mm512_storeu_si512((void *)(acc + p * QCH), a[p]); \
+    for (int b = 0; b < NB; b++) \
+        for (int p = 0; p < NP; p++) _mm512_storeu_si512((void *)(acc + (b * NP + p) * QCH), a[b][p]); \
 }
 
-TILE512(tile_avx512vnni, "avx512f,avx512bw,avx512vl,avx512vnni",
-    for (int p = 0; p < QPX; p++) a[p] = _mm512_dpbusd_epi32(a[p], _mm512_set1_epi32(load4(q[p] + c4 * 4)), wv);)
-
+#define VNNI_ATTR "avx512f,avx512bw,avx512vl,avx512vnni"
+#define BW_ATTR "avx512f,avx512bw,avx512vl"
+#define STEP_VNNI(acc, x, w) _mm512_dpbusd_epi32(acc, x, w)
 /* Without VNNI: vpmaddubsw + vpmaddwd by ones, exact for 7-bit activations (as tile_avx2). */
-TILE512(tile_avx512, "avx512f,avx512bw,avx512vl",
-    const __m512i ones = _mm512_set1_epi16(1);
-    for (int p = 0; p < QPX; p++) {
-        const __m512i xv = _mm512_set1_epi32(load4(q[p] + c4 * 4));
-        a[p] = _mm512_add_epi32(a[p], _mm512_madd_epi16(_mm512_maddubs_epi16(xv, wv), ones));
-    })
+#define STEP_BW(acc, x, w) _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(x, w), _mm512_set1_epi16(1)))
+TILE512_BODY(body_vnni, VNNI_ATTR, STEP_VNNI)
+TILE512_BODY(body_bw, BW_ATTR, STEP_BW)
+
+typedef void (*tile512_fn)(const uint8_t *const *, const int *, int, int, const int8_t *, long, int32_t *);
+#define TILE512(NB, NP) \
+__attribute__((target(VNNI_ATTR))) static void tile_vnni_##NB##x##NP(const uint8_t *const *px, const int *toff, \
+        int taps, int c4n, const int8_t *wb, long bb, int32_t *acc) { body_vnni(NB, NP, px, toff, taps, c4n, wb, bb, acc); } \
+__attribute__((target(BW_ATTR))) static void tile_bw_##NB##x##NP(const uint8_t *const *px, const int *toff, \
+        int taps, int c4n, const int8_t *wb, long bb, int32_t *acc) { body_bw(NB, NP, px, toff, taps, c4n, wb, bb, acc); }
+TILE512(1, 6) TILE512(2, 6) TILE512(3, 6) TILE512(4, 6)
+TILE512(1, 8) TILE512(2, 8) TILE512(3, 8)
+TILE512(1, 12) TILE512(2, 12)
+TILE512(1, 16)
+
+/* Tile shapes: pixels per tile, and the tiles of 1 .. max blocks at that width. */
+typedef struct { int np, max_blocks; tile512_fn vnni[4], bw[4]; } shape512;
+static const shape512 shapes512[] = {
+    { 6, 4, { tile_vnni_1x6, tile_vnni_2x6, tile_vnni_3x6, tile_vnni_4x6 }, { tile_bw_1x6, tile_bw_2x6, tile_bw_3x6, tile_bw_4x6 } },
+    { 8, 3, { tile_vnni_1x8, tile_vnni_2x8, tile_vnni_3x8 }, { tile_bw_1x8, tile_bw_2x8, tile_bw_3x8 } },
+    { 12, 2, { tile_vnni_1x12, tile_vnni_2x12 }, { tile_bw_1x12, tile_bw_2x12 } },
+    { 16, 1, { tile_vnni_1x16 }, { tile_bw_1x16 } },
+};
+
+/* `epilogue_u8` 16 channels at a time (the same operations in the same order: bit-identical). */
+AVX512 static void epilogue512_u8(const int32_t *acc, int npx, int nch, int o0, const int32_t *corr,
+                                  const float *scale, const float *bias, float lo, float hi,
+                                  uint8_t *const *dst, float inv, int zp) {
+    const __mmask16 cm = nch >= 16 ? 0xffff : (__mmask16)((1u << nch) - 1);
+    const __m512i k = _mm512_maskz_loadu_epi32(cm, corr + o0);
+    const __m512 s = _mm512_maskz_loadu_ps(cm, scale + o0), b = _mm512_maskz_loadu_ps(cm, bias + o0);
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), vinv = _mm512_set1_ps(inv);
+    const __m512 qhi = _mm512_set1_ps(QLIM), qlo = _mm512_set1_ps(-QLIM);
+    const __m512i vzp = _mm512_set1_epi32(zp), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(TESSERA_Q8_MAX);
+    for (int p = 0; p < npx; p++) {
+        __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + p * QCH)), k));
+        v = _mm512_mul_ps(v, s);
+        v = _mm512_add_ps(v, b);
+        v = _mm512_max_ps(vlo, v);
+        v = _mm512_min_ps(vhi, v);
+        __m512 t = _mm512_mul_ps(v, vinv);
+        t = _mm512_max_ps(_mm512_min_ps(t, qhi), qlo); /* quantize_one's min then max */
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(t), vzp);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, zero), top);
+        _mm_mask_storeu_epi8(dst[p] + o0, cm, _mm512_cvtepi32_epi8(q));
+    }
+}
+
+/* The fp32 epilogue of one 16-channel block held as acc[p * 16 + ch] (p < np rows): the same
+ * operations as `epilogue`, in the same order, 16 lanes at a time, then a 16 x 16 transpose so
+ * that each channel's pixels are stored (and the residual read) contiguously. Bit-identical to
+ * `epilogue`. Writes y[(o0 + c) * so + p] for c < nch, p < npx. */
+AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int o0, const int32_t *corr,
+                               const float *scale, const float *bias, const float *res, float lo, float hi,
+                               float *y, long so) {
+    const __mmask16 cm = nch >= 16 ? 0xffff : (__mmask16)((1u << nch) - 1);
+    const __m512i k = _mm512_maskz_loadu_epi32(cm, corr + o0);
+    const __m512 s = _mm512_maskz_loadu_ps(cm, scale + o0), b = _mm512_maskz_loadu_ps(cm, bias + o0);
+    __m512 r[16], t[16];
+    for (int p = 0; p < 16; p++) {
+        if (p < np) {
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + p * QCH)), k));
+            v = _mm512_mul_ps(v, s);
+            r[p] = _mm512_add_ps(v, b);
+        } else {
+            r[p] = _mm512_setzero_ps();
+        }
+    }
+    /* 16 x 16 transpose: r[p][c] -> r[c][p] */
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
+    }
+    const __mmask16 pm = npx >= 16 ? 0xffff : (__mmask16)((1u << npx) - 1);
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    for (int c = 0; c < nch; c++) {
+        __m512 v = r[c];
+        const long at = (long)(o0 + c) * so;
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, res + at));
+        v = _mm512_max_ps(vlo, v); /* v < lo ? lo : v, as in `epilogue` (NaN stays NaN) */
+        v = _mm512_min_ps(vhi, v); /* v > hi ? hi : v */
+        _mm512_mask_storeu_ps(y + at, pm, v);
+    }
+}
 
 #define QPX2 4 /* pixels per AVX2 pass (16 channels = two 8-lane vectors each; 8 accumulators of 16 ymm) */
 #define TILE256(NAME, ATTR, ...) \
@@ -261,9 +411,6 @@ typedef void (*tile_fn)(const uint8_t *const *, int, const int *, int, int, cons
 
 static tile_fn pick_tile(int isa) {
     switch (isa) {
-    case TESSERA_ISA_AVX512_BF16:
-    case TESSERA_ISA_AVX512_VNNI: return tile_avx512vnni;
-    case TESSERA_ISA_AVX512: return tile_avx512;
     case TESSERA_ISA_AVX2_VNNI: return tile_avx2vnni;
     case TESSERA_ISA_AVX2: return tile_avx2;
     default: return tile_portable;
@@ -273,7 +420,8 @@ static tile_fn pick_tile(int isa) {
 void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
                             int dh, int dw, int oh, int ow, int cout, const int8_t *packed, const int32_t *corr,
                             const float *scale, const float *bias, const float *residual, float lo, float hi,
-                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp) {
+                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp,
+                            const tessera_q8_target *target) {
     if (m1 > cout) m1 = cout;
     const int c4n = (cin + 3) / 4, c4 = c4n * 4, taps = kh * kw;
     const tile_fn tile = pick_tile(isa);
@@ -283,22 +431,64 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
     for (int ky = 0; ky < kh; ky++)
         for (int kx = 0; kx < kw; kx++) offs[ky * kw + kx] = ((ky * dh) * wp + kx * dw) * c4;
     const long ohw = (long)oh * ow, blkBytes = (long)taps * c4n * 64;
+    (void)total;
+    if (isa_avx512(isa)) {
+        /* widest tile whose block count divides the channel blocks of [m0, m1) (the last group may be narrower) */
+        const int m0r = m0 / QCH * QCH, nblk = (m1 - m0r + QCH - 1) / QCH;
+        const shape512 *sh5 = &shapes512[nblk % 4 == 0 ? 0 : nblk % 3 == 0 ? 1 : nblk % 2 == 0 ? 2 : 3];
+        const int np = sh5->np, vnni = isa >= TESSERA_ISA_AVX512_VNNI;
+        int32_t acc[4 * 16 * QCH];
+        const uint8_t *px[16];
+        uint8_t *dst[16];
+        for (long n = n0; n < n1; n += np) {
+            const int npx = n1 - n < np ? (int)(n1 - n) : np;
+            for (int p = 0; p < np; p++) {
+                const long q = n + (p < npx ? p : 0), b = q / ohw, r = q - b * ohw, oy = r / ow, ox = r - oy * ow;
+                px[p] = xq + ((b * hp + oy * sh) * wp + ox * sw) * c4;
+                if (target) dst[p] = target->xq + ((b * target->hp + target->pt + oy) * target->wp + target->pl + ox) * target->c4;
+            }
+            for (int o0 = m0r; o0 < m1; o0 += sh5->max_blocks * QCH) {
+                int nb = (m1 - o0 + QCH - 1) / QCH;
+                if (nb > sh5->max_blocks) nb = sh5->max_blocks;
+                (vnni ? sh5->vnni : sh5->bw)[nb - 1](px, offs, taps, c4n, packed + (long)(o0 / QCH) * blkBytes, blkBytes, acc);
+                for (int b = 0; b < nb; b++) {
+                    const int ob = o0 + b * QCH, lo0 = ob < m0 ? m0 : ob;
+                    const int nch = (m1 - lo0 < QCH - (lo0 - ob)) ? m1 - lo0 : QCH - (lo0 - ob);
+                    const int32_t *ab = acc + b * np * QCH + (lo0 - ob);
+                    if (target && lo0 == ob)
+                        epilogue512_u8(ab, npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
+                    else if (target)
+                        epilogue_u8(ab, npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
+                    else if (sp == 1 && lo0 == ob)
+                        epilogue512(ab, np, npx, nch, lo0, corr, scale, bias, residual ? residual + n : NULL, lo, hi, y + n, so);
+                    else
+                        epilogue(ab, npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL, lo, hi, y + n * sp, so, sp);
+                }
+            }
+        }
+        if (offs != toff) free(offs);
+        return;
+    }
     int32_t acc[QPX * QCH];
     const uint8_t *px[QPX];
-    (void)total;
+    uint8_t *dst[QPX];
     for (long n = n0; n < n1; n += QPX) {
         const int npx = n1 - n < QPX ? (int)(n1 - n) : QPX;
         for (int p = 0; p < npx; p++) {
             const long q = n + p, b = q / ohw, r = q - b * ohw, oy = r / ow, ox = r - oy * ow;
             px[p] = xq + ((b * hp + oy * sh) * wp + ox * sw) * c4;
+            if (target) dst[p] = target->xq + ((b * target->hp + target->pt + oy) * target->wp + target->pl + ox) * target->c4;
         }
         for (int o0 = m0 / QCH * QCH; o0 < m1; o0 += QCH) {
             tile(px, npx, offs, taps, c4n, packed + (long)(o0 / QCH) * blkBytes, acc);
             const int lo0 = o0 < m0 ? m0 : o0;
             const int nch = (m1 - lo0 < QCH - (lo0 - o0)) ? m1 - lo0 : QCH - (lo0 - o0);
             /* the tile's channel c is output o0 + c; shift the accumulator view for a partial block */
-            epilogue(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL,
-                     lo, hi, y + n * sp, so, sp);
+            if (target)
+                epilogue_u8(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
+            else
+                epilogue(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL,
+                         lo, hi, y + n * sp, so, sp);
         }
     }
     if (offs != toff) free(offs);

@@ -21,7 +21,7 @@ import Testing
     /// Runs the int8 compile of `b` at every level; returns the worst error against the FP32
     /// reference and whether all levels agreed bit for bit.
     func check(_ b: ONNXBuilder, inputShape: [Int], batch: Int, threads: Int = 1, microBatch: Int = 16,
-               seed: UInt64 = 3) throws -> (error: Float, identical: Bool, int8Steps: Int) {
+               seed: UInt64 = 3, chaining: [Bool] = [true]) throws -> (error: Float, identical: Bool, int8Steps: Int) {
         let fp32 = try b.model(inputShape: inputShape)
         var rng = TestRNG(seed: seed)
         let input = Tensor(shape: [batch] + inputShape, data: rng.floats(batch * inputShape.reduce(1, *)))
@@ -29,9 +29,10 @@ import Testing
         let reference = try fp32.referenceRun(input)[0]
         var first: [Float]?
         var identical = true, worst: Float = 0, steps = 0
-        for isa in Self.levels {
-            let model = try Model(data: b.data(inputShape: inputShape), options: Self.int8(isa, split: threads > 1),
-                                  calibration: calibration)
+        for isa in Self.levels { for chain in chaining {
+            var options = Self.int8(isa, split: threads > 1)
+            options.int8Chaining = chain
+            let model = try Model(data: b.data(inputShape: inputShape), options: options, calibration: calibration)
             #expect(model.isa == isa)
             steps = model.program.steps.filter { step in
                 switch step {
@@ -43,19 +44,21 @@ import Testing
             let out = try Session(model: model, threads: threads, microBatch: microBatch).run(input).outputs[0].data
             worst = max(worst, relativeError(out, reference.data))
             if let first { identical = identical && first == out } else { first = out }
-        }
+        } }
         return (worst, identical, steps)
     }
 
-    @Test(arguments: 0..<12) func convRandomShapes(seed: Int) throws {
+    /// Output channel counts cover every AVX-512 tile shape (1-4 blocks of 16 wide, partial blocks).
+    @Test(arguments: 0..<16) func convRandomShapes(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(900 + seed))
         var b = ONNXBuilder()
-        let cin = rng.int(1...37), cout = [3, 8, 16, 17, 32, 40][seed % 6]
+        let cin = rng.int(1...37), cout = [3, 8, 16, 17, 32, 40, 48, 64, 70, 96, 130, 256, 24, 33, 112, 160][seed]
         let kh = [3, 1, 5, 3][seed % 4], kw = [3, 1, 3, 2][seed % 4]
         let s = rng.int(1...2), d = seed % 5 == 4 ? 2 : 1
         let pads = (0..<4).map { _ in rng.int(0...2) }
         let h = (kh - 1) * d + 1 + rng.int(0...12), w = (kw - 1) * d + 1 + rng.int(0...20)
-        b.constant("w", [cout, cin, kh, kw], rng.floats(cout * cin * kh * kw))
+        // weights scaled by 1/sqrt(fan-in), as trained layers are: pre-activations stay O(1) whatever the shape
+        b.constant("w", [cout, cin, kh, kw], rng.floats(cout * cin * kh * kw, scale: 1 / Float(cin * kh * kw).squareRoot()))
         b.constant("b", [cout], rng.floats(cout))
         b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [kh, kw], "strides": [s, s],
                "dilations": [d, d], "pads": pads])
@@ -85,6 +88,56 @@ import Testing
         b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
         let r = try check(b, inputShape: [3, 20, 18], batch: 6, threads: 2, microBatch: 4)
         #expect(r.int8Steps == 3)
+        #expect(r.error < 0.05, "error \(r.error)")
+        #expect(r.identical)
+    }
+
+    /// INT8 kept between layers: convolutions writing the next one's codes directly, and through
+    /// a padded max pool on the codes, give the same bits as the fp32 hand-off (chaining off) on
+    /// every level; odd channel counts (not multiples of 4 or 16) and padding on every layer.
+    @Test(arguments: [1, 2]) func chainedLayersMatchUnchained(threads: Int) throws {
+        var rng = TestRNG(seed: 77)
+        var b = ONNXBuilder()
+        func conv(_ name: String, _ x: String, cin: Int, cout: Int, k: Int, pad: Int, stride: Int = 1) {
+            b.constant(name + "w", [cout, cin, k, k], rng.floats(cout * cin * k * k, scale: 1 / Float(cin * k * k).squareRoot()))
+            b.constant(name + "b", [cout], rng.floats(cout, scale: 0.2))
+            b.node("Conv", [x, name + "w", name + "b"], [name], ints: ["kernel_shape": [k, k], "strides": [stride, stride],
+                   "pads": [pad, pad, pad, pad]])
+        }
+        conv("c0", "x", cin: 3, cout: 20, k: 3, pad: 1, stride: 2)
+        b.node("Relu", ["c0"], ["r0"])
+        conv("c1", "r0", cin: 20, cout: 37, k: 3, pad: 1)
+        b.constant("lo", [], [0])
+        b.constant("hi", [], [6])
+        b.node("Clip", ["c1", "lo", "hi"], ["r1"])
+        b.node("MaxPool", ["r1"], ["p1"], ints: ["kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]])
+        conv("c2", "p1", cin: 37, cout: 16, k: 3, pad: 2)
+        b.node("Relu", ["c2"], ["r2"])
+        conv("c3", "r2", cin: 16, cout: 70, k: 1, pad: 0)
+        b.node("Relu", ["c3"], ["r3"])
+        b.node("MaxPool", ["r3"], ["p3"], ints: ["kernel_shape": [2, 2], "strides": [2, 2]])
+        conv("c4", "p3", cin: 70, cout: 33, k: 3, pad: 1)
+        b.node("GlobalAveragePool", ["c4"], ["g"])
+        b.node("Flatten", ["g"], ["f"])
+        b.constant("fc", [5, 33], rng.floats(165, scale: 0.2))
+        b.constant("fb", [5], rng.floats(5))
+        b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
+        let shape = [3, 37, 30]
+        var options = Self.int8()
+        options.int8Chaining = true
+        let input = Tensor(shape: [5] + shape, data: rng.floats(5 * shape.reduce(1, *)))
+        let calibration = try b.model(inputShape: shape).calibrate(input)
+        let model = try Model(data: b.data(inputShape: shape), options: options, calibration: calibration)
+        let links = model.program.steps.filter { step in
+            switch step {
+            case let .conv(c): c.q8Link.output != nil
+            case let .pool(p): p.q8Link.output != nil
+            default: false
+            }
+        }.count
+        #expect(links == 6, "c0, c1, pool, c2, c3, pool chained: \(links)")
+        let r = try check(b, inputShape: shape, batch: 5, threads: threads, microBatch: 3, chaining: [true, false])
+        #expect(r.int8Steps == 6)
         #expect(r.error < 0.05, "error \(r.error)")
         #expect(r.identical)
     }

@@ -125,18 +125,46 @@ void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int c
                                 uint8_t *xq);
 
 /**
+ * Where an INT8 layer writes its output as the next INT8 layer's quantised input (int8 kept
+ * between layers): the padded pixel-major copy `xq` of that layer (hp x wp maps, the image at
+ * (pt, pl), c4 bytes per pixel) with its scale and zero point, q = clamp(round(v * inv) + zp, 0,
+ * TESSERA_Q8_MAX): the same bytes tessera_engine_q8_quantize would make of the fp32 output.
+ */
+typedef struct {
+    uint8_t *xq;
+    int hp, wp, pt, pl, c4;
+    float inv;
+    int zp;
+} tessera_q8_target;
+
+/** Fills the padding ring of images [i0, i1) of a padded copy (layout as above, maps h x w, cin real
+ * channels): the zero point in real channels, 0 in the padding channels (the pixels inside are written by a producer). */
+void tessera_engine_q8_fill_border(uint8_t *xq, int cin, int h, int w, int pt, int pl, int hp, int wp, int zp,
+                                   long i0, long i1);
+
+/**
  * INT8 convolution of output pixels [n0, n1) (flattened (image, oy, ox) of oh x ow maps) and output
  * channels [m0, m1) (m0 a multiple of 16) over the quantised copy `xq` (hp x wp padded maps, cin
  * channels) with weights packed by tessera_engine_q8_pack (taps = kh * kw):
  * y[o * so + n * sp] = clamp(float(acc - corr[o]) * scale[o] + bias[o] (+ residual[same index]), lo, hi),
  * where acc is the exact int32 sum of u8 x s8 products. so = total, sp = 1 writes a channel-major
- * conv output; so = 1, sp = cout a [n, cout] dense-layer output. `isa` picks vpdpbusd (VNNI levels),
- * vpmaddwd (AVX-512, AVX2) or plain C; all give the same bits.
+ * conv output; so = 1, sp = cout a [n, cout] dense-layer output. With `target` (no residual) the
+ * value is quantised into the target's pixel (image, oy, ox) instead, and y is unused.
+ * `isa` picks vpdpbusd (VNNI levels), vpmaddwd (AVX-512, AVX2) or plain C; all give the same bits.
  */
 void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
                             int dh, int dw, int oh, int ow, int cout, const int8_t *packed, const int32_t *corr,
                             const float *scale, const float *bias, const float *residual, float lo, float hi,
-                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp);
+                            long total, long n0, long n1, int m0, int m1, float *y, long so, long sp,
+                            const tessera_q8_target *target);
+
+/**
+ * Max pooling of quantised codes (exact: the quantiser is monotone, so the max of the codes is the code
+ * of the max) for images [i0, i1): input padded copy x (xhp x xwp maps, c4 bytes per pixel, its padding
+ * code 0), windows kh x kw, stride, dilation, oh x ow outputs written into `target`'s pixels.
+ */
+void tessera_engine_q8_maxpool(const uint8_t *x, int xhp, int xwp, int c4, int kh, int kw, int sh, int sw,
+                               int dh, int dw, int oh, int ow, const tessera_q8_target *target, long i0, long i1);
 
 /* Activations with exp, in place over n floats: kind 1 sigmoid, 2 SiLU (x * sigmoid(x)), 3 Mish
  * (x * tanh(softplus(x))), vectorised at `isa` (exp as a polynomial, relative error ~2e-7). */

@@ -75,7 +75,7 @@ struct Compiler {
         var protected = Set(outputs)
         if let embedding { protected.insert(embedding) }
         fuse(protected: protected)
-        let finalSteps = steps.compactMap { $0 }.map { step -> Step in
+        var finalSteps = steps.compactMap { $0 }.map { step -> Step in
             if let q = quantized(step) { return q }
             guard case var .conv(c) = step else { return step }
             guard Winograd.eligible(c, options) else {
@@ -107,6 +107,9 @@ struct Compiler {
                 c.kind = .winograd
             }
             return .conv(c)
+        }
+        if options.precision == .int8 && options.int8Chaining {
+            finalSteps = Self.chainInt8(finalSteps, slots: slots, protected: protected)
         }
         let (arena, planned) = Self.plan(slots: slots, steps: finalSteps, input: input, pinned: protected)
         var maxK = 0

@@ -104,37 +104,76 @@ enum Quantized {
     static func inputBytes(_ g: GemmStep, nb: Int) -> Int { nb * ((g.k + 3) / 4 * 4) + 64 }
 
     static func conv(_ c: ConvStep, _ q: Q8Layer, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                     residual: UnsafePointer<Float>?, nb: Int, bytes: UnsafeMutablePointer<UInt8>, par: IntraOp) {
+                     residual: UnsafePointer<Float>?, nb: Int, bytes: (Int) -> UnsafeMutablePointer<UInt8>, par: IntraOp) {
         let g = c.window
         let hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr
-        par.ranges(nb) { _, images in
-            tessera_engine_q8_quantize(x, 1, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
-                                       Int32(hp), Int32(wp), q.inverseInputScale, q.zeroPoint,
-                                       images.lowerBound, images.upperBound, bytes)
+        let xq: UnsafeMutablePointer<UInt8>
+        if let input = c.q8Link.input {
+            xq = bytes(input.buffer)
+        } else {
+            xq = bytes(c.q8Link.quantiseInto)
+            par.ranges(nb) { _, images in
+                tessera_engine_q8_quantize(x, 1, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
+                                           Int32(hp), Int32(wp), q.inverseInputScale, q.zeroPoint,
+                                           images.lowerBound, images.upperBound, xq)
+            }
         }
+        if let t = c.q8Link.output { Self.fillBorder(t, nb: nb, bytes: bytes) }
+        let target = c.q8Link.output.map { Self.target($0, bytes: bytes) } ?? tessera_q8_target()
         let total = nb * g.oh * g.ow
         let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
         q.packed.withUnsafeBufferPointer { w in
             q.correction.withUnsafeBufferPointer { corr in
                 q.scale.withUnsafeBufferPointer { scale in
                     c.bias.withUnsafeBufferPointer { bias in
-                        func run(_ cols: Range<Int>, _ chans: Range<Int>) {
-                            tessera_engine_q8_conv(isa, bytes, Int32(hp), Int32(wp), Int32(c.cin), Int32(g.kh), Int32(g.kw),
-                                                   Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.oh), Int32(g.ow),
-                                                   Int32(c.cout), w.baseAddress!, corr.baseAddress!, scale.baseAddress!,
-                                                   bias.baseAddress!, residual, lo, hi, total, cols.lowerBound, cols.upperBound,
-                                                   Int32(chans.lowerBound), Int32(chans.upperBound), y, total, 1)
-                        }
-                        if par.lanes > 1 && total < par.lanes * 64 && c.cout >= 32 {
-                            par.ranges(c.cout, grain: 16) { _, chans in run(0..<total, chans) }
-                        } else {
-                            par.ranges(total, grain: 16) { _, cols in run(cols, 0..<c.cout) }
+                        withUnsafePointer(to: target) { tp in
+                            let tptr = c.q8Link.output == nil ? nil : tp
+                            func run(_ cols: Range<Int>, _ chans: Range<Int>) {
+                                tessera_engine_q8_conv(isa, xq, Int32(hp), Int32(wp), Int32(c.cin), Int32(g.kh), Int32(g.kw),
+                                                       Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.oh), Int32(g.ow),
+                                                       Int32(c.cout), w.baseAddress!, corr.baseAddress!, scale.baseAddress!,
+                                                       bias.baseAddress!, residual, lo, hi, total, cols.lowerBound, cols.upperBound,
+                                                       Int32(chans.lowerBound), Int32(chans.upperBound), y, total, 1, tptr)
+                            }
+                            if par.lanes > 1 && total < par.lanes * 64 && c.cout >= 32 {
+                                par.ranges(c.cout, grain: 16) { _, chans in run(0..<total, chans) }
+                            } else {
+                                par.ranges(total, grain: 16) { _, cols in run(cols, 0..<c.cout) }
+                            }
                         }
                     }
                 }
             }
         }
-        if ConvKernels.clampBounds(c.activation) == nil { Epilogue.apply(c.activation, y, c.cout * total) }
+        if c.q8Link.output == nil, ConvKernels.clampBounds(c.activation) == nil { Epilogue.apply(c.activation, y, c.cout * total) }
+    }
+
+    /// The C view of a layout in a worker's byte buffer.
+    static func target(_ t: Q8Layout, bytes: (Int) -> UnsafeMutablePointer<UInt8>) -> tessera_q8_target {
+        tessera_q8_target(xq: bytes(t.buffer), hp: Int32(t.hp), wp: Int32(t.wp), pt: Int32(t.pt), pl: Int32(t.pl),
+                          c4: Int32(t.c4), inv: t.inverseScale, zp: t.zeroPoint)
+    }
+
+    /// The padding ring of a layout about to be written (its pixels are written by the producer).
+    static func fillBorder(_ t: Q8Layout, nb: Int, bytes: (Int) -> UnsafeMutablePointer<UInt8>) {
+        guard t.hp > t.h || t.wp > t.w else { return }
+        tessera_engine_q8_fill_border(bytes(t.buffer), Int32(t.channels), Int32(t.h), Int32(t.w), Int32(t.pt), Int32(t.pl),
+                                      Int32(t.hp), Int32(t.wp), t.padCode, 0, nb)
+    }
+
+    /// A max pool between chained int8 layers, on the codes.
+    static func maxPool(_ p: PoolStep, nb: Int, bytes: (Int) -> UnsafeMutablePointer<UInt8>, par: IntraOp) {
+        guard let input = p.q8Link.input, let output = p.q8Link.output else { return }
+        fillBorder(output, nb: nb, bytes: bytes)
+        let target = Self.target(output, bytes: bytes)
+        let x = bytes(input.buffer), g = p.window
+        par.ranges(nb) { _, images in
+            withUnsafePointer(to: target) { tp in
+                tessera_engine_q8_maxpool(x, Int32(input.hp), Int32(input.wp), Int32(input.c4), Int32(g.kh), Int32(g.kw),
+                                          Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.oh), Int32(g.ow),
+                                          tp, images.lowerBound, images.upperBound)
+            }
+        }
     }
 
     /// Dense layer `[nb, k] -> [nb, n]`.
@@ -151,12 +190,100 @@ enum Quantized {
                             tessera_engine_q8_conv(isa, bytes, 1, 1, Int32(g.k), 1, 1, 1, 1, 1, 1, 1, 1, Int32(g.n),
                                                    w.baseAddress!, corr.baseAddress!, scale.baseAddress!, bias.baseAddress!,
                                                    nil, lo, hi, nb, 0, nb, Int32(chans.lowerBound), Int32(chans.upperBound),
-                                                   y, 1, g.n)
+                                                   y, 1, g.n, nil)
                         }
                     }
                 }
             }
         }
         if ConvKernels.clampBounds(g.activation) == nil { Epilogue.apply(g.activation, y, nb * g.n) }
+    }
+}
+
+/// A padded pixel-major byte copy in one of a worker's two byte buffers (see ``Q8Link``), with the
+/// scale and zero point its codes were made with.
+struct Q8Layout: Sendable, Equatable {
+    var buffer: Int
+    var h: Int, w: Int, pt: Int, pl: Int, hp: Int, wp: Int
+    var channels: Int
+    var inverseScale: Float
+    var zeroPoint: Int32
+    /// The code of the padding ring: the zero point before a convolution, 0 before a max pool.
+    var padCode: Int32
+    var c4: Int { (channels + 3) / 4 * 4 }
+    func bytes(nb: Int) -> Int { nb * hp * wp * c4 + 64 }
+}
+
+/// INT8 kept between layers (`EngineOptions.int8Chaining`): on a step of a chain, where its input
+/// codes are (nil: fp32 in its slot, quantised by the step itself) and where it writes its output
+/// codes (nil: fp32 into its slot). Links only join adjacent steps, so two byte buffers, used in
+/// turn, are enough.
+struct Q8Link: Sendable {
+    var input: Q8Layout? = nil
+    var output: Q8Layout? = nil
+    /// The buffer the step quantises its fp32 input into, when `input` is nil.
+    var quantiseInto = 0
+}
+
+extension Compiler {
+    /// Joins adjacent int8 convolutions: A's output read only by B (or only by a max pool read
+    /// only by B) with A clamp-activated, without residual and not a program output. A then
+    /// writes B's quantised input (through the pool's byte kernel), bit for bit the bytes B
+    /// would have made of A's fp32 output.
+    static func chainInt8(_ steps: [Step], slots: [Slot], protected: Set<Int>) -> [Step] {
+        var steps = steps
+        var readers = [Int](repeating: 0, count: slots.count)
+        for step in steps { for v in step.inputs { readers[v] += 1 } }
+        func sole(_ v: Int) -> Bool { readers[v] == 1 && !protected.contains(v) && !slots[v].batchless }
+        func layout(of c: ConvStep, buffer: Int) -> Q8Layout {
+            let g = c.window
+            return Q8Layout(buffer: buffer, h: g.h, w: g.w, pt: g.pt, pl: g.pl, hp: g.h + g.pt + g.pb, wp: g.w + g.pl + g.pr,
+                            channels: c.cin, inverseScale: c.q8!.inverseInputScale, zeroPoint: c.q8!.zeroPoint,
+                            padCode: c.q8!.zeroPoint)
+        }
+        func producer(_ i: Int) -> ConvStep? {
+            guard case let .conv(a) = steps[i], a.q8 != nil, a.residual == nil, sole(a.output),
+                  ConvKernels.clampBounds(a.activation) != nil else { return nil }
+            return a
+        }
+        func consumer(_ i: Int, reads v: Int) -> ConvStep? {
+            guard i < steps.count, case let .conv(b) = steps[i], b.q8 != nil, b.input == v, b.residual != v else { return nil }
+            return b
+        }
+        var i = 0
+        while i < steps.count {
+            guard var a = producer(i) else { i += 1; continue }
+            let free = 1 - (a.q8Link.input?.buffer ?? a.q8Link.quantiseInto)
+            if var b = consumer(i + 1, reads: a.output) {
+                let target = layout(of: b, buffer: free)
+                a.q8Link.output = target
+                b.q8Link.input = target
+                steps[i] = .conv(a)
+                steps[i + 1] = .conv(b)
+                i += 1
+                continue
+            }
+            if i + 2 < steps.count, case var .pool(p) = steps[i + 1], p.isMax, p.input == a.output, sole(p.output),
+               var b = consumer(i + 2, reads: p.output) {
+                let g = p.window, hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr
+                // every window inside the padded input (no ceil-mode overhang): the byte pool does not clip
+                if (g.oh - 1) * g.sh + (g.kh - 1) * g.dh < hp, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw < wp {
+                    let target = layout(of: b, buffer: 1 - free)
+                    // code 0 in the pool's padding: no code is below it, so padding never wins a window
+                    let pooled = Q8Layout(buffer: free, h: g.h, w: g.w, pt: g.pt, pl: g.pl, hp: hp, wp: wp, channels: b.cin,
+                                          inverseScale: target.inverseScale, zeroPoint: target.zeroPoint, padCode: 0)
+                    a.q8Link.output = pooled
+                    p.q8Link = Q8Link(input: pooled, output: target)
+                    b.q8Link.input = target
+                    steps[i] = .conv(a)
+                    steps[i + 1] = .pool(p)
+                    steps[i + 2] = .conv(b)
+                    i += 2
+                    continue
+                }
+            }
+            i += 1
+        }
+        return steps
     }
 }

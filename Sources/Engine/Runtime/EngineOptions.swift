@@ -66,6 +66,10 @@ public struct EngineOptions: Sendable, Equatable {
     public var gatherCost = 4.0
     /// Tests: force the dense conv's data path.
     public var denseConvPath: DenseConvPath = .auto
+    /// INT8: an int8 layer whose only reader is the next int8 layer (directly or through a max
+    /// pool) writes that layer's quantised input itself, instead of fp32 the next layer quantises
+    /// again (same bits either way). `TESSERA_ENGINE_INT8_CHAIN=0` turns it off.
+    public var int8Chaining = true
 
     public init() {}
 
@@ -78,6 +82,7 @@ public struct EngineOptions: Sendable, Equatable {
         func number(_ key: String) -> Double? { environment[key].flatMap(Double.init) }
         if environment["TESSERA_ENGINE_DIRECT"] == "0" { o.directConvolution = false }
         if environment["TESSERA_ENGINE_POINTWISE"] == "blas" { o.pointwiseOnBLAS = true }
+        if environment["TESSERA_ENGINE_INT8_CHAIN"] == "0" { o.int8Chaining = false }
         switch environment["TESSERA_ENGINE_WINOGRAD"] {
         case "0": o.winograd = .none
         case "2": o.winograd = .f23Only

@@ -13,8 +13,11 @@ final class Workspace {
     let scratch: UnsafeMutablePointer<Float>
     /// Scratch floats per lane.
     let scratchCount: Int
-    /// The quantised input of the current int8 step.
+    /// The quantised input of the current int8 step, and a second buffer for chained int8 layers
+    /// (a layer writes the next one's quantised input while reading its own, see ``Q8Link``).
     let bytes: UnsafeMutablePointer<UInt8>
+    let bytes2: UnsafeMutablePointer<UInt8>
+    let byteCount: Int
 
     init(program: Program, capacity: Int, lanes: Int = 1) {
         self.capacity = capacity
@@ -32,9 +35,15 @@ final class Workspace {
         for step in program.steps {
             if case let .conv(c) = step, c.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(c, nb: capacity)) }
             if case let .gemm(g) = step, g.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(g, nb: capacity)) }
+            if case let .conv(c) = step, let t = c.q8Link.output { byteNeed = max(byteNeed, t.bytes(nb: capacity)) }
+            if case let .pool(p) = step, let t = p.q8Link.output { byteNeed = max(byteNeed, t.bytes(nb: capacity)) }
         }
+        let chained = program.steps.contains { if case let .conv(c) = $0 { c.q8Link.output != nil } else { false } }
+        byteCount = byteNeed
         bytes = .allocate(capacity: byteNeed)
         bytes.initialize(repeating: 0, count: byteNeed)
+        bytes2 = .allocate(capacity: chained ? byteNeed : 64)
+        bytes2.initialize(repeating: 0, count: chained ? byteNeed : 64)
         scratchCount = (need + 15) / 16 * 16
         scratch = .allocate(capacity: scratchCount * self.lanes)
         scratch.initialize(repeating: 0, count: scratchCount * self.lanes)
@@ -47,6 +56,7 @@ final class Workspace {
         arena.deallocate()
         scratch.deallocate()
         bytes.deallocate()
+        bytes2.deallocate()
     }
 }
 
@@ -170,7 +180,8 @@ struct Executor {
             // Waking another thread costs more than a step this small gains from it.
             let par = Double(2 * total * c.cout * c.k) >= minSplitFlops ? self.par : IntraOp(lanes: 1)
             if let q = c.q8 {
-                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: ws.bytes, par: par)
+                let ws = self.ws
+                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: { $0 == 0 ? ws.bytes : ws.bytes2 }, par: par)
                 return
             }
             switch c.kind {
@@ -222,6 +233,10 @@ struct Executor {
             groupNorm(g)
         case let .resize(r):
             resize(r)
+        case let .pool(p) where p.q8Link.output != nil:
+            let ws = self.ws
+            let work = Double(program.slots[p.input].channels * nb * p.window.oh * p.window.ow * p.window.kh * p.window.kw)
+            Quantized.maxPool(p, nb: nb, bytes: { $0 == 0 ? ws.bytes : ws.bytes2 }, par: work >= minSplitFlops ? self.par : IntraOp(lanes: 1))
         case let .pool(p):
             let s = program.slots[p.input]
             let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)

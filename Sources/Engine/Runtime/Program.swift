@@ -64,6 +64,8 @@ struct ConvStep: Sendable {
     var directWeights: [Float]? = nil
     /// INT8 weights: the layer runs on the int8 kernel (``Quantized``), the fp32 weights unused.
     var q8: Q8Layer? = nil
+    /// INT8 kept between layers: where the input codes already are, where the output codes go.
+    var q8Link = Q8Link()
     var activation: Activation = .none
     var residual: Int?
     var input: Int, output: Int
@@ -75,6 +77,9 @@ struct PoolStep: Sendable {
     var window: Window2D
     /// Per-row / per-column window element counts for average pooling (divisor = product).
     var rowCount: [Float], colCount: [Float]
+    /// A max pool between two chained int8 layers: it pools the codes of byte buffer
+    /// `q8Link.input` (laid out as `q8Link.inputLayout`) into `q8Link.output`.
+    var q8Link = Q8Link()
     var input: Int, output: Int
 }
 
@@ -219,14 +224,15 @@ extension Step {
         case let .conv(c):
             let g = c.window
             if c.q8 != nil {
-                return "conv.int8 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+                let link = (c.q8Link.input == nil ? "" : " <u8") + (c.q8Link.output == nil ? "" : " >u8")
+                return "conv.int8 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")\(link)"
             }
             let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
             return "conv.\(kind) \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) g\(c.groups) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
         case let .channels(sources, i, _): return "channels \(sources.count) of \(program.slots[i].perImage)"
         case let .groupNorm(g): return "groupnorm \(g.groups) groups \(program.slots[g.input].perImage) \(g.activation)"
         case let .resize(r): return "resize \(r.ih)x\(r.iw) -> \(r.oh)x\(r.ow)"
-        case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
+        case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool")\(p.q8Link.output == nil ? "" : ".u8") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
         case let .activation(a, i, _): return "activation \(a) \(program.slots[i].perImage)"
         case let .channelAffine(_, _, i, _): return "affine \(program.slots[i].perImage)"
