@@ -69,6 +69,23 @@ import Testing
         #expect(r.identical, "seed \(seed)")
     }
 
+    /// RGB stems with 16 taps or more run their taps as one gathered patch per pixel on AVX-512
+    /// (rows copied whole without dilation, tap by tap with it): same bits as every other level.
+    @Test(arguments: [(7, 1, 64), (5, 2, 20), (4, 1, 33)]) func stemPatches(k: Int, dilation: Int, cout: Int) throws {
+        var rng = TestRNG(seed: UInt64(60 + k))
+        var b = ONNXBuilder()
+        let cin = k == 4 ? 2 : 3
+        b.constant("w", [cout, cin, k, k], rng.floats(cout * cin * k * k, scale: 1 / Float(cin * k * k).squareRoot()))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [k, k], "strides": [2, 2],
+               "dilations": [dilation, dilation], "pads": [3, 2, 3, 1]])
+        b.node("Relu", ["c"], ["y"])
+        let r = try check(b, inputShape: [cin, 29, 34], batch: 3, microBatch: 2)
+        #expect(r.int8Steps == 1)
+        #expect(r.error < 0.05, "error \(r.error)")
+        #expect(r.identical)
+    }
+
     /// A small network: conv, residual add + ReLU fused into a 1x1 conv, global pool, Gemm.
     @Test func residualBlockAndGemm() throws {
         var rng = TestRNG(seed: 41)
