@@ -52,8 +52,10 @@ import Testing
     @Test(arguments: 0..<16) func convRandomShapes(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(900 + seed))
         var b = ONNXBuilder()
-        let cin = rng.int(1...37), cout = [3, 8, 16, 17, 32, 40, 48, 64, 70, 96, 130, 256, 24, 33, 112, 160][seed]
+        var cin = rng.int(1...37), cout = [3, 8, 16, 17, 32, 40, 48, 64, 70, 96, 130, 256, 24, 33, 112, 160][seed]
         let kh = [3, 1, 5, 3][seed % 4], kw = [3, 1, 3, 2][seed % 4]
+        // 1x1 layers with fewer than 64 input or output channels stay fp32 (Compiler.quantized)
+        if kh * kw == 1 { cin += 64; cout += 64 }
         let s = rng.int(1...2), d = seed % 5 == 4 ? 2 : 1
         let pads = (0..<4).map { _ in rng.int(0...2) }
         let h = (kh - 1) * d + 1 + rng.int(0...12), w = (kw - 1) * d + 1 + rng.int(0...20)
@@ -90,17 +92,17 @@ import Testing
     @Test func residualBlockAndGemm() throws {
         var rng = TestRNG(seed: 41)
         var b = ONNXBuilder()
-        b.constant("w0", [16, 3, 3, 3], rng.floats(16 * 27, scale: 0.5))
-        b.constant("b0", [16], rng.floats(16, scale: 0.1))
+        b.constant("w0", [64, 3, 3, 3], rng.floats(64 * 27, scale: 0.5))
+        b.constant("b0", [64], rng.floats(64, scale: 0.1))
         b.node("Conv", ["x", "w0", "b0"], ["a"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
         b.node("Relu", ["a"], ["a1"])
-        b.constant("w1", [16, 16, 1, 1], rng.floats(256, scale: 0.5))
+        b.constant("w1", [64, 64, 1, 1], rng.floats(64 * 64, scale: 0.125))
         b.node("Conv", ["a1", "w1"], ["p"], ints: ["kernel_shape": [1, 1]])
         b.node("Add", ["p", "a1"], ["r"])
         b.node("Relu", ["r"], ["r1"])
         b.node("GlobalAveragePool", ["r1"], ["g"])
         b.node("Flatten", ["g"], ["f"])
-        b.constant("fc", [5, 16], rng.floats(80))
+        b.constant("fc", [5, 64], rng.floats(320))
         b.constant("fb", [5], rng.floats(5))
         b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
         let r = try check(b, inputShape: [3, 20, 18], batch: 6, threads: 2, microBatch: 4)
@@ -128,9 +130,9 @@ import Testing
         b.constant("hi", [], [6])
         b.node("Clip", ["c1", "lo", "hi"], ["r1"])
         b.node("MaxPool", ["r1"], ["p1"], ints: ["kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]])
-        conv("c2", "p1", cin: 37, cout: 16, k: 3, pad: 2)
+        conv("c2", "p1", cin: 37, cout: 66, k: 3, pad: 2)
         b.node("Relu", ["c2"], ["r2"])
-        conv("c3", "r2", cin: 16, cout: 70, k: 1, pad: 0)
+        conv("c3", "r2", cin: 66, cout: 70, k: 1, pad: 0)
         b.node("Relu", ["c3"], ["r3"])
         b.node("MaxPool", ["r3"], ["p3"], ints: ["kernel_shape": [2, 2], "strides": [2, 2]])
         conv("c4", "p3", cin: 70, cout: 33, k: 3, pad: 1)
