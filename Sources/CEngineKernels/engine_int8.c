@@ -332,7 +332,7 @@ AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int
     const __mmask16 cm = nch >= 16 ? 0xffff : (__mmask16)((1u << nch) - 1);
     const __m512i k = _mm512_maskz_loadu_epi32(cm, corr + o0);
     const __m512 s = _mm512_maskz_loadu_ps(cm, scale + o0), b = _mm512_maskz_loadu_ps(cm, bias + o0);
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int p = 0; p < 16; p++) {
         if (p < np) {
             __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + p * QCH)), k));
@@ -342,31 +342,7 @@ AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int
             r[p] = _mm512_setzero_ps();
         }
     }
-    /* 16 x 16 transpose: r[p][c] -> r[c][p] */
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
-        const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-    }
-    for (int j = 0; j < 4; j++) {
-        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-    }
-    for (int j = 0; j < 4; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
-        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
-        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
-    }
+    transpose16_ps(r);
     const __mmask16 pm = npx >= 16 ? 0xffff : (__mmask16)((1u << npx) - 1);
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     for (int c = 0; c < nch; c++) {

@@ -173,8 +173,8 @@ import Testing
         #expect(one.images == 20 && one.ranges.keys.sorted() == ["x"])
         #expect(try Calibration.decode(one.encoded()) == one)
         #expect(throws: ModelError.self) { try b.model(inputShape: [4, 9, 9], options: Self.int8()) }
-        var bf16 = EngineOptions()
-        bf16.precision = .bf16
-        #expect(throws: ModelError.self) { try b.model(inputShape: [4, 9, 9], options: bf16) }
+        var auto = EngineOptions()
+        auto.precision = .auto
+        #expect(throws: ModelError.self) { try b.model(inputShape: [4, 9, 9], options: auto) }
     }
 }

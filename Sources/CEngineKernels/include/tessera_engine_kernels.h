@@ -166,6 +166,31 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
 void tessera_engine_q8_maxpool(const uint8_t *x, int xhp, int xwp, int c4, int kh, int kw, int sh, int sw,
                                int dh, int dw, int oh, int ow, const tessera_q8_target *target, long i0, long i1);
 
+/* ── BF16 (engine_bf16.c) ─────────────────────────────────────────────────── */
+
+/** v rounded to bfloat16 (nearest even) and back. */
+float tessera_engine_bf16_round(float v);
+/** bf16 elements of weights [cout][cin][taps] packed by tessera_engine_bf16_pack (16-channel blocks, cin in pairs). */
+long tessera_engine_bf16_packed_count(int cout, int taps, int cin);
+/** Rounds weights `w[(o * cin + ci) * taps + t]` to bf16 and packs them for tessera_engine_bf16_conv. */
+void tessera_engine_bf16_pack(const float *w, int cout, int cin, int taps, uint16_t *packed);
+/**
+ * Rounds images [i0, i1) of a [C, nb, h, w] (channel_major) or [nb, C, h, w] fp32 tensor to bf16 into the
+ * padded pixel-major copy xb[((img * hp + pt + y) * wp + pl + x) * cin2 + c] (cin2 = cin rounded up to 2),
+ * padding and the extra channel 0.
+ */
+void tessera_engine_bf16_convert(int isa, const float *x, int channel_major, int nb, int cin, int h, int w,
+                                 int pt, int pl, int hp, int wp, long i0, long i1, uint16_t *xb);
+/**
+ * BF16 convolution of output pixels [n0, n1) and channels [m0, m1) (m0 a multiple of 16) over the copy `xb`,
+ * fp32 accumulation: y[o * so + n * sp] = clamp(acc + bias[o] (+ residual[same index]), lo, hi). Layouts as
+ * tessera_engine_q8_conv. `vdpbf16ps` on avx512-bf16, fp32 FMAs on the bf16 values on avx512, plain C below.
+ */
+void tessera_engine_bf16_conv(int isa, const uint16_t *xb, int hp, int wp, int cin, int kh, int kw, int sh, int sw,
+                              int dh, int dw, int oh, int ow, int cout, const uint16_t *packed, const float *bias,
+                              const float *residual, float lo, float hi, long n0, long n1, int m0, int m1,
+                              float *y, long so, long sp);
+
 /* Activations with exp, in place over n floats: kind 1 sigmoid, 2 SiLU (x * sigmoid(x)), 3 Mish
  * (x * tanh(softplus(x))), vectorised at `isa` (exp as a polynomial, relative error ~2e-7). */
 enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3, TESSERA_ACT_ERF = 4, TESSERA_ACT_GELU = 5 };

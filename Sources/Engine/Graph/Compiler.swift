@@ -127,9 +127,22 @@ struct Compiler {
         return program
     }
 
-    /// The step on the int8 kernel, when compiling for int8 and the step's input was calibrated:
-    /// ungrouped convolutions and dense layers.
+    /// The step on the int8 kernel, when compiling for int8 and the step's input was calibrated, or
+    /// on the bf16 kernel when compiling for bf16: ungrouped convolutions (1x1 ones with at least
+    /// 64 input and output channels) and dense layers.
     func quantized(_ step: Step) -> Step? {
+        if options.precision == .bf16 {
+            switch step {
+            case var .conv(c) where c.groups == 1 && c.kind != .depthwise:
+                if c.window.kh * c.window.kw == 1 && min(c.cin, c.cout) < 64 { return nil }
+                c.bf16 = BF16Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw)
+                return .conv(c)
+            case var .gemm(g) where g.rows == 1:
+                g.bf16 = BF16Layer(weights: g.weights, cout: g.n, cin: g.k, taps: 1)
+                return .gemm(g)
+            default: return nil
+            }
+        }
         guard options.precision == .int8, let calibration else { return nil }
         switch step {
         case var .conv(c) where c.groups == 1 && c.kind != .depthwise:

@@ -287,3 +287,79 @@ extension Compiler {
         return steps
     }
 }
+
+/// BF16 weights of one convolution or dense layer (`EngineOptions.precision == .bf16`): rounded to
+/// bfloat16 and packed by `tessera_engine_bf16_pack`; the input is rounded the same way per call,
+/// products accumulate in fp32.
+struct BF16Layer: Sendable {
+    var packed: [UInt16]
+
+    /// `w[(o * cin + ci) * taps + t]`.
+    init(weights w: [Float], cout: Int, cin: Int, taps: Int) {
+        var packed = [UInt16](repeating: 0, count: tessera_engine_bf16_packed_count(Int32(cout), Int32(taps), Int32(cin)))
+        w.withUnsafeBufferPointer { src in
+            packed.withUnsafeMutableBufferPointer {
+                tessera_engine_bf16_pack(src.baseAddress!, Int32(cout), Int32(cin), Int32(taps), $0.baseAddress!)
+            }
+        }
+        self.packed = packed
+    }
+}
+
+/// Runs the BF16 layers: round the input once into the worker's byte scratch, then the tile.
+enum BF16 {
+    static func inputBytes(_ c: ConvStep, nb: Int) -> Int {
+        let g = c.window
+        return 2 * nb * (g.h + g.pt + g.pb) * (g.w + g.pl + g.pr) * ((c.cin + 1) / 2 * 2) + 64
+    }
+
+    static func inputBytes(_ g: GemmStep, nb: Int) -> Int { 2 * nb * ((g.k + 1) / 2 * 2) + 64 }
+
+    static func conv(_ c: ConvStep, _ l: BF16Layer, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                     residual: UnsafePointer<Float>?, nb: Int, bytes: UnsafeMutablePointer<UInt8>, par: IntraOp) {
+        let g = c.window
+        let hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr
+        let xb = UnsafeMutableRawPointer(bytes).assumingMemoryBound(to: UInt16.self)
+        par.ranges(nb) { _, images in
+            tessera_engine_bf16_convert(isa, x, 1, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
+                                        Int32(hp), Int32(wp), images.lowerBound, images.upperBound, xb)
+        }
+        let total = nb * g.oh * g.ow
+        let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
+        l.packed.withUnsafeBufferPointer { w in
+            c.bias.withUnsafeBufferPointer { bias in
+                func run(_ cols: Range<Int>, _ chans: Range<Int>) {
+                    tessera_engine_bf16_conv(isa, xb, Int32(hp), Int32(wp), Int32(c.cin), Int32(g.kh), Int32(g.kw),
+                                             Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.oh), Int32(g.ow),
+                                             Int32(c.cout), w.baseAddress!, bias.baseAddress!, residual, lo, hi,
+                                             cols.lowerBound, cols.upperBound, Int32(chans.lowerBound), Int32(chans.upperBound),
+                                             y, total, 1)
+                }
+                if par.lanes > 1 && total < par.lanes * 64 && c.cout >= 32 {
+                    par.ranges(c.cout, grain: 16) { _, chans in run(0..<total, chans) }
+                } else {
+                    par.ranges(total, grain: 16) { _, cols in run(cols, 0..<c.cout) }
+                }
+            }
+        }
+        if ConvKernels.clampBounds(c.activation) == nil { Epilogue.apply(c.activation, y, c.cout * total) }
+    }
+
+    /// Dense layer `[nb, k] -> [nb, n]`.
+    static func gemm(_ g: GemmStep, _ l: BF16Layer, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                     nb: Int, bytes: UnsafeMutablePointer<UInt8>, par: IntraOp) {
+        let xb = UnsafeMutableRawPointer(bytes).assumingMemoryBound(to: UInt16.self)
+        tessera_engine_bf16_convert(isa, x, 0, Int32(nb), Int32(g.k), 1, 1, 0, 0, 1, 1, 0, nb, xb)
+        let (lo, hi) = ConvKernels.clampBounds(g.activation) ?? (-.infinity, .infinity)
+        l.packed.withUnsafeBufferPointer { w in
+            g.bias.withUnsafeBufferPointer { bias in
+                par.ranges(g.n, grain: 16) { _, chans in
+                    tessera_engine_bf16_conv(isa, xb, 1, 1, Int32(g.k), 1, 1, 1, 1, 1, 1, 1, 1, Int32(g.n), w.baseAddress!,
+                                             bias.baseAddress!, nil, lo, hi, 0, nb, Int32(chans.lowerBound), Int32(chans.upperBound),
+                                             y, 1, g.n)
+                }
+            }
+        }
+        if ConvKernels.clampBounds(g.activation) == nil { Epilogue.apply(g.activation, y, nb * g.n) }
+    }
+}

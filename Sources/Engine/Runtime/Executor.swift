@@ -35,6 +35,8 @@ final class Workspace {
         for step in program.steps {
             if case let .conv(c) = step, c.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(c, nb: capacity)) }
             if case let .gemm(g) = step, g.q8 != nil { byteNeed = max(byteNeed, Quantized.inputBytes(g, nb: capacity)) }
+            if case let .conv(c) = step, c.bf16 != nil { byteNeed = max(byteNeed, BF16.inputBytes(c, nb: capacity)) }
+            if case let .gemm(g) = step, g.bf16 != nil { byteNeed = max(byteNeed, BF16.inputBytes(g, nb: capacity)) }
             if case let .conv(c) = step, let t = c.q8Link.output { byteNeed = max(byteNeed, t.bytes(nb: capacity)) }
             if case let .pool(p) = step, let t = p.q8Link.output { byteNeed = max(byteNeed, t.bytes(nb: capacity)) }
         }
@@ -179,6 +181,10 @@ struct Executor {
             let total = nb * g.oh * g.ow
             // Waking another thread costs more than a step this small gains from it.
             let par = Double(2 * total * c.cout * c.k) >= minSplitFlops ? self.par : IntraOp(lanes: 1)
+            if let l = c.bf16 {
+                BF16.conv(c, l, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: ws.bytes, par: par)
+                return
+            }
             if let q = c.q8 {
                 let ws = self.ws
                 Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: { $0 == 0 ? ws.bytes : ws.bytes2 }, par: par)
@@ -311,6 +317,9 @@ struct Executor {
                     for j in 0..<e { yr[j] = (xr[j] - mean) * k * sp[j] + hp[j] }
                 } }
             } }
+        case let .gemm(g) where g.bf16 != nil:
+            let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            BF16.gemm(g, g.bf16!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)
         case let .gemm(g) where g.q8 != nil:
             let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
             Quantized.gemm(g, g.q8!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)

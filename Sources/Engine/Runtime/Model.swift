@@ -54,8 +54,9 @@ public struct Model: Sendable {
             guard calibration != nil else {
                 throw ModelError.invalidArgument("int8 needs a calibration (tessera models quantize MODEL --calibration DIR)")
             }
-        case .bf16, .auto:
-            throw ModelError.invalidArgument("precision \(options.precision.rawValue) is not implemented yet (fp32 or int8)")
+        case .bf16: break
+        case .auto:
+            throw ModelError.invalidArgument("precision auto is chosen per model by the application (fp32, bf16 or int8 here)")
         }
         let declared = Array(graph.inputDims.dropFirst())
         let shape: [Int]

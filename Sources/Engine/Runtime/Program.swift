@@ -66,6 +66,8 @@ struct ConvStep: Sendable {
     var q8: Q8Layer? = nil
     /// INT8 kept between layers: where the input codes already are, where the output codes go.
     var q8Link = Q8Link()
+    /// BF16 weights: the layer runs on the bf16 kernel (``BF16``), the fp32 weights unused.
+    var bf16: BF16Layer? = nil
     var activation: Activation = .none
     var residual: Int?
     var input: Int, output: Int
@@ -93,6 +95,7 @@ struct GemmStep: Sendable {
     /// `nb * rows` contiguous rows of its slot at once, and its output keeps that row order.
     var rows = 1
     var q8: Q8Layer? = nil
+    var bf16: BF16Layer? = nil
     var activation: Activation = .none
     var input: Int, output: Int
 }
@@ -223,6 +226,9 @@ extension Step {
         switch self {
         case let .conv(c):
             let g = c.window
+            if c.bf16 != nil {
+                return "conv.bf16 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
+            }
             if c.q8 != nil {
                 let link = (c.q8Link.input == nil ? "" : " <u8") + (c.q8Link.output == nil ? "" : " >u8")
                 return "conv.int8 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")\(link)"
@@ -241,7 +247,7 @@ extension Step {
         case let .relayout(i, o): return "relayout \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
         case let .transpose(perm, i, _): return "transpose \(program.slots[i].perImage) by \(perm)"
         case let .layerNorm(_, _, _, i, _): return "layernorm \(program.slots[i].perImage)"
-        case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
+        case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8")\(g.bf16 == nil ? "" : ".bf16") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
         case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }
