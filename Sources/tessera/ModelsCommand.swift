@@ -21,7 +21,7 @@ struct ModelsCommand: ParsableCommand {
         @Option(help: "Warm-up batches.") var warmup: Int = 2
         @Option(name: .customLong("micro-batch"), help: "Images per worker pass (default: engine's choice).")
         var microBatch: Int?
-        @Option(help: "fp32, int8 (reads the calibration `models quantize` wrote) or auto (what the recorded INT8 check allows).") var precision = "fp32"
+        @Option(help: "fp32, bf16, int8 (reads the calibration `models quantize` wrote) or auto (what the recorded precision check allows).") var precision = "fp32"
         @Option(name: .customLong("input-shape"),
                 help: "Per-image input shape for models with symbolic height/width, e.g. 3,512,512.")
         var inputShape: String?

@@ -23,10 +23,10 @@ extension ModelsCommand {
         var patchMPP: Double?
         @Option(help: "CSV of the images to use: file[,group][,split].") var manifest: String?
         @Option(help: "With --manifest: only rows whose split column equals this.") var split: String?
-        @Option(help: "fp32, int8 (reads the calibration `models quantize` wrote) or auto (what the recorded INT8 check allows).")
+        @Option(help: "fp32, bf16, int8 (reads the calibration `models quantize` wrote) or auto (what the recorded precision check allows).")
         var precision: String = "fp32"
         @Flag(name: .customLong("record-precision"),
-              help: "Score the images in FP32 and INT8, time both engines, and write precision.json beside the model for --precision auto.")
+              help: "Score the images in FP32, INT8 and BF16, time the three engines, and write precision.json beside the model for --precision auto.")
         var recordPrecision = false
         @Option(help: "Cores to use.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
         @Option(help: "Images per batch.") var batch: Int = 32

@@ -39,7 +39,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("min-tissue"), help: "Minimum tissue fraction of a tile.")
     var minTissue = 0.5
 
-    @Option(help: "Engine precision: fp32; int8 with the calibration `tessera models quantize` wrote for the model; or auto (int8 when the model's recorded check allows it, see `models eval --record-precision`).")
+    @Option(help: "Engine precision: fp32; bf16; int8 with the calibration `tessera models quantize` wrote for the model; or auto (bf16 or int8 when the model's recorded check allows it, see `models eval --record-precision`).")
     var precision = "fp32"
 
     @Flag(help: "Also write per-tile embeddings (penultimate-layer features).")

@@ -31,7 +31,7 @@ struct ThroughputCommand: ParsableCommand {
     @Option(help: "Job queue URL (postgres://...) for the end-to-end run, to include the shared queue in the measurement (default: $TESSERA_QUEUE, else a scratch SQLite queue).")
     var queue: String?
 
-    @Option(help: "Engine precision: fp32, int8 (needs the model's INT8 calibration; fp32 is measured too, for the gain) or auto.")
+    @Option(help: "Engine precision: fp32, bf16, int8 (needs the model's INT8 calibration) or auto; fp32 is measured too, for the gain.")
     var precision = "fp32"
 
     @Option(help: "Cores to use.")

@@ -39,7 +39,7 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of slides that do not record it (slides that do keep their own).")
     var slideMPP: Double?
 
-    @Option(help: "Engine precision: fp32; int8 with the calibration `tessera models quantize` wrote for the model; or auto (int8 when the model's recorded check allows it, see `models eval --record-precision`).")
+    @Option(help: "Engine precision: fp32; bf16; int8 with the calibration `tessera models quantize` wrote for the model; or auto (bf16 or int8 when the model's recorded check allows it, see `models eval --record-precision`).")
     var precision = "fp32"
 
     @Flag(help: "Also take slides in sub-folders of IN (results keep the sub-folder).")

@@ -19,7 +19,7 @@ struct PrecisionRunTests {
         #expect(refused.status == 2)
         #expect(refused.out.contains("\"error_code\":\"bad_parameter\"") && refused.out.contains("models quantize tiny"),
                 "says how to make a calibration: \(refused.out)")
-        #expect(try run(["--precision", "int4"], out: "typo").err.contains("--precision int4: use fp32, int8 or auto"))
+        #expect(try run(["--precision", "int4"], out: "typo").err.contains("--precision int4: use fp32, bf16, int8 or auto"))
 
         // Calibration tiles cut from another slide with the vips command.
         let tiles = folder + "/calibration"
@@ -55,6 +55,16 @@ struct PrecisionRunTests {
         #expect(a.count == b.count && !a.isEmpty)
         let agreement = Double(zip(a, b).filter { $0 == $1 }.count) / Double(max(1, a.count))
         #expect(agreement >= 0.9, "int8 and fp32 agree on \(agreement * 100)% of tiles")
+
+        // BF16 needs no calibration: a job of its own, the same classes as fp32 on nearly every tile.
+        let bf16 = try run(["--precision", "bf16"], out: "bf16")
+        #expect(bf16.status == 0, "\(bf16.out) \(bf16.err)")
+        #expect(try summary("bf16")["precision"] as? String == "bf16")
+        #expect(try summary("bf16")["job"] as? Int != summary("fp32")["job"] as? Int, "bf16 is a job of its own")
+        let c = try classes("bf16")
+        #expect(c.count == b.count)
+        let agreement16 = Double(zip(c, b).filter { $0 == $1 }.count) / Double(max(1, c.count))
+        #expect(agreement16 >= 0.95, "bf16 and fp32 agree on \(agreement16 * 100)% of tiles")
     }
 
     /// `--precision auto`: fp32 (with the reason) until a check is recorded; then the rule applied to
@@ -74,7 +84,7 @@ struct PrecisionRunTests {
         }
         let before = try run("none")
         #expect(before["precision"] as? String == "fp32")
-        #expect((before["precision_auto"] as? String)?.contains("no INT8 check is recorded") == true, "\(before)")
+        #expect((before["precision_auto"] as? String)?.contains("no precision check is recorded") == true, "\(before)")
 
         // Labelled tiles (classes A, B, C) cut from another slide; calibration from the same tiles.
         let tiles = folder + "/labelled"
@@ -96,7 +106,10 @@ struct PrecisionRunTests {
         let check = try JSONDecoder().decode(PrecisionCheck.self,
                                              from: Data(contentsOf: URL(fileURLWithPath: models + "/tiny/precision.json")))
         #expect(check.images == 6 && (0...1).contains(check.agreement) && check.imagesPerSecondINT8 > 0 && !check.isa.isEmpty)
-        let expected = check.agreement >= 0.995 && check.dropPoints <= 0.5 && check.speedup > 1 ? "int8" : "fp32"
+        #expect((0...1).contains(check.agreementBF16 ?? -1) && (check.imagesPerSecondBF16 ?? 0) > 0)
+        let int8OK = check.agreement >= 0.995 && check.dropPoints <= 0.5 && check.speedup > 1
+        let bf16OK = check.agreementBF16! >= 0.995 && check.dropPointsBF16! <= 0.5 && check.speedupBF16! > 1
+        let expected = int8OK && (!bf16OK || check.speedup >= check.speedupBF16!) ? "int8" : bf16OK ? "bf16" : "fp32"
         let after = try run("recorded")
         #expect(after["precision"] as? String == expected, "\(after)")
         #expect((after["precision_auto"] as? String)?.hasPrefix(expected + ":") == true, "\(after)")
@@ -108,6 +121,9 @@ struct PrecisionRunTests {
         good.balancedAccuracyINT8 = good.balancedAccuracyFP32
         good.imagesPerSecondFP32 = 100
         good.imagesPerSecondINT8 = 180
+        good.agreementBF16 = nil
+        good.balancedAccuracyBF16 = nil
+        good.imagesPerSecondBF16 = nil
         func choose(_ c: PrecisionCheck, isa: String? = nil) throws -> String {
             try JSONEncoder().encode(c).write(to: URL(fileURLWithPath: models + "/tiny/precision.json"))
             return try PrecisionChoice.resolve(modelFile: file, isa: isa ?? c.isa).name
@@ -126,6 +142,32 @@ struct PrecisionRunTests {
         var stale = good
         stale.calibrationSHA256 = String(repeating: "0", count: 64)
         #expect(try choose(stale) == "fp32")
+        // BF16 beside INT8: the faster of the two that qualify; BF16 needs no calibration.
+        var both = good
+        both.agreementBF16 = 1
+        both.balancedAccuracyBF16 = good.balancedAccuracyFP32
+        both.imagesPerSecondBF16 = 150
+        #expect(try choose(both) == "int8")
+        both.imagesPerSecondBF16 = 200
+        #expect(try choose(both) == "bf16")
+        var bf16Only = both
+        bf16Only.agreement = 0.99
+        #expect(try choose(bf16Only) == "bf16")
+        bf16Only.calibrationSHA256 = String(repeating: "0", count: 64)
+        #expect(try choose(bf16Only) == "bf16")
+        var neither = bf16Only
+        neither.agreementBF16 = 0.99
+        #expect(try choose(neither) == "fp32")
+        neither.agreementBF16 = 1
+        neither.imagesPerSecondBF16 = 90
+        let reason = try { () throws -> String in
+            try JSONEncoder().encode(neither).write(to: URL(fileURLWithPath: models + "/tiny/precision.json"))
+            return try PrecisionChoice.resolve(modelFile: file, isa: neither.isa).reason
+        }()
+        #expect(reason.hasPrefix("fp32: ") && reason.contains("BF16 is not faster here"), "\(reason)")
+        var foreign = both
+        foreign.modelSHA256 = String(repeating: "0", count: 64)
+        #expect(try choose(foreign) == "fp32")
         try "{}".write(toFile: models + "/tiny/precision.json", atomically: true, encoding: .utf8)
         #expect(throws: (any Error).self) { try PrecisionChoice.resolve(modelFile: file) }
     }

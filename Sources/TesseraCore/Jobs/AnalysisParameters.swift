@@ -100,13 +100,13 @@ public struct AnalysisParameters: Codable, Sendable, Equatable {
         }
         guard minTissue >= 0 && minTissue <= 1 else { throw UsageError("\(name(.minTissue)) must be between 0 and 1") }
         guard overlap >= 0 && overlap < 4096 else { throw UsageError("\(name(.overlap)) must be 0 or more pixels (and less than 4096)") }
-        if let precision, !["fp32", "int8", "auto"].contains(precision) {
-            throw UsageError("\(name(.precision)) \(precision): use fp32, int8 or auto")
+        if let precision, !["fp32", "bf16", "int8", "auto"].contains(precision) {
+            throw UsageError("\(name(.precision)) \(precision): use fp32, bf16, int8 or auto")
         }
     }
 
     /// The engine precision this asks for.
-    public var enginePrecision: Precision { precision == "int8" ? .int8 : .fp32 }
+    public var enginePrecision: Precision { precision == "int8" ? .int8 : precision == "bf16" ? .bf16 : .fp32 }
 
     /// Canonical JSON (every key, sorted; `precision` only when not fp32) for the job row.
     public var canonicalJSON: String {

@@ -139,8 +139,8 @@ public enum ModelEvaluator {
 
     /// The evaluation and every image's predicted class (in the order of the collected images).
     static func evaluate(_ options: ModelEvaluationOptions) throws -> (evaluation: ModelEvaluation, predictions: [Int]) {
-        guard var precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8, .auto].contains(precision) else {
-            throw ModelEvaluationError("--precision \(options.precision): use fp32, int8 or auto")
+        guard var precision = Precision(rawValue: options.precision.lowercased()), [.fp32, .bf16, .int8, .auto].contains(precision) else {
+            throw ModelEvaluationError("--precision \(options.precision): use fp32, bf16, int8 or auto")
         }
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         guard !reference.card.isSegmentation, reference.card.input.colourTransform == nil else {

@@ -114,8 +114,8 @@ public enum ThroughputCheck {
     public static func run(_ options: ThroughputOptions, stage: (String) -> Void = { _ in }) throws -> ThroughputReport {
         let reference = try ModelCatalog.resolve(options.model, in: options.modelsDirectory)
         let card = reference.card
-        guard let asked = Precision(rawValue: options.precision.lowercased()), [.fp32, .int8, .auto].contains(asked) else {
-            throw ModelCatalogError(description: "--precision \(options.precision): use fp32, int8 or auto")
+        guard let asked = Precision(rawValue: options.precision.lowercased()), [.fp32, .bf16, .int8, .auto].contains(asked) else {
+            throw ModelCatalogError(description: "--precision \(options.precision): use fp32, bf16, int8 or auto")
         }
         let precision = asked == .auto ? try PrecisionChoice.resolve(modelFile: reference.path).precision : asked
         let arrival: Double
