@@ -54,6 +54,11 @@ extension ModelsCommand {
                         print(String(format: "INT8 against FP32 on %d images: agreement %.2f%%, balanced accuracy %.4f -> %.4f (%+.2f points), %.0f -> %.0f images/s (%.2fx, %@)",
                                      check.images, check.agreement * 100, check.balancedAccuracyFP32, check.balancedAccuracyINT8,
                                      -check.dropPoints, check.imagesPerSecondFP32, check.imagesPerSecondINT8, check.speedup, check.isa))
+                        if let a = check.agreementBF16, let b = check.balancedAccuracyBF16, let s = check.imagesPerSecondBF16 {
+                            print(String(format: "BF16 against FP32 on %d images: agreement %.2f%%, balanced accuracy %.4f -> %.4f (%+.2f points), %.0f -> %.0f images/s (%.2fx, %@)",
+                                         check.images, a * 100, check.balancedAccuracyFP32, b, -(check.dropPointsBF16 ?? 0),
+                                         check.imagesPerSecondFP32, s, check.speedupBF16 ?? 0, check.isa))
+                        }
                         print("wrote \(path); --precision auto now means \(choice.reason)")
                     }
                     print(line)
