@@ -328,7 +328,7 @@ static inline void copy_row4(uint8_t *d, const uint8_t *s, int n) {
  * `epilogue`. Writes y[(o0 + c) * so + p] for c < nch, p < npx. */
 AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int o0, const int32_t *corr,
                                const float *scale, const float *bias, const float *res, float lo, float hi,
-                               float *y, long so) {
+                               float *y, long so, uint8_t *const *dst, float inv, int zp) {
     const __mmask16 cm = nch >= 16 ? 0xffff : (__mmask16)((1u << nch) - 1);
     const __m512i k = _mm512_maskz_loadu_epi32(cm, corr + o0);
     const __m512 s = _mm512_maskz_loadu_ps(cm, scale + o0), b = _mm512_maskz_loadu_ps(cm, bias + o0);
@@ -352,7 +352,27 @@ AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int
         v = _mm512_max_ps(vlo, v); /* v < lo ? lo : v, as in `epilogue` (NaN stays NaN) */
         v = _mm512_min_ps(vhi, v); /* v > hi ? hi : v */
         _mm512_mask_storeu_ps(y + at, pm, v);
+        r[c] = v;
     }
+    if (!dst) return;
+    /* the codes of the values just stored (quantize_one's operations), transposed back to pixel rows */
+    const __m512 vinv = _mm512_set1_ps(inv), qhi = _mm512_set1_ps(QLIM), qlo = _mm512_set1_ps(-QLIM);
+    const __m512i vzp = _mm512_set1_epi32(zp), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(TESSERA_Q8_MAX);
+    for (int c = 0; c < 16; c++) {
+        __m512 t = _mm512_mul_ps(r[c], vinv);
+        t = _mm512_max_ps(_mm512_min_ps(t, qhi), qlo);
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(t), vzp);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, zero), top);
+        r[c] = _mm512_castsi512_ps(q);
+    }
+    transpose16_ps(r);
+    for (int p = 0; p < npx; p++) _mm_mask_storeu_epi8(dst[p] + o0, cm, _mm512_cvtepi32_epi8(_mm512_castps_si512(r[p])));
+}
+
+/* The codes of fp32 outputs already written (dual targets off the AVX-512 path): quantize_one of each. */
+static void codes_of(const float *y, long so, int npx, int nch, int o0, uint8_t *const *dst, float inv, int zp) {
+    for (int c = 0; c < nch; c++)
+        for (int p = 0; p < npx; p++) dst[p][o0 + c] = quantize_one(y[(long)(o0 + c) * so + p], inv, zp);
 }
 
 #define QPX2 4 /* pixels per AVX2 pass (16 channels = two 8-lane vectors each; 8 accumulators of 16 ymm) */
@@ -427,7 +447,7 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
         /* Writing codes (a chained layer): the widest tile, 4 x 6 where the blocks allow. Writing fp32, the
          * epilogue transposes 16 pixel rows per block: tiles of 12 or 16 pixels fill them (measured faster on
          * ResNet-18 and the compact CNN at 224 px than 4 x 6 there), 16 for the stem (cin <= 4). */
-        const int shape = target ? (nblk % 4 == 0 ? 0 : nblk % 3 == 0 ? 1 : nblk % 2 == 0 ? 2 : 3)
+        const int shape = target && !target->dual ? (nblk % 4 == 0 ? 0 : nblk % 3 == 0 ? 1 : nblk % 2 == 0 ? 2 : 3)
                                  : (nblk % 2 == 0 && c4n > 1 ? 2 : 3);
         const shape512 *sh5 = &shapes512[shape];
         const int np = sh5->np, vnni = isa >= TESSERA_ISA_AVX512_VNNI;
@@ -445,11 +465,15 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
         for (int p = 0; p < 16; p++) pp[p] = patch[p];
         for (long n = n0; n < n1; n += np) {
             const int npx = n1 - n < np ? (int)(n1 - n) : np;
-            for (int p = 0; p < np; p++) {
-                const long q = n + (p < npx ? p : 0), b = q / ohw, r = q - b * ohw, oy = r / ow, ox = r - oy * ow;
+            /* pixel n's (image, row, column) once, then stepped along (no divisions per pixel); tail pixels
+               repeat pixel n */
+            long b = n / ohw, oy = (n - b * ohw) / ow, ox = n - b * ohw - oy * ow;
+            for (int p = 0; p < npx; p++) {
                 px[p] = xq + ((b * hp + oy * sh) * wp + ox * sw) * c4;
                 if (target) dst[p] = target->xq + ((b * target->hp + target->pt + oy) * target->wp + target->pl + ox) * target->c4;
+                if (++ox == ow) { ox = 0; if (++oy == oh) { oy = 0; b++; } }
             }
+            for (int p = npx; p < np; p++) { px[p] = px[0]; if (target) dst[p] = dst[0]; }
             if (patched)
                 for (int p = 0; p < np; p++) {
                     if (dw == 1)
@@ -469,14 +493,18 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
                     const int ob = o0 + b * QCH, lo0 = ob < m0 ? m0 : ob;
                     const int nch = (m1 - lo0 < QCH - (lo0 - ob)) ? m1 - lo0 : QCH - (lo0 - ob);
                     const int32_t *ab = acc + b * np * QCH + (lo0 - ob);
-                    if (target && lo0 == ob)
+                    const int dual = target && target->dual;
+                    if (target && !dual && lo0 == ob)
                         epilogue512_u8(ab, npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
-                    else if (target)
+                    else if (target && !dual)
                         epilogue_u8(ab, npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
                     else if (sp == 1 && lo0 == ob)
-                        epilogue512(ab, np, npx, nch, lo0, corr, scale, bias, residual ? residual + n : NULL, lo, hi, y + n, so);
-                    else
+                        epilogue512(ab, np, npx, nch, lo0, corr, scale, bias, residual ? residual + n : NULL, lo, hi, y + n, so,
+                                    dual ? dst : NULL, dual ? target->inv : 0, dual ? target->zp : 0);
+                    else {
                         epilogue(ab, npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL, lo, hi, y + n * sp, so, sp);
+                        if (dual) codes_of(y + n, so, npx, nch, lo0, dst, target->inv, target->zp);
+                    }
                 }
             }
         }
@@ -498,11 +526,13 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
             const int lo0 = o0 < m0 ? m0 : o0;
             const int nch = (m1 - lo0 < QCH - (lo0 - o0)) ? m1 - lo0 : QCH - (lo0 - o0);
             /* the tile's channel c is output o0 + c; shift the accumulator view for a partial block */
-            if (target)
+            if (target && !target->dual) {
                 epilogue_u8(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, lo, hi, dst, target->inv, target->zp);
-            else
+            } else {
                 epilogue(acc + (lo0 - o0), npx, nch, lo0, corr, scale, bias, residual ? residual + n * sp : NULL,
                          lo, hi, y + n * sp, so, sp);
+                if (target) codes_of(y + n, so, npx, nch, lo0, dst, target->inv, target->zp);
+            }
         }
     }
     if (offs != toff) free(offs);

@@ -161,6 +161,48 @@ import Testing
         #expect(r.identical)
     }
 
+    /// Dual links: a block output that is also the next block's residual (and a conv adding a
+    /// residual) writes fp32 and the next conv's codes; same bits as unchained on every level.
+    @Test func residualBlocksWriteBothOutputs() throws {
+        var rng = TestRNG(seed: 79)
+        var b = ONNXBuilder()
+        func conv(_ name: String, _ x: String, cin: Int, cout: Int) {
+            b.constant(name + "w", [cout, cin, 3, 3], rng.floats(cout * cin * 9, scale: 1 / Float(cin * 9).squareRoot()))
+            b.constant(name + "b", [cout], rng.floats(cout, scale: 0.2))
+            b.node("Conv", [x, name + "w", name + "b"], [name], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+        }
+        conv("c0", "x", cin: 3, cout: 24)
+        b.node("Relu", ["c0"], ["x0"])
+        conv("c1", "x0", cin: 24, cout: 24)
+        b.node("Relu", ["c1"], ["r1"])
+        conv("c2", "r1", cin: 24, cout: 24)
+        b.node("Add", ["c2", "x0"], ["a2"])
+        b.node("Relu", ["a2"], ["x2"])
+        conv("c3", "x2", cin: 24, cout: 24)
+        b.node("Relu", ["c3"], ["r3"])
+        conv("c4", "r3", cin: 24, cout: 24)
+        b.node("Add", ["c4", "x2"], ["a4"])
+        b.node("Relu", ["a4"], ["x4"])
+        b.node("GlobalAveragePool", ["x4"], ["g"])
+        b.node("Flatten", ["g"], ["f"])
+        b.constant("fc", [3, 24], rng.floats(72, scale: 0.2))
+        b.constant("fb", [3], rng.floats(3))
+        b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
+        let shape = [3, 19, 23]
+        let input = Tensor(shape: [4] + shape, data: rng.floats(4 * shape.reduce(1, *)))
+        let calibration = try b.model(inputShape: shape).calibrate(input)
+        let model = try Model(data: b.data(inputShape: shape), options: Self.int8(), calibration: calibration)
+        var links = 0, duals = 0
+        for case let .conv(c) in model.program.steps where c.q8Link.output != nil {
+            links += 1
+            if c.q8Link.dual { duals += 1 }
+        }
+        #expect(links == 4 && duals == 2, "links \(links), dual \(duals)")
+        let r = try check(b, inputShape: shape, batch: 4, threads: 2, microBatch: 3, chaining: [true, false])
+        #expect(r.error < 0.05, "error \(r.error)")
+        #expect(r.identical)
+    }
+
     @Test func calibrationIsDeterministicAndRequired() throws {
         var rng = TestRNG(seed: 5)
         var b = ONNXBuilder()

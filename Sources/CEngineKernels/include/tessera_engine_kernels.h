@@ -135,6 +135,8 @@ typedef struct {
     int hp, wp, pt, pl, c4;
     float inv;
     int zp;
+    /* nonzero: the fp32 output (with its residual) is written too, and the codes are those of it */
+    int dual;
 } tessera_q8_target;
 
 /** Fills the padding ring of images [i0, i1) of a padded copy (layout as above, maps h x w, cin real
@@ -148,8 +150,9 @@ void tessera_engine_q8_fill_border(uint8_t *xq, int cin, int h, int w, int pt, i
  * channels) with weights packed by tessera_engine_q8_pack (taps = kh * kw):
  * y[o * so + n * sp] = clamp(float(acc - corr[o]) * scale[o] + bias[o] (+ residual[same index]), lo, hi),
  * where acc is the exact int32 sum of u8 x s8 products. so = total, sp = 1 writes a channel-major
- * conv output; so = 1, sp = cout a [n, cout] dense-layer output. With `target` (no residual) the
- * value is quantised into the target's pixel (image, oy, ox) instead, and y is unused.
+ * conv output; so = 1, sp = cout a [n, cout] dense-layer output. With `target` the value is
+ * quantised into the target's pixel (image, oy, ox) instead and y is unused (no residual), or,
+ * with `target->dual`, as well (sp == 1).
  * `isa` picks vpdpbusd (VNNI levels), vpmaddwd (AVX-512, AVX2) or plain C; all give the same bits.
  */
 void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin, int kh, int kw, int sh, int sw,

@@ -119,7 +119,8 @@ enum Quantized {
             }
         }
         if let t = c.q8Link.output { Self.fillBorder(t, nb: nb, bytes: bytes) }
-        let target = c.q8Link.output.map { Self.target($0, bytes: bytes) } ?? tessera_q8_target()
+        var target = c.q8Link.output.map { Self.target($0, bytes: bytes) } ?? tessera_q8_target()
+        target.dual = c.q8Link.dual ? 1 : 0
         let total = nb * g.oh * g.ow
         let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
         q.packed.withUnsafeBufferPointer { w in
@@ -151,7 +152,7 @@ enum Quantized {
     /// The C view of a layout in a worker's byte buffer.
     static func target(_ t: Q8Layout, bytes: (Int) -> UnsafeMutablePointer<UInt8>) -> tessera_q8_target {
         tessera_q8_target(xq: bytes(t.buffer), hp: Int32(t.hp), wp: Int32(t.wp), pt: Int32(t.pt), pl: Int32(t.pl),
-                          c4: Int32(t.c4), inv: t.inverseScale, zp: t.zeroPoint)
+                          c4: Int32(t.c4), inv: t.inverseScale, zp: t.zeroPoint, dual: 0)
     }
 
     /// The padding ring of a layout about to be written (its pixels are written by the producer).
@@ -223,13 +224,17 @@ struct Q8Link: Sendable {
     var output: Q8Layout? = nil
     /// The buffer the step quantises its fp32 input into, when `input` is nil.
     var quantiseInto = 0
+    /// With `output`: the fp32 output is written too (it has other readers, or the step adds a residual).
+    var dual = false
 }
 
 extension Compiler {
-    /// Joins adjacent int8 convolutions: A's output read only by B (or only by a max pool read
-    /// only by B) with A clamp-activated, without residual and not a program output. A then
-    /// writes B's quantised input (through the pool's byte kernel), bit for bit the bytes B
-    /// would have made of A's fp32 output.
+    /// Joins adjacent int8 convolutions: A clamp-activated, B reading A's output (or a max pool
+    /// read only by B reading it, when A's output has no other reader, A adds no residual and is
+    /// not a program output). A then writes B's quantised input (through the pool's byte kernel),
+    /// bit for bit the bytes B would have made of A's fp32 output; when that output has other
+    /// readers (a ResNet block's output is the next block's residual too) or A adds a residual,
+    /// A writes the fp32 output as well and the codes of it (`dual`).
     static func chainInt8(_ steps: [Step], slots: [Slot], protected: Set<Int>) -> [Step] {
         var steps = steps
         var readers = [Int](repeating: 0, count: slots.count)
@@ -242,7 +247,7 @@ extension Compiler {
                             padCode: c.q8!.zeroPoint)
         }
         func producer(_ i: Int) -> ConvStep? {
-            guard case let .conv(a) = steps[i], a.q8 != nil, a.residual == nil, sole(a.output),
+            guard case let .conv(a) = steps[i], a.q8 != nil, !slots[a.output].batchless,
                   ConvKernels.clampBounds(a.activation) != nil else { return nil }
             return a
         }
@@ -254,16 +259,18 @@ extension Compiler {
         while i < steps.count {
             guard var a = producer(i) else { i += 1; continue }
             let free = 1 - (a.q8Link.input?.buffer ?? a.q8Link.quantiseInto)
+            let dual = a.residual != nil || !sole(a.output)
             if var b = consumer(i + 1, reads: a.output) {
                 let target = layout(of: b, buffer: free)
                 a.q8Link.output = target
+                a.q8Link.dual = dual
                 b.q8Link.input = target
                 steps[i] = .conv(a)
                 steps[i + 1] = .conv(b)
                 i += 1
                 continue
             }
-            if i + 2 < steps.count, case var .pool(p) = steps[i + 1], p.isMax, p.input == a.output, sole(p.output),
+            if !dual, i + 2 < steps.count, case var .pool(p) = steps[i + 1], p.isMax, p.input == a.output, sole(p.output),
                var b = consumer(i + 2, reads: p.output) {
                 let g = p.window, hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr
                 // every window inside the padded input (no ceil-mode overhang): the byte pool does not clip

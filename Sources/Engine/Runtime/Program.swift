@@ -230,7 +230,7 @@ extension Step {
                 return "conv.bf16 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")"
             }
             if c.q8 != nil {
-                let link = (c.q8Link.input == nil ? "" : " <u8") + (c.q8Link.output == nil ? "" : " >u8")
+                let link = (c.q8Link.input == nil ? "" : " <u8") + (c.q8Link.output == nil ? "" : c.q8Link.dual ? " >f32+u8" : " >u8")
                 return "conv.int8 \(c.cin)->\(c.cout) \(g.kh)x\(g.kw)/\(g.sh) \(g.oh)x\(g.ow) \(c.activation)\(c.residual == nil ? "" : " +res")\(link)"
             }
             let kind = (c.kind == .winograd || c.kind == .winograd43) && !Winograd.worthIt(c, nb: nb, program.options) ? "direct" : "\(c.kind)"
