@@ -4,7 +4,7 @@
 With --calibration DIR (real tiles, e.g. ../shared/data/patches/lc25000) it also measures
 ONNX Runtime INT8 (static QDQ, U8S8, per-channel, calibrated on the same patches Tessera's
 `models quantize` takes: the top-left patch of images spread evenly over the sorted file list),
-OpenVINO (its default precision, when the `openvino` package is installed) and Tessera INT8,
+OpenVINO (its default precision, when the `openvino` package is installed), Tessera INT8 and BF16,
 and reports Tessera's best precision over the faster of ORT INT8 and OpenVINO.
 
 Generates the benchmark models with torch (random weights) into a cache dir outside git,
@@ -220,7 +220,7 @@ def main():
 
 
 def reduced_precision(args):
-    """ORT FP32 / INT8, OpenVINO, Tessera FP32 / INT8 in one run (best of --rounds, alternating)."""
+    """ORT FP32 / INT8, OpenVINO, Tessera FP32 / INT8 / BF16 in one run (best of --rounds, alternating)."""
     import onnxruntime as ort
     try:
         import openvino  # noqa: F401
@@ -256,14 +256,15 @@ def reduced_precision(args):
                     keep("tessera_fp32", bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup)["images_per_second"])
                     keep("ort_int8", bench_ort(q8, batch, threads, args.repeats, args.warmup)["images_per_second"])
                     keep("tessera_int8", bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup, "int8")["images_per_second"])
+                    keep("tessera_bf16", bench_tessera(args.tessera, path, batch, threads, args.repeats, args.warmup, "bf16")["images_per_second"])
                     if have_ov:
                         keep("openvino", bench_openvino(path, batch, threads, args.repeats, args.warmup)["images_per_second"])
                 rival = max(best["ort_int8"], best.get("openvino", 0))
                 row = {"model": name, "batch": batch, "threads": threads, **{k: round(v, 1) for k, v in best.items()},
-                       "best_tessera_over_best_rival": round(max(best["tessera_fp32"], best["tessera_int8"]) / rival, 3)}
+                       "best_tessera_over_best_rival": round(max(best["tessera_fp32"], best["tessera_int8"], best["tessera_bf16"]) / rival, 3)}
                 rows.append(row)
                 print("  " + json.dumps(row), file=sys.stderr, flush=True)
-    cols = ["ort_fp32", "ort_int8", "openvino", "tessera_fp32", "tessera_int8", "best_tessera_over_best_rival"]
+    cols = ["ort_fp32", "ort_int8", "openvino", "tessera_fp32", "tessera_int8", "tessera_bf16", "best_tessera_over_best_rival"]
     print("| model | batch | threads | " + " | ".join(cols) + " |")
     print("|" + "|".join(["---"] * (3 + len(cols))) + "|")
     for r in rows:
