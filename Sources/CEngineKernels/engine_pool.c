@@ -85,21 +85,67 @@ AVX512 static void pool_avx512(const float *x, int nchw_channels, int nb, int h,
         const float *plane = pool_plane(x, nchw_channels, nb, hw, p);
         for (int oy = 0; oy < oh; oy++) {
             float *orow = y + p * ohw + (long)oy * ow;
+            const float rc = row_count ? row_count[oy] : 1;
+            int done = 0;
+            if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1 && pt == 0 && pl == 0 && 2 * oy + 1 < h) {
+                /* 2x2/2 without padding (the shipped models' input downscale): both rows read in place, the
+                   vertical sum (or max) first, then the even and odd columns, as the row / column passes do */
+                const float *r0 = plane + (long)(2 * oy) * w, *r1 = r0 + w;
+                const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+                for (; done + 16 <= z; done += 16) {
+                    const long c = 2L * done;
+                    __m512 s0, s1;
+                    if (is_max) {
+                        s0 = _mm512_max_ps(_mm512_loadu_ps(r0 + c), _mm512_loadu_ps(r1 + c));
+                        s1 = _mm512_max_ps(_mm512_loadu_ps(r0 + c + 16), _mm512_loadu_ps(r1 + c + 16));
+                    } else {
+                        s0 = _mm512_add_ps(_mm512_loadu_ps(r0 + c), _mm512_loadu_ps(r1 + c));
+                        s1 = _mm512_add_ps(_mm512_loadu_ps(r0 + c + 16), _mm512_loadu_ps(r1 + c + 16));
+                    }
+                    const __m512 e = _mm512_permutex2var_ps(s0, even, s1), o = _mm512_permutex2var_ps(s0, odd, s1);
+                    __m512 v = is_max ? _mm512_max_ps(e, o) : _mm512_add_ps(e, o);
+                    if (!is_max) {
+                        __m512 d = _mm512_mul_ps(_mm512_set1_ps(rc), col_count ? _mm512_loadu_ps(col_count + done) : _mm512_set1_ps(1));
+                        v = _mm512_div_ps(v, _mm512_max_ps(d, _mm512_set1_ps(1)));
+                    }
+                    _mm512_storeu_ps(orow + done, v);
+                }
+                if (done == ow) continue;
+            }
             if (!pool_rows(plane, h, w, kh, dh, oy * sh - pt, is_max, acc)) {
                 for (int ox = 0; ox < ow; ox++) orow[ox] = is_max ? -INFINITY : 0;
                 continue;
             }
-            const float rc = row_count ? row_count[oy] : 1;
+            if (done) { pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, done, ow, orow); continue; }
             if (!vec) { pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, ow, orow); continue; }
             pool_cols(acc, w, kw, sw, dw, pl, is_max, rc, col_count, 0, a, orow);
             for (int ox = a; ox < z; ox += 16) {
                 const int n = z - ox < 16 ? z - ox : 16;
                 const __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
                 const float *base = acc + (long)ox * sw - pl;
-                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4);
-                for (int kx = 1; kx < kw; kx++) {
-                    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + kx * dw, 4);
-                    v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                __m512 v;
+                if (n == 16 && sw == 2 && dw == 1 && kw <= 3) {
+                    /* stride 2 (2x2/2 downscales, ResNet's 3x3/2): the taps are the even and odd floats of
+                       two loads, split by permutes instead of gathers; the same operations in the same order */
+                    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+                    const __m512 a0 = _mm512_loadu_ps(base), a1 = _mm512_loadu_ps(base + 16);
+                    v = _mm512_permutex2var_ps(a0, even, a1);
+                    if (kw > 1) {
+                        const __m512 g = _mm512_permutex2var_ps(a0, odd, a1);
+                        v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                    }
+                    if (kw > 2) {
+                        const __m512 g = _mm512_permutex2var_ps(_mm512_loadu_ps(base + 2), even, _mm512_loadu_ps(base + 18));
+                        v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                    }
+                } else {
+                    v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4);
+                    for (int kx = 1; kx < kw; kx++) {
+                        const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + kx * dw, 4);
+                        v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                    }
                 }
                 if (!is_max) {
                     __m512 d = _mm512_mul_ps(_mm512_set1_ps(rc),

@@ -224,6 +224,25 @@ import Testing
         #expect(try compareWithReference(model, batch: 1) < 1e-4)
     }
 
+    /// The stride-2 pools on AVX-512's permute paths (2x2/2 read in place, 3x3/2 ResNet-style with
+    /// padding): rows wide enough for whole 16-column vectors and a tail, odd heights, on the input
+    /// and after a conv, average and max.
+    @Test(arguments: [(2, 0, "AveragePool"), (2, 0, "MaxPool"), (3, 1, "MaxPool"), (3, 1, "AveragePool")])
+    func strideTwoPools(k: Int, pad: Int, op: String) throws {
+        var rng = TestRNG(seed: UInt64(1100 + k * 10 + pad))
+        for (h, w) in [(45, 77), (8, 96), (33, 35)] {
+            var b = ONNXBuilder()
+            b.node(op, ["x"], ["p"], ints: ["kernel_shape": [k, k], "strides": [2, 2], "pads": [pad, pad, pad, pad]])
+            b.constant("w", [6, 3, 3, 3], rng.floats(6 * 27))
+            b.node("Conv", ["p", "w"], ["c"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+            b.node(op, ["c"], ["y"], ints: ["kernel_shape": [k, k], "strides": [2, 2], "pads": [pad, pad, pad, pad]])
+            for options in Self.builds {
+                let model = try b.model(inputShape: [3, h, w], options: options)
+                #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-5, "\(op) \(k) \(h)x\(w)")
+            }
+        }
+    }
+
     /// Winograd layers run direct when a micro-batch has few tiles; both paths agree.
     @Test(arguments: [1, 16]) func winogradLayerRunsDirectOnSmallMicroBatches(batch: Int) throws {
         var rng = TestRNG(seed: 21)
