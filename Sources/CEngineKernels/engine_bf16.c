@@ -104,48 +104,25 @@ void tessera_engine_bf16_convert(int isa, const float *x, int channel_major, int
     }
 }
 
-static inline int32_t load4(const uint16_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
-
 #define BF_ATTR "avx512f,avx512bw,avx512vl,avx512bf16"
 #define F_ATTR "avx512f,avx512bw,avx512vl,fma"
-
-/* acc[(b * NP + p) * 16 + ch] over every tap and channel pair; `px` / `toff` in bf16 elements. */
-#define BF_BODY(BODY, ATTR, STEP) \
-ALWAYS_INLINE __attribute__((target(ATTR))) void BODY(const int NB, const int NP, const uint16_t *const *px, \
-        const int *toff, int taps, int c2n, const uint16_t *wb, long blk, float *acc) { \
-    __m512 a[4][16]; \
-    for (int b = 0; b < NB; b++) for (int p = 0; p < NP; p++) a[b][p] = _mm512_setzero_ps(); \
-    for (int t = 0; t < taps; t++) { \
-        const uint16_t *q[16]; \
-        for (int p = 0; p < NP; p++) q[p] = px[p] + toff[t]; \
-        const uint16_t *wt = wb + (long)t * c2n * 32; \
-        for (int c2 = 0; c2 < c2n; c2++) { \
-            __m512i wv[4]; \
-            for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_si512((const void *)(wt + b * blk + c2 * 32)); \
-            for (int p = 0; p < NP; p++) { \
-                const __m512i xv = _mm512_set1_epi32(load4(q[p] + c2 * 2)); \
-                for (int b = 0; b < NB; b++) a[b][p] = STEP(a[b][p], xv, wv[b]); \
-            } \
-        } \
-    } \
-    for (int b = 0; b < NB; b++) \
-        for (int p = 0; p < NP; p++) _mm512_storeu_ps(acc + (b * NP + p) * BCH, a[b][p]); \
-}
+#define STORE_F32(p, v) _mm512_storeu_ps(p, v)
 
 #define STEP_BF(acc, x, w) _mm512_dpbf16_ps(acc, (__m512bh)(x), (__m512bh)(w))
 /* Without AVX512-BF16: a bf16 is the top half of an fp32, so each pair is two fp32 FMAs. */
 #define STEP_F(acc, x, w) _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))), \
     _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u))), \
     _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), acc))
-BF_BODY(body_bf, BF_ATTR, STEP_BF)
-BF_BODY(body_f, F_ATTR, STEP_F)
+/* The tiles (PIXEL_TILE_BODY) with fp32 accumulators: a 4-byte group is a pair of bf16 values. */
+PIXEL_TILE_BODY(body_bf, BF_ATTR, __m512, _mm512_setzero_ps, STEP_BF, float, STORE_F32)
+PIXEL_TILE_BODY(body_f, F_ATTR, __m512, _mm512_setzero_ps, STEP_F, float, STORE_F32)
 
-typedef void (*bf_tile_fn)(const uint16_t *const *, const int *, int, int, const uint16_t *, long, float *);
+typedef void (*bf_tile_fn)(const uint8_t *const *, const int *, int, int, const uint8_t *, long, float *);
 #define BF_TILE(NB, NP) \
-__attribute__((target(BF_ATTR))) static void tile_bf_##NB##x##NP(const uint16_t *const *px, const int *toff, \
-        int taps, int c2n, const uint16_t *wb, long bb, float *acc) { body_bf(NB, NP, px, toff, taps, c2n, wb, bb, acc); } \
-__attribute__((target(F_ATTR))) static void tile_f_##NB##x##NP(const uint16_t *const *px, const int *toff, \
-        int taps, int c2n, const uint16_t *wb, long bb, float *acc) { body_f(NB, NP, px, toff, taps, c2n, wb, bb, acc); }
+__attribute__((target(BF_ATTR))) static void tile_bf_##NB##x##NP(const uint8_t *const *px, const int *toff, \
+        int taps, int c2n, const uint8_t *wb, long bb, float *acc) { body_bf(NB, NP, px, toff, taps, c2n, wb, bb, acc); } \
+__attribute__((target(F_ATTR))) static void tile_f_##NB##x##NP(const uint8_t *const *px, const int *toff, \
+        int taps, int c2n, const uint8_t *wb, long bb, float *acc) { body_f(NB, NP, px, toff, taps, c2n, wb, bb, acc); }
 BF_TILE(1, 12) BF_TILE(2, 12)
 BF_TILE(1, 16)
 
@@ -208,17 +185,18 @@ void tessera_engine_bf16_conv(int isa, const uint16_t *xb, int hp, int wp, int c
         const bf_shape *shp = &bf_shapes[nblk % 2 == 0 ? 0 : 1];
         const int np = shp->np, bf = isa >= TESSERA_ISA_AVX512_BF16;
         float acc[2 * 16 * BCH] __attribute__((aligned(64)));
-        const uint16_t *px[16];
+        const uint8_t *px[16];
+        int boffs[256]; /* the tap offsets in bytes */
+        int *bo = taps <= 256 ? boffs : malloc(sizeof(int) * taps);
+        if (!bo) abort();
+        for (int t = 0; t < taps; t++) bo[t] = offs[t] * 2;
         for (long n = n0; n < n1; n += np) {
             const int npx = n1 - n < np ? (int)(n1 - n) : np;
-            for (int p = 0; p < np; p++) {
-                const long q = n + (p < npx ? p : 0), b = q / ohw, r = q - b * ohw, oy = r / ow, ox = r - oy * ow;
-                px[p] = xb + ((b * hp + oy * sh) * wp + ox * sw) * c2;
-            }
+            tile_pixels(n, npx, np, ohw, oh, ow, (const uint8_t *)xb, hp, wp, sh, sw, 2L * c2, px);
             for (int o0 = m0r; o0 < m1; o0 += shp->max_blocks * BCH) {
                 int nb = (m1 - o0 + BCH - 1) / BCH;
                 if (nb > shp->max_blocks) nb = shp->max_blocks;
-                (bf ? shp->bf : shp->f)[nb - 1](px, offs, taps, c2n, packed + (long)(o0 / BCH) * blk, blk, acc);
+                (bf ? shp->bf : shp->f)[nb - 1](px, bo, taps, c2n, (const uint8_t *)(packed + (long)(o0 / BCH) * blk), blk * 2, acc);
                 for (int b = 0; b < nb; b++) {
                     const int ob = o0 + b * BCH, lo0 = ob < m0 ? m0 : ob;
                     const int nch = (m1 - lo0 < BCH - (lo0 - ob)) ? m1 - lo0 : BCH - (lo0 - ob);
@@ -230,6 +208,7 @@ void tessera_engine_bf16_conv(int isa, const uint16_t *xb, int hp, int wp, int c
                 }
             }
         }
+        if (bo != boffs) free(bo);
     } else {
         float acc[BCH];
         for (long n = n0; n < n1; n++) {

@@ -175,43 +175,35 @@ void tessera_engine_q8_quantize(const float *x, int channel_major, int nb, int c
     }
 }
 
-/* y = clamp(float(acc - corr) * scale + bias (+ res), lo, hi); one function for every ISA level. */
+/* y = clamp(float(acc - corr) * scale + bias (+ res), lo, hi), in this order: one definition for every ISA level
+ * (the AVX-512 epilogues below do the same operations 16 lanes at a time). */
+static inline float q8_value(int32_t acc, int32_t k, float s, float b, const float *res, float lo, float hi) {
+    float v = (float)(acc - k) * s;
+    v = v + b;
+    if (res) v = v + *res;
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
 __attribute__((noinline)) static void epilogue(const int32_t *acc, int npx, int nch, int o0, const int32_t *corr,
                                                const float *scale, const float *bias, const float *res,
                                                float lo, float hi, float *y, long so, long sp) {
     for (int c = 0; c < nch; c++) {
         const int o = o0 + c;
-        const float s = scale[o], b = bias[o];
-        const int32_t k = corr[o];
         for (int p = 0; p < npx; p++) {
-            float v = (float)(acc[p * QCH + c] - k) * s;
-            v = v + b;
             const long idx = o * so + p * sp;
-            if (res) v = v + res[idx];
-            v = v < lo ? lo : v;
-            v = v > hi ? hi : v;
-            y[idx] = v;
+            y[idx] = q8_value(acc[p * QCH + c], corr[o], scale[o], bias[o], res ? res + idx : NULL, lo, hi);
         }
     }
 }
 
-/* The quantised variant: clamp(...) as `epilogue` (no residual), then the code of that value (quantize_one),
- * written at dst[p] + o. */
+/* The quantised variant (no residual): the code of that value (quantize_one), written at dst[p] + o. */
 __attribute__((noinline)) static void epilogue_u8(const int32_t *acc, int npx, int nch, int o0, const int32_t *corr,
                                                   const float *scale, const float *bias, float lo, float hi,
                                                   uint8_t *const *dst, float inv, int zp) {
-    for (int c = 0; c < nch; c++) {
-        const int o = o0 + c;
-        const float s = scale[o], b = bias[o];
-        const int32_t k = corr[o];
-        for (int p = 0; p < npx; p++) {
-            float v = (float)(acc[p * QCH + c] - k) * s;
-            v = v + b;
-            v = v < lo ? lo : v;
-            v = v > hi ? hi : v;
-            dst[p][o] = quantize_one(v, inv, zp);
-        }
-    }
+    for (int c = 0; c < nch; c++)
+        for (int p = 0; p < npx; p++)
+            dst[p][o0 + c] = quantize_one(q8_value(acc[p * QCH + c], corr[o0 + c], scale[o0 + c], bias[o0 + c], NULL, lo, hi), inv, zp);
 }
 
 /* The tile: acc[p][ch] = sum over taps t and k4 groups of <x4(pixel p, t, c4), w4(ch, t, c4)>. */
@@ -230,47 +222,24 @@ static void tile_portable(const uint8_t *const *px, int npx, const int *toff, in
         }
 }
 
-static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
-/* The AVX-512 tiles: NB blocks of 16 output channels x NP output pixels (NB * NP <= 24 zmm
- * accumulators), one 32-bit broadcast per pixel feeding NB products, for every k4 group of every tap.
- * acc[(b * NP + p) * 16 + ch]. The integer sums do not depend on the tile shape. */
-#define TILE512_BODY(BODY, ATTR, STEP) \
-ALWAYS_INLINE __attribute__((target(ATTR))) void BODY(const int NB, const int NP, const uint8_t *const *px, \
-        const int *toff, int taps, int c4n, const int8_t *wb, long blk_bytes, int32_t *acc) { \
-    __m512i a[4][16]; \
-    for (int b = 0; b < NB; b++) for (int p = 0; p < NP; p++) a[b][p] = _mm512_setzero_si512(); \
-    for (int t = 0; t < taps; t++) { \
-        const uint8_t *q[16]; \
-        for (int p = 0; p < NP; p++) q[p] = px[p] + toff[t]; \
-        const int8_t *wt = wb + (long)t * c4n * 64; \
-        for (int c4 = 0; c4 < c4n; c4++) { \
-            __m512i wv[4]; \
-            for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_si512((const void *)(wt + b * blk_bytes + c4 * 64)); \
-            for (int p = 0; p < NP; p++) { \
-                const __m512i xv = _mm512_set1_epi32(load4(q[p] + c4 * 4)); \
-                for (int b = 0; b < NB; b++) a[b][p] = STEP(a[b][p], xv, wv[b]); \
-            } \
-        } \
-    } \
-    for (int b = 0; b < NB; b++) \
-        for (int p = 0; p < NP; p++) _mm512_storeu_si512((void *)(acc + (b * NP + p) * QCH), a[b][p]); \
-}
-
+/* The AVX-512 tiles (PIXEL_TILE_BODY): int32 sums of u8 x s8 products, acc[(b * NP + p) * 16 + ch]. The
+ * integer sums do not depend on the tile shape. */
+#define STORE_I32(p, v) _mm512_storeu_si512((void *)(p), v)
 #define VNNI_ATTR "avx512f,avx512bw,avx512vl,avx512vnni"
 #define BW_ATTR "avx512f,avx512bw,avx512vl"
 #define STEP_VNNI(acc, x, w) _mm512_dpbusd_epi32(acc, x, w)
 /* Without VNNI: vpmaddubsw + vpmaddwd by ones, exact for 7-bit activations (as tile_avx2). */
 #define STEP_BW(acc, x, w) _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(x, w), _mm512_set1_epi16(1)))
-TILE512_BODY(body_vnni, VNNI_ATTR, STEP_VNNI)
-TILE512_BODY(body_bw, BW_ATTR, STEP_BW)
+PIXEL_TILE_BODY(body_vnni, VNNI_ATTR, __m512i, _mm512_setzero_si512, STEP_VNNI, int32_t, STORE_I32)
+PIXEL_TILE_BODY(body_bw, BW_ATTR, __m512i, _mm512_setzero_si512, STEP_BW, int32_t, STORE_I32)
 
-typedef void (*tile512_fn)(const uint8_t *const *, const int *, int, int, const int8_t *, long, int32_t *);
+typedef void (*tile512_fn)(const uint8_t *const *, const int *, int, int, const uint8_t *, long, int32_t *);
 #define TILE512(NB, NP) \
 __attribute__((target(VNNI_ATTR))) static void tile_vnni_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c4n, const int8_t *wb, long bb, int32_t *acc) { body_vnni(NB, NP, px, toff, taps, c4n, wb, bb, acc); } \
+        int taps, int c4n, const uint8_t *wb, long bb, int32_t *acc) { body_vnni(NB, NP, px, toff, taps, c4n, wb, bb, acc); } \
 __attribute__((target(BW_ATTR))) static void tile_bw_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c4n, const int8_t *wb, long bb, int32_t *acc) { body_bw(NB, NP, px, toff, taps, c4n, wb, bb, acc); }
+        int taps, int c4n, const uint8_t *wb, long bb, int32_t *acc) { body_bw(NB, NP, px, toff, taps, c4n, wb, bb, acc); }
 TILE512(1, 6) TILE512(2, 6) TILE512(3, 6) TILE512(4, 6)
 TILE512(1, 8) TILE512(2, 8) TILE512(3, 8)
 TILE512(1, 12) TILE512(2, 12)
@@ -401,7 +370,7 @@ __attribute__((target(ATTR))) static void NAME(const uint8_t *const *px, int npx
 
 TILE256(tile_avx2vnni, "avx2,fma,avxvnni",
     for (int p = 0; p < QPX2; p++) {
-        const __m256i xv = _mm256_set1_epi32(load4(q[p] + c4 * 4));
+        const __m256i xv = _mm256_set1_epi32(tile_load4(q[p] + c4 * 4));
         a[p][0] = _mm256_dpbusd_avx_epi32(a[p][0], xv, w0);
         a[p][1] = _mm256_dpbusd_avx_epi32(a[p][1], xv, w1);
     })
@@ -411,7 +380,7 @@ TILE256(tile_avx2vnni, "avx2,fma,avxvnni",
 TILE256(tile_avx2, "avx2,fma",
     const __m256i ones = _mm256_set1_epi16(1);
     for (int p = 0; p < QPX2; p++) {
-        const __m256i xv = _mm256_set1_epi32(load4(q[p] + c4 * 4));
+        const __m256i xv = _mm256_set1_epi32(tile_load4(q[p] + c4 * 4));
         a[p][0] = _mm256_add_epi32(a[p][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w0), ones));
         a[p][1] = _mm256_add_epi32(a[p][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w1), ones));
     })
@@ -465,15 +434,10 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
         for (int p = 0; p < 16; p++) pp[p] = patch[p];
         for (long n = n0; n < n1; n += np) {
             const int npx = n1 - n < np ? (int)(n1 - n) : np;
-            /* pixel n's (image, row, column) once, then stepped along (no divisions per pixel); tail pixels
-               repeat pixel n */
-            long b = n / ohw, oy = (n - b * ohw) / ow, ox = n - b * ohw - oy * ow;
-            for (int p = 0; p < npx; p++) {
-                px[p] = xq + ((b * hp + oy * sh) * wp + ox * sw) * c4;
-                if (target) dst[p] = target->xq + ((b * target->hp + target->pt + oy) * target->wp + target->pl + ox) * target->c4;
-                if (++ox == ow) { ox = 0; if (++oy == oh) { oy = 0; b++; } }
-            }
-            for (int p = npx; p < np; p++) { px[p] = px[0]; if (target) dst[p] = dst[0]; }
+            tile_pixels(n, npx, np, ohw, oh, ow, xq, hp, wp, sh, sw, c4, px);
+            if (target) /* the target's pixel (image, oy, ox): its padded map read with stride 1 at (pt, pl) */
+                tile_pixels(n, npx, np, ohw, oh, ow, target->xq + ((long)target->pt * target->wp + target->pl) * target->c4,
+                            target->hp, target->wp, 1, 1, target->c4, (const uint8_t **)dst);
             if (patched)
                 for (int p = 0; p < np; p++) {
                     if (dw == 1)
@@ -484,7 +448,7 @@ void tessera_engine_q8_conv(int isa, const uint8_t *xq, int hp, int wp, int cin,
             for (int o0 = m0r; o0 < m1; o0 += sh5->max_blocks * QCH) {
                 int nb = (m1 - o0 + QCH - 1) / QCH;
                 if (nb > sh5->max_blocks) nb = sh5->max_blocks;
-                const int8_t *wb = packed + (long)(o0 / QCH) * blkBytes;
+                const uint8_t *wb = (const uint8_t *)packed + (long)(o0 / QCH) * blkBytes;
                 if (patched)
                     (vnni ? sh5->vnni : sh5->bw)[nb - 1](pp, &zero_off, 1, taps, wb, blkBytes, acc);
                 else

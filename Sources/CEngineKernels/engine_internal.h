@@ -77,4 +77,45 @@ ALWAYS_INLINE AVX512 void transpose16_ps(__m512 r[16]) {
         r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
     }
 }
+
+/* The register tile of the INT8 and BF16 layers over a padded pixel-major copy: NB blocks of 16 output
+   channels x NP output pixels (NB * NP <= 24 zmm accumulators of type VEC, zeroed by ZERO), for every
+   tap and every 4-byte group of a pixel's channels (4 int8 codes or 2 bf16 values) one 32-bit broadcast
+   per pixel feeding NB products `STEP(acc, broadcast, weights)`; weights packed in 64-byte groups, one
+   block of 16 channels every blk_bytes. px / toff in bytes; STORE writes the 16 lanes at acc + (b * NP + p) * 16. */
+static inline int32_t tile_load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+#define PIXEL_TILE_BODY(BODY, ATTR, VEC, ZERO, STEP, ACC_T, STORE) \
+ALWAYS_INLINE __attribute__((target(ATTR))) void BODY(const int NB, const int NP, const uint8_t *const *px, \
+        const int *toff, int taps, int groups, const uint8_t *wb, long blk_bytes, ACC_T *acc) { \
+    VEC a[4][16]; \
+    for (int b = 0; b < NB; b++) for (int p = 0; p < NP; p++) a[b][p] = ZERO(); \
+    for (int t = 0; t < taps; t++) { \
+        const uint8_t *q[16]; \
+        for (int p = 0; p < NP; p++) q[p] = px[p] + toff[t]; \
+        const uint8_t *wt = wb + (long)t * groups * 64; \
+        for (int g = 0; g < groups; g++) { \
+            __m512i wv[4]; \
+            for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_si512((const void *)(wt + b * blk_bytes + g * 64)); \
+            for (int p = 0; p < NP; p++) { \
+                const __m512i xv = _mm512_set1_epi32(tile_load4(q[p] + g * 4)); \
+                for (int b = 0; b < NB; b++) a[b][p] = STEP(a[b][p], xv, wv[b]); \
+            } \
+        } \
+    } \
+    for (int b = 0; b < NB; b++) \
+        for (int p = 0; p < NP; p++) STORE(acc + (b * NP + p) * 16, a[b][p]); \
+}
+
+/* The (image, row, column) of flattened output pixel n, then the input address of it and of the next
+   npx - 1 pixels (base + ((b * hp + oy * sh) * wp + ox * sw) * bytes_per_pixel), stepped along without
+   divisions; pixels npx .. np - 1 repeat pixel n. */
+static inline void tile_pixels(long n, int npx, int np, long ohw, int oh, int ow, const uint8_t *base, int hp, int wp,
+                               int sh, int sw, long bpp, const uint8_t **px) {
+    long b = n / ohw, oy = (n - b * ohw) / ow, ox = n - b * ohw - oy * ow;
+    for (int p = 0; p < npx; p++) {
+        px[p] = base + ((b * hp + oy * sh) * wp + ox * sw) * bpp;
+        if (++ox == ow) { ox = 0; if (++oy == oh) { oy = 0; b++; } }
+    }
+    for (int p = npx; p < np; p++) px[p] = px[0];
+}
 #endif
