@@ -118,11 +118,8 @@ PIXEL_TILE_BODY(body_bf, BF_ATTR, __m512, _mm512_setzero_ps, STEP_BF, float, STO
 PIXEL_TILE_BODY(body_f, F_ATTR, __m512, _mm512_setzero_ps, STEP_F, float, STORE_F32)
 
 typedef void (*bf_tile_fn)(const uint8_t *const *, const int *, int, int, const uint8_t *, long, float *);
-#define BF_TILE(NB, NP) \
-__attribute__((target(BF_ATTR))) static void tile_bf_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c2n, const uint8_t *wb, long bb, float *acc) { body_bf(NB, NP, px, toff, taps, c2n, wb, bb, acc); } \
-__attribute__((target(F_ATTR))) static void tile_f_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c2n, const uint8_t *wb, long bb, float *acc) { body_f(NB, NP, px, toff, taps, c2n, wb, bb, acc); }
+#define BF_TILE(NB, NP) PIXEL_TILE_FN(tile_bf_##NB##x##NP, BF_ATTR, body_bf, NB, NP, float) \
+                        PIXEL_TILE_FN(tile_f_##NB##x##NP, F_ATTR, body_f, NB, NP, float)
 BF_TILE(1, 12) BF_TILE(2, 12)
 BF_TILE(1, 16)
 
@@ -155,16 +152,7 @@ AVX512 static void epilogue512(const float *acc, int np, int npx, int nch, int o
     const __m512 b = _mm512_maskz_loadu_ps(cm, bias + o0);
     __m512 r[16];
     for (int p = 0; p < 16; p++) r[p] = p < np ? _mm512_add_ps(_mm512_loadu_ps(acc + p * BCH), b) : _mm512_setzero_ps();
-    transpose16_ps(r);
-    const __mmask16 pm = npx >= 16 ? 0xffff : (__mmask16)((1u << npx) - 1);
-    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-    for (int c = 0; c < nch; c++) {
-        __m512 v = r[c];
-        const long at = (long)(o0 + c) * so;
-        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, res + at));
-        v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
-        _mm512_mask_storeu_ps(y + at, pm, v);
-    }
+    store_channel_rows(r, npx, nch, o0, res, lo, hi, y, so);
 }
 
 void tessera_engine_bf16_conv(int isa, const uint16_t *xb, int hp, int wp, int cin, int kh, int kw, int sh, int sw,

@@ -235,11 +235,8 @@ PIXEL_TILE_BODY(body_vnni, VNNI_ATTR, __m512i, _mm512_setzero_si512, STEP_VNNI, 
 PIXEL_TILE_BODY(body_bw, BW_ATTR, __m512i, _mm512_setzero_si512, STEP_BW, int32_t, STORE_I32)
 
 typedef void (*tile512_fn)(const uint8_t *const *, const int *, int, int, const uint8_t *, long, int32_t *);
-#define TILE512(NB, NP) \
-__attribute__((target(VNNI_ATTR))) static void tile_vnni_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c4n, const uint8_t *wb, long bb, int32_t *acc) { body_vnni(NB, NP, px, toff, taps, c4n, wb, bb, acc); } \
-__attribute__((target(BW_ATTR))) static void tile_bw_##NB##x##NP(const uint8_t *const *px, const int *toff, \
-        int taps, int c4n, const uint8_t *wb, long bb, int32_t *acc) { body_bw(NB, NP, px, toff, taps, c4n, wb, bb, acc); }
+#define TILE512(NB, NP) PIXEL_TILE_FN(tile_vnni_##NB##x##NP, VNNI_ATTR, body_vnni, NB, NP, int32_t) \
+                        PIXEL_TILE_FN(tile_bw_##NB##x##NP, BW_ATTR, body_bw, NB, NP, int32_t)
 TILE512(1, 6) TILE512(2, 6) TILE512(3, 6) TILE512(4, 6)
 TILE512(1, 8) TILE512(2, 8) TILE512(3, 8)
 TILE512(1, 12) TILE512(2, 12)
@@ -311,18 +308,7 @@ AVX512 static void epilogue512(const int32_t *acc, int np, int npx, int nch, int
             r[p] = _mm512_setzero_ps();
         }
     }
-    transpose16_ps(r);
-    const __mmask16 pm = npx >= 16 ? 0xffff : (__mmask16)((1u << npx) - 1);
-    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-    for (int c = 0; c < nch; c++) {
-        __m512 v = r[c];
-        const long at = (long)(o0 + c) * so;
-        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, res + at));
-        v = _mm512_max_ps(vlo, v); /* v < lo ? lo : v, as in `epilogue` (NaN stays NaN) */
-        v = _mm512_min_ps(vhi, v); /* v > hi ? hi : v */
-        _mm512_mask_storeu_ps(y + at, pm, v);
-        r[c] = v;
-    }
+    store_channel_rows(r, npx, nch, o0, res, lo, hi, y, so);
     if (!dst) return;
     /* the codes of the values just stored (quantize_one's operations), transposed back to pixel rows */
     const __m512 vinv = _mm512_set1_ps(inv), qhi = _mm512_set1_ps(QLIM), qlo = _mm512_set1_ps(-QLIM);

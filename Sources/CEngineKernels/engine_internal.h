@@ -78,6 +78,24 @@ ALWAYS_INLINE AVX512 void transpose16_ps(__m512 r[16]) {
     }
 }
 
+/* r[p] = the 16 channels o0.. of pixel p (p < 16): transposed, then per channel c < nch the npx pixels
+   v = min(hi, max(lo, v (+ res))) stored at y + (o0 + c) * so (the residual read there too); r[c] keeps
+   the stored values. The clamp's operand order matches `v < lo ? lo : v`, `v > hi ? hi : v` (NaN stays). */
+ALWAYS_INLINE AVX512 void store_channel_rows(__m512 r[16], int npx, int nch, int o0, const float *res, float lo,
+                                             float hi, float *y, long so) {
+    transpose16_ps(r);
+    const __mmask16 pm = npx >= 16 ? 0xffff : (__mmask16)((1u << npx) - 1);
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    for (int c = 0; c < nch; c++) {
+        __m512 v = r[c];
+        const long at = (long)(o0 + c) * so;
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, res + at));
+        v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
+        _mm512_mask_storeu_ps(y + at, pm, v);
+        r[c] = v;
+    }
+}
+
 /* The register tile of the INT8 and BF16 layers over a padded pixel-major copy: NB blocks of 16 output
    channels x NP output pixels (NB * NP <= 24 zmm accumulators of type VEC, zeroed by ZERO), for every
    tap and every 4-byte group of a pixel's channels (4 int8 codes or 2 bf16 values) one 32-bit broadcast
@@ -105,6 +123,11 @@ ALWAYS_INLINE __attribute__((target(ATTR))) void BODY(const int NB, const int NP
     for (int b = 0; b < NB; b++) \
         for (int p = 0; p < NP; p++) STORE(acc + (b * NP + p) * 16, a[b][p]); \
 }
+
+/* One tile shape of a PIXEL_TILE_BODY as a function (NB and NP fixed, so the accumulators stay in registers). */
+#define PIXEL_TILE_FN(NAME, ATTR, BODY, NB, NP, ACC_T) \
+__attribute__((target(ATTR))) static void NAME(const uint8_t *const *px, const int *toff, int taps, int groups, \
+        const uint8_t *wb, long bb, ACC_T *acc) { BODY(NB, NP, px, toff, taps, groups, wb, bb, acc); }
 
 /* The (image, row, column) of flattened output pixel n, then the input address of it and of the next
    npx - 1 pixels (base + ((b * hp + oy * sh) * wp + ox * sw) * bytes_per_pixel), stepped along without

@@ -50,8 +50,7 @@ import Testing
         let h = (kh - 1) * d + 1 + rng.int(0...12), w = (kw - 1) * d + 1 + rng.int(0...20)
         b.constant("w", [cout, cin, kh, kw], rng.floats(cout * cin * kh * kw, scale: 1 / Float(cin * kh * kw).squareRoot()))
         b.constant("b", [cout], rng.floats(cout))
-        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [kh, kw], "strides": [s, s],
-               "dilations": [d, d], "pads": pads])
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [kh, kw], "strides": [s, s], "dilations": [d, d], "pads": pads])
         b.node(["Relu", "Identity", "Sigmoid"][seed % 3], ["c"], ["y"])
         let r = try check(b, inputShape: [cin, h, w], batch: 1 + seed % 4, threads: 1 + seed % 2, microBatch: 2)
         #expect(r.bf16Steps == 1)
@@ -61,21 +60,7 @@ import Testing
 
     /// Conv, residual add + ReLU fused into a 1x1 conv, global pool, Gemm.
     @Test func residualBlockAndGemm() throws {
-        var rng = TestRNG(seed: 43)
-        var b = ONNXBuilder()
-        b.constant("w0", [64, 3, 3, 3], rng.floats(64 * 27, scale: 0.5))
-        b.constant("b0", [64], rng.floats(64, scale: 0.1))
-        b.node("Conv", ["x", "w0", "b0"], ["a"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
-        b.node("Relu", ["a"], ["a1"])
-        b.constant("w1", [64, 64, 1, 1], rng.floats(64 * 64, scale: 0.125))
-        b.node("Conv", ["a1", "w1"], ["p"], ints: ["kernel_shape": [1, 1]])
-        b.node("Add", ["p", "a1"], ["r"])
-        b.node("Relu", ["r"], ["r1"])
-        b.node("GlobalAveragePool", ["r1"], ["g"])
-        b.node("Flatten", ["g"], ["f"])
-        b.constant("fc", [5, 64], rng.floats(320))
-        b.constant("fb", [5], rng.floats(5))
-        b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
+        let b = ONNXBuilder.residualBlockAndGemm(seed: 43)
         let r = try check(b, inputShape: [3, 20, 18], batch: 6, threads: 2, microBatch: 4)
         #expect(r.bf16Steps == 3)
         #expect(r.error < 0.02, "error \(r.error)")

@@ -90,21 +90,7 @@ import Testing
 
     /// A small network: conv, residual add + ReLU fused into a 1x1 conv, global pool, Gemm.
     @Test func residualBlockAndGemm() throws {
-        var rng = TestRNG(seed: 41)
-        var b = ONNXBuilder()
-        b.constant("w0", [64, 3, 3, 3], rng.floats(64 * 27, scale: 0.5))
-        b.constant("b0", [64], rng.floats(64, scale: 0.1))
-        b.node("Conv", ["x", "w0", "b0"], ["a"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
-        b.node("Relu", ["a"], ["a1"])
-        b.constant("w1", [64, 64, 1, 1], rng.floats(64 * 64, scale: 0.125))
-        b.node("Conv", ["a1", "w1"], ["p"], ints: ["kernel_shape": [1, 1]])
-        b.node("Add", ["p", "a1"], ["r"])
-        b.node("Relu", ["r"], ["r1"])
-        b.node("GlobalAveragePool", ["r1"], ["g"])
-        b.node("Flatten", ["g"], ["f"])
-        b.constant("fc", [5, 64], rng.floats(320))
-        b.constant("fb", [5], rng.floats(5))
-        b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
+        let b = ONNXBuilder.residualBlockAndGemm(seed: 41)
         let r = try check(b, inputShape: [3, 20, 18], batch: 6, threads: 2, microBatch: 4)
         #expect(r.int8Steps == 3)
         #expect(r.error < 0.05, "error \(r.error)")
@@ -118,10 +104,7 @@ import Testing
         var rng = TestRNG(seed: 77)
         var b = ONNXBuilder()
         func conv(_ name: String, _ x: String, cin: Int, cout: Int, k: Int, pad: Int, stride: Int = 1) {
-            b.constant(name + "w", [cout, cin, k, k], rng.floats(cout * cin * k * k, scale: 1 / Float(cin * k * k).squareRoot()))
-            b.constant(name + "b", [cout], rng.floats(cout, scale: 0.2))
-            b.node("Conv", [x, name + "w", name + "b"], [name], ints: ["kernel_shape": [k, k], "strides": [stride, stride],
-                   "pads": [pad, pad, pad, pad]])
+            b.scaledConv(name, x, cin: cin, cout: cout, k: k, pad: pad, stride: stride, rng: &rng)
         }
         conv("c0", "x", cin: 3, cout: 20, k: 3, pad: 1, stride: 2)
         b.node("Relu", ["c0"], ["r0"])
@@ -167,9 +150,7 @@ import Testing
         var rng = TestRNG(seed: 79)
         var b = ONNXBuilder()
         func conv(_ name: String, _ x: String, cin: Int, cout: Int) {
-            b.constant(name + "w", [cout, cin, 3, 3], rng.floats(cout * cin * 9, scale: 1 / Float(cin * 9).squareRoot()))
-            b.constant(name + "b", [cout], rng.floats(cout, scale: 0.2))
-            b.node("Conv", [x, name + "w", name + "b"], [name], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+            b.scaledConv(name, x, cin: cin, cout: cout, k: 3, pad: 1, rng: &rng)
         }
         conv("c0", "x", cin: 3, cout: 24)
         b.node("Relu", ["c0"], ["x0"])
@@ -218,5 +199,37 @@ import Testing
         var auto = EngineOptions()
         auto.precision = .auto
         #expect(throws: ModelError.self) { try b.model(inputShape: [4, 9, 9], options: auto) }
+    }
+}
+
+extension ONNXBuilder {
+    /// A conv named `name` reading `x`: k x k, weights scaled by 1/sqrt(fan-in) (pre-activations O(1), as
+    /// in trained layers), a small bias.
+    mutating func scaledConv(_ name: String, _ x: String, cin: Int, cout: Int, k: Int, pad: Int, stride: Int = 1,
+                             rng: inout TestRNG) {
+        constant(name + "w", [cout, cin, k, k], rng.floats(cout * cin * k * k, scale: 1 / Float(cin * k * k).squareRoot()))
+        constant(name + "b", [cout], rng.floats(cout, scale: 0.2))
+        node("Conv", [x, name + "w", name + "b"], [name], ints: ["kernel_shape": [k, k], "strides": [stride, stride],
+             "pads": [pad, pad, pad, pad]])
+    }
+
+    /// Conv 3->64, its ReLU output as the residual of a 1x1 conv 64->64 (Add + ReLU fused), global pool, Gemm to 5.
+    static func residualBlockAndGemm(seed: UInt64) -> ONNXBuilder {
+        var rng = TestRNG(seed: seed)
+        var b = ONNXBuilder()
+        b.constant("w0", [64, 3, 3, 3], rng.floats(64 * 27, scale: 0.5))
+        b.constant("b0", [64], rng.floats(64, scale: 0.1))
+        b.node("Conv", ["x", "w0", "b0"], ["a"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+        b.node("Relu", ["a"], ["a1"])
+        b.constant("w1", [64, 64, 1, 1], rng.floats(64 * 64, scale: 0.125))
+        b.node("Conv", ["a1", "w1"], ["p"], ints: ["kernel_shape": [1, 1]])
+        b.node("Add", ["p", "a1"], ["r"])
+        b.node("Relu", ["r"], ["r1"])
+        b.node("GlobalAveragePool", ["r1"], ["g"])
+        b.node("Flatten", ["g"], ["f"])
+        b.constant("fc", [5, 64], rng.floats(320))
+        b.constant("fb", [5], rng.floats(5))
+        b.node("Gemm", ["f", "fc", "fb"], ["y"], int: ["transB": 1])
+        return b
     }
 }
