@@ -131,10 +131,15 @@ struct Compiler {
     /// on the bf16 kernel when compiling for bf16: ungrouped convolutions (1x1 ones with at least
     /// 64 input and output channels) and dense layers.
     func quantized(_ step: Step) -> Step? {
+        // A 1x1 layer with few input or output channels does too little arithmetic per value it
+        // quantises (or rounds) and writes for the int8 / bf16 tile to pay (MobileNetV2's 16->96,
+        // 24->144 and 144->24 layers ran 2-3x slower in int8 than on the fp32 pointwise kernel): fp32.
+        func eligible(_ c: ConvStep) -> Bool {
+            c.groups == 1 && c.kind != .depthwise && !(c.window.kh * c.window.kw == 1 && min(c.cin, c.cout) < 64)
+        }
         if options.precision == .bf16 {
             switch step {
-            case var .conv(c) where c.groups == 1 && c.kind != .depthwise:
-                if c.window.kh * c.window.kw == 1 && min(c.cin, c.cout) < 64 { return nil }
+            case var .conv(c) where eligible(c):
                 c.bf16 = BF16Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw)
                 return .conv(c)
             case var .gemm(g) where g.rows == 1:
@@ -145,11 +150,7 @@ struct Compiler {
         }
         guard options.precision == .int8, let calibration else { return nil }
         switch step {
-        case var .conv(c) where c.groups == 1 && c.kind != .depthwise:
-            // A 1x1 layer with few input or output channels does too little arithmetic per value it
-            // quantises and writes for the int8 tile to pay (MobileNetV2's 16->96, 24->144 and 144->24
-            // layers ran 2-3x slower in int8 than on the fp32 pointwise kernel): it stays fp32.
-            if c.window.kh * c.window.kw == 1 && min(c.cin, c.cout) < 64 { return nil }
+        case var .conv(c) where eligible(c):
             guard let range = calibration.ranges[slots[c.input].name] else { return nil }
             c.q8 = Q8Layer(weights: c.weights, cout: c.cout, cin: c.cin, taps: c.window.kh * c.window.kw, range: range)
             return .conv(c)

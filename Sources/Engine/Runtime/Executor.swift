@@ -17,7 +17,6 @@ final class Workspace {
     /// (a layer writes the next one's quantised input while reading its own, see ``Q8Link``).
     let bytes: UnsafeMutablePointer<UInt8>
     let bytes2: UnsafeMutablePointer<UInt8>
-    let byteCount: Int
 
     init(program: Program, capacity: Int, lanes: Int = 1) {
         self.capacity = capacity
@@ -41,7 +40,6 @@ final class Workspace {
             if case let .pool(p) = step, let t = p.q8Link.output { byteNeed = max(byteNeed, t.bytes(nb: capacity)) }
         }
         let chained = program.steps.contains { if case let .conv(c) = $0 { c.q8Link.output != nil } else { false } }
-        byteCount = byteNeed
         bytes = .allocate(capacity: byteNeed)
         bytes.initialize(repeating: 0, count: byteNeed)
         bytes2 = .allocate(capacity: chained ? byteNeed : 64)
