@@ -48,4 +48,7 @@ struct Graph: Sendable {
     var inputDims: [Int?]
     var outputNames: [String]
     var opset: Int
+    /// A QDQ model's activation ranges (`[min, max]` of what each QuantizeLinear could represent,
+    /// by the float tensor it quantised): the INT8 calibration the model brings (see ``QDQ``).
+    var quantizationRanges: [String: [Float]] = [:]
 }

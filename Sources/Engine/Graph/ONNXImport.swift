@@ -42,8 +42,10 @@ enum ONNXImport {
         let g = proto.graph
 
         var constants: [String: Tensor] = [:]
+        var elementTypes: [String: Int] = [:]
         for t in g.initializer {
             constants[t.name] = try decodeTensor(t, baseDirectory: baseDirectory)
+            elementTypes[t.name] = Int(t.dataType)
         }
         var nodes: [Node] = []
         nodes.reserveCapacity(g.node.count)
@@ -52,8 +54,8 @@ enum ONNXImport {
             if !(n.domain.isEmpty || n.domain == "ai.onnx") {
                 throw ModelError.unsupportedOperator(op: "\(n.domain).\(n.opType)", node: name)
             }
-            guard supportedOps.contains(n.opType) || Reference.extendedOps.contains(n.opType),
-                  n.opType != BatchBroadcast.opType else {
+            guard supportedOps.contains(n.opType) || Reference.extendedOps.contains(n.opType)
+                    || QDQ.ops.contains(n.opType), n.opType != BatchBroadcast.opType else {
                 throw ModelError.unsupportedOperator(op: n.opType, node: name)
             }
             var attributes: [String: Attribute] = [:]
@@ -89,8 +91,10 @@ enum ONNXImport {
             throw ModelError.invalidGraph(reason: "input '\(input.name)' must have a batch dimension and at least one more (has rank \(dims.count))")
         }
         guard !g.output.isEmpty else { throw ModelError.invalidGraph(reason: "graph has no outputs") }
-        return Graph(nodes: nodes, constants: constants, inputName: input.name, inputDims: dims,
-                     outputNames: g.output.map(\.name), opset: opset)
+        var graph = Graph(nodes: nodes, constants: constants, inputName: input.name, inputDims: dims,
+                          outputNames: g.output.map(\.name), opset: opset)
+        if nodes.contains(where: { QDQ.ops.contains($0.opType) }) { try QDQ.strip(&graph, elementTypes: elementTypes) }
+        return graph
     }
 
     /// Decodes a TensorProto to float32 values (integers are converted; shapes and indices stay exact).
@@ -124,7 +128,8 @@ enum ONNXImport {
         case 7: values = raw.isEmpty ? t.int64Data.map { Float($0) } : try fromRaw(Int64.self) { Float($0) }
         case 6: values = raw.isEmpty ? t.int32Data.map { Float($0) } : try fromRaw(Int32.self) { Float($0) }
         case 11: values = raw.isEmpty ? t.doubleData.map { Float($0) } : try fromRaw(Double.self) { Float($0) }
-        case 9, 2, 3: values = raw.isEmpty ? t.int32Data.map { Float($0) } : try fromRaw(UInt8.self) { Float($0) }
+        case 9, 2: values = raw.isEmpty ? t.int32Data.map { Float($0) } : try fromRaw(UInt8.self) { Float($0) }
+        case 3: values = raw.isEmpty ? t.int32Data.map { Float($0) } : try fromRaw(Int8.self) { Float($0) }
         case 10: // FLOAT16
             values = raw.isEmpty ? t.int32Data.map { Float(Float16(bitPattern: UInt16(truncatingIfNeeded: $0))) }
                 : try fromRaw(UInt16.self) { Float(Float16(bitPattern: $0)) }

@@ -30,6 +30,8 @@ public struct Model: Sendable {
     /// The batch size the graph pins (a literal batch in its input or a Reshape); batches are
     /// run in pieces of this size (the last one padded). nil when the batch is free.
     public var fixedBatch: Int? { program.fixedBatch }
+    /// A QDQ model (QuantizeLinear / DequantizeLinear pairs): it brings its own INT8 activation ranges.
+    public var bringsCalibration: Bool { !graph.quantizationRanges.isEmpty }
 
     /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
     /// is required only when the file leaves spatial dimensions symbolic.
@@ -47,12 +49,14 @@ public struct Model: Sendable {
                       options: options, calibration: calibration)
     }
 
-    init(graph: Graph, inputShape: [Int]?, options: EngineOptions, calibration: Calibration?) throws {
+    init(graph: Graph, inputShape: [Int]?, options: EngineOptions, calibration given: Calibration?) throws {
+        // a QDQ model brings its own activation ranges; a calibration given is used instead
+        let calibration = given ?? (graph.quantizationRanges.isEmpty ? nil : Calibration(ranges: graph.quantizationRanges))
         switch options.precision {
         case .fp32: break
         case .int8:
             guard calibration != nil else {
-                throw ModelError.invalidArgument("int8 needs a calibration (tessera models quantize MODEL --calibration DIR)")
+                throw ModelError.invalidArgument("int8 needs a calibration: run `tessera models quantize MODEL --calibration DIR` first (a QDQ model brings its own)")
             }
         case .bf16: break
         case .auto:

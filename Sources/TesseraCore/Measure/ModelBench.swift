@@ -84,7 +84,7 @@ public enum ModelBench {
     /// The model compiled with the options' engine settings (int8: with the calibration beside it).
     static func load(_ options: ModelBenchOptions) throws -> Model {
         let path = try resolve(options.model)
-        let calibration = options.engine.precision == .int8 ? try ModelQuantize.load(forModelFile: path) : nil
+        let calibration = options.engine.precision == .int8 ? try ModelQuantize.loadIfPresent(forModelFile: path) : nil
         return try Model(contentsOf: path, inputShape: options.inputShape, options: options.engine, calibration: calibration)
     }
 

@@ -29,7 +29,7 @@ enum ModelCardCheck {
         let size = card.input.size
         let model: Model
         do {
-            let calibration = options.precision == .int8 ? try ModelQuantize.load(forModelFile: reference.path) : nil
+            let calibration = options.precision == .int8 ? try ModelQuantize.loadIfPresent(forModelFile: reference.path) : nil
             model = try Model(contentsOf: reference.path, inputShape: [3, size, size], options: options, calibration: calibration)
         } catch ModelError.inputShapeMismatch(let expected, _) {
             throw ModelCatalogError(description: "\(where_): card input.size \(size) (and 3 channels) does not fit the ONNX "

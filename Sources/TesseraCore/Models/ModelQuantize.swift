@@ -67,12 +67,10 @@ public enum ModelQuantize {
         return "wrote \(path): ranges of \(calibration.ranges.count) tensors from \(calibration.images) images"
     }
 
-    /// The calibration written for the model file, or a clear error.
-    public static func load(forModelFile path: String) throws -> Calibration {
-        let file = calibrationPath(forModelFile: path)
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw ModelError.invalidArgument("int8 needs \(file): run `tessera models quantize MODEL --calibration DIR` first")
-        }
+    /// The calibration written for the model file, or nil (a QDQ model brings its own ranges; the
+    /// engine refuses int8 for any other model without one).
+    public static func loadIfPresent(forModelFile path: String) throws -> Calibration? {
+        guard let data = FileManager.default.contents(atPath: calibrationPath(forModelFile: path)) else { return nil }
         return try Calibration.decode(data)
     }
 }
