@@ -172,6 +172,33 @@ struct PrecisionRunTests {
         #expect(throws: (any Error).self) { try PrecisionChoice.resolve(modelFile: file) }
     }
 
+    /// A model quantised by ONNX Runtime (QDQ) brings its activation ranges: `--precision int8`
+    /// runs it without a calibration file, as a job of its own.
+    @Test func qdqModelsRunInt8WithoutACalibration() throws {
+        let models = try Support.tinyModels()
+        try FileManager.default.createDirectory(atPath: models + "/qdq", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Support.root.appendingPathComponent("Tests/EngineTests/Fixtures/qdq/qdq_cnn.onnx").path,
+                                         toPath: models + "/qdq/model.onnx")
+        try """
+            {"name": "qdq", "task": "classification", "classes": ["A", "B", "C", "D"],
+             "input": {"name": "x", "size": 32, "mpp": 2.0}, "output": {"kind": "logits"}}
+            """.write(toFile: models + "/qdq/model.json", atomically: true, encoding: .utf8)
+        let folder = Support.temporaryDirectory()
+        let slide = try Support.syntheticSlide(width: 3000, height: 2000, seed: 75)
+        let name = (slide as NSString).lastPathComponent
+        func run(_ precision: String) throws -> [String: Any] {
+            let result = try Support.tessera(["run", slide, "--model", "qdq", "--data", folder + "/data", "--out", folder + "/" + precision,
+                                              "--precision", precision, "--json"], environment: ["TESSERA_MODELS": models])
+            #expect(result.status == 0, "\(result.out) \(result.err)")
+            return try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(precision)/\(name)/summary.json")))
+                as? [String: Any] ?? [:]
+        }
+        let int8 = try run("int8"), fp32 = try run("fp32")
+        #expect(int8["precision"] as? String == "int8")
+        #expect(int8["job"] as? Int != fp32["job"] as? Int)
+        #expect(!FileManager.default.fileExists(atPath: models + "/qdq/calibration.json"))
+    }
+
     @Test func fp32JobsKeepTheirCanonicalText() throws {
         var parameters = AnalysisParameters()
         #expect(!parameters.canonicalJSON.contains("precision"), "fp32 rows look as they always did")

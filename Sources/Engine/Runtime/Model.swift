@@ -33,6 +33,11 @@ public struct Model: Sendable {
     /// A QDQ model (QuantizeLinear / DequantizeLinear pairs): it brings its own INT8 activation ranges.
     public var bringsCalibration: Bool { !graph.quantizationRanges.isEmpty }
 
+    /// Whether the ONNX file at `path` is a QDQ model, read without compiling it (false when it cannot be read).
+    public static func bringsCalibration(path: String) -> Bool {
+        (try? ONNXImport.load(path: path))?.quantizationRanges.isEmpty == false
+    }
+
     /// Loads and compiles the `.onnx` file at `path`. `inputShape` (per image, e.g. `[3, 224, 224]`)
     /// is required only when the file leaves spatial dimensions symbolic.
     /// `options.precision == .int8` needs the activation ranges of ``calibrate(_:)``; layers

@@ -131,11 +131,12 @@ public struct SlideIntake: Sendable {
         canonical.calibrationSHA256 = nil
         if canonical.precision == "int8" {
             let calibration = ModelQuantize.calibrationPath(forModelFile: reference.path)
-            guard let digest = try? SHA256.hexDigest(ofFile: calibration) else {
+            if let digest = try? SHA256.hexDigest(ofFile: calibration) {
+                canonical.calibrationSHA256 = digest
+            } else if !ModelQuantize.bringsOwnRanges(modelFile: reference.path) {  // a QDQ model's ranges are in its file
                 throw Refusal(code: .badParameter, description: "\(name(of: .precision)) int8: \(reference.name) has no INT8 calibration; "
                               + "make one with `tessera models quantize \(reference.name) --calibration DIR` (tiles like the slides')")
             }
-            canonical.calibrationSHA256 = digest
         }
         return canonical
     }

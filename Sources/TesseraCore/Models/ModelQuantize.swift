@@ -73,4 +73,7 @@ public enum ModelQuantize {
         guard let data = FileManager.default.contents(atPath: calibrationPath(forModelFile: path)) else { return nil }
         return try Calibration.decode(data)
     }
+
+    /// A QDQ model (quantised by ONNX Runtime): its activation ranges are in the file, no calibration needed.
+    public static func bringsOwnRanges(modelFile path: String) -> Bool { Model.bringsCalibration(path: path) }
 }
