@@ -80,7 +80,7 @@ enum QDQ {
                 graph.constants[clipped + ".min"] = Tensor(shape: [], data: [range[0]])
                 graph.constants[clipped + ".max"] = Tensor(shape: [], data: [range[1]])
                 kept.append(Node(name: node.name, opType: "Clip", inputs: [rename[x] ?? x, clipped + ".min", clipped + ".max"],
-                                 outputs: [clipped], attributes: [:]))
+                                 outputs: [clipped], attributes: ["min": .float(range[0]), "max": .float(range[1])]))  // opset 10 reads these
                 graph.quantizationRanges[clipped] = range
                 rename[y] = clipped
             default:
