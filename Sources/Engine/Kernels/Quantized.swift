@@ -111,7 +111,7 @@ enum Quantized {
         if let input = c.q8Link.input {
             xq = bytes(input.buffer)
         } else {
-            xq = bytes(c.q8Link.quantiseInto)
+            xq = bytes(0)
             par.ranges(nb) { _, images in
                 tessera_engine_q8_quantize(x, 1, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.pt), Int32(g.pl),
                                            Int32(hp), Int32(wp), q.inverseInputScale, q.zeroPoint,
@@ -119,8 +119,7 @@ enum Quantized {
             }
         }
         if let t = c.q8Link.output { Self.fillBorder(t, nb: nb, bytes: bytes) }
-        var target = c.q8Link.output.map { Self.target($0, bytes: bytes) } ?? tessera_q8_target()
-        target.dual = c.q8Link.dual ? 1 : 0
+        let target = c.q8Link.output.map { Self.target($0, dual: c.q8Link.dual, bytes: bytes) } ?? tessera_q8_target()
         let total = nb * g.oh * g.ow
         let (lo, hi) = ConvKernels.clampBounds(c.activation) ?? (-.infinity, .infinity)
         q.packed.withUnsafeBufferPointer { w in
@@ -136,11 +135,7 @@ enum Quantized {
                                                        bias.baseAddress!, residual, lo, hi, total, cols.lowerBound, cols.upperBound,
                                                        Int32(chans.lowerBound), Int32(chans.upperBound), y, total, 1, tptr)
                             }
-                            if par.lanes > 1 && total < par.lanes * 64 && c.cout >= 32 {
-                                par.ranges(c.cout, grain: 16) { _, chans in run(0..<total, chans) }
-                            } else {
-                                par.ranges(total, grain: 16) { _, cols in run(cols, 0..<c.cout) }
-                            }
+                            Self.split(total: total, cout: c.cout, par: par, run)
                         }
                     }
                 }
@@ -149,10 +144,20 @@ enum Quantized {
         if c.q8Link.output == nil, ConvKernels.clampBounds(c.activation) == nil { Epilogue.apply(c.activation, y, c.cout * total) }
     }
 
+    /// The lanes' shares of an int8 / bf16 conv: output pixels in pieces of 16, or output channels when
+    /// there are too few pixels for every lane (batch 1, small maps).
+    static func split(total: Int, cout: Int, par: IntraOp, _ run: (Range<Int>, Range<Int>) -> Void) {
+        if par.lanes > 1 && total < par.lanes * 64 && cout >= 32 {
+            par.ranges(cout, grain: 16) { _, chans in run(0..<total, chans) }
+        } else {
+            par.ranges(total, grain: 16) { _, cols in run(cols, 0..<cout) }
+        }
+    }
+
     /// The C view of a layout in a worker's byte buffer.
-    static func target(_ t: Q8Layout, bytes: (Int) -> UnsafeMutablePointer<UInt8>) -> tessera_q8_target {
+    static func target(_ t: Q8Layout, dual: Bool = false, bytes: (Int) -> UnsafeMutablePointer<UInt8>) -> tessera_q8_target {
         tessera_q8_target(xq: bytes(t.buffer), hp: Int32(t.hp), wp: Int32(t.wp), pt: Int32(t.pt), pl: Int32(t.pl),
-                          c4: Int32(t.c4), inv: t.inverseScale, zp: t.zeroPoint, dual: 0)
+                          c4: Int32(t.c4), inv: t.inverseScale, zp: t.zeroPoint, dual: dual ? 1 : 0)
     }
 
     /// The padding ring of a layout about to be written (its pixels are written by the producer).
@@ -216,14 +221,12 @@ struct Q8Layout: Sendable, Equatable {
 }
 
 /// INT8 kept between layers (`EngineOptions.int8Chaining`): on a step of a chain, where its input
-/// codes are (nil: fp32 in its slot, quantised by the step itself) and where it writes its output
-/// codes (nil: fp32 into its slot). Links only join adjacent steps, so two byte buffers, used in
-/// turn, are enough.
+/// codes are (nil: fp32 in its slot, quantised by the step itself into byte buffer 0) and where it
+/// writes its output codes (nil: fp32 into its slot). Links only join adjacent steps, so two byte
+/// buffers, used in turn, are enough.
 struct Q8Link: Sendable {
     var input: Q8Layout? = nil
     var output: Q8Layout? = nil
-    /// The buffer the step quantises its fp32 input into, when `input` is nil.
-    var quantiseInto = 0
     /// With `output`: the fp32 output is written too (it has other readers, or the step adds a residual).
     var dual = false
 }
@@ -258,7 +261,7 @@ extension Compiler {
         var i = 0
         while i < steps.count {
             guard var a = producer(i) else { i += 1; continue }
-            let free = 1 - (a.q8Link.input?.buffer ?? a.q8Link.quantiseInto)
+            let free = 1 - (a.q8Link.input?.buffer ?? 0)
             let dual = a.residual != nil || !sole(a.output)
             if var b = consumer(i + 1, reads: a.output) {
                 let target = layout(of: b, buffer: free)
@@ -342,11 +345,7 @@ enum BF16 {
                                              cols.lowerBound, cols.upperBound, Int32(chans.lowerBound), Int32(chans.upperBound),
                                              y, total, 1)
                 }
-                if par.lanes > 1 && total < par.lanes * 64 && c.cout >= 32 {
-                    par.ranges(c.cout, grain: 16) { _, chans in run(0..<total, chans) }
-                } else {
-                    par.ranges(total, grain: 16) { _, cols in run(cols, 0..<c.cout) }
-                }
+                Quantized.split(total: total, cout: c.cout, par: par, run)
             }
         }
         if ConvKernels.clampBounds(c.activation) == nil { Epilogue.apply(c.activation, y, c.cout * total) }

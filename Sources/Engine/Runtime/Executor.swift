@@ -49,6 +49,9 @@ final class Workspace {
         scratch.initialize(repeating: 0, count: scratchCount * self.lanes)
     }
 
+    /// Byte buffer `i` (0 or 1, see ``Q8Link``).
+    func byteBuffer(_ i: Int) -> UnsafeMutablePointer<UInt8> { i == 0 ? bytes : bytes2 }
+
     /// Lane `i`'s scratch.
     func scratch(_ lane: Int) -> UnsafeMutablePointer<Float> { scratch + lane * scratchCount }
 
@@ -184,8 +187,7 @@ struct Executor {
                 return
             }
             if let q = c.q8 {
-                let ws = self.ws
-                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: { $0 == 0 ? ws.bytes : ws.bytes2 }, par: par)
+                Quantized.conv(c, q, isa: isa, x: x, y: y, residual: residual, nb: nb, bytes: ws.byteBuffer, par: par)
                 return
             }
             switch c.kind {
@@ -238,9 +240,8 @@ struct Executor {
         case let .resize(r):
             resize(r)
         case let .pool(p) where p.q8Link.output != nil:
-            let ws = self.ws
             let work = Double(program.slots[p.input].channels * nb * p.window.oh * p.window.ow * p.window.kh * p.window.kw)
-            Quantized.maxPool(p, nb: nb, bytes: { $0 == 0 ? ws.bytes : ws.bytes2 }, par: work >= minSplitFlops ? self.par : IntraOp(lanes: 1))
+            Quantized.maxPool(p, nb: nb, bytes: ws.byteBuffer, par: work >= minSplitFlops ? self.par : IntraOp(lanes: 1))
         case let .pool(p):
             let s = program.slots[p.input]
             let x = nchwInput ?? UnsafePointer(ptr(p.input)), y = ptr(p.output)

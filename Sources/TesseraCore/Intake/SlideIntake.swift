@@ -133,7 +133,7 @@ public struct SlideIntake: Sendable {
             let calibration = ModelQuantize.calibrationPath(forModelFile: reference.path)
             if let digest = try? SHA256.hexDigest(ofFile: calibration) {
                 canonical.calibrationSHA256 = digest
-            } else if !ModelQuantize.bringsOwnRanges(modelFile: reference.path) {  // a QDQ model's ranges are in its file
+            } else if !ModelQuantize.bringsOwnRanges(modelFile: reference.path, sha256: identity.onnxSHA256) {  // a QDQ model's ranges are in its file
                 throw Refusal(code: .badParameter, description: "\(name(of: .precision)) int8: \(reference.name) has no INT8 calibration; "
                               + "make one with `tessera models quantize \(reference.name) --calibration DIR` (tiles like the slides')")
             }

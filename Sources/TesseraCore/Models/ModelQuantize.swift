@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import SlideIO
+import Synchronization
 
 /// `tessera models quantize MODEL --calibration DIR`: the activation ranges of the model's
 /// convolutions and dense layers on real tiles, written next to the model for its int8 path.
@@ -75,5 +76,13 @@ public enum ModelQuantize {
     }
 
     /// A QDQ model (quantised by ONNX Runtime): its activation ranges are in the file, no calibration needed.
-    public static func bringsOwnRanges(modelFile path: String) -> Bool { Model.bringsCalibration(path: path) }
+    /// Decoding the file once per model content (`sha256`, which intake already has), not per upload.
+    public static func bringsOwnRanges(modelFile path: String, sha256: String) -> Bool {
+        if let known = qdqByDigest.withLock({ $0[sha256] }) { return known }
+        let answer = Model.bringsCalibration(path: path)
+        qdqByDigest.withLock { $0[sha256] = answer }
+        return answer
+    }
+
+    private static let qdqByDigest = Mutex<[String: Bool]>([:])
 }
