@@ -23,6 +23,8 @@ let package = Package(
         // ── C libraries: system-library targets, imported only by the thin wrappers ──
         .systemLibrary(name: "CVips", path: "Sources/CVips", pkgConfig: "vips",
                        providers: [.apt(["libvips-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
@@ -34,11 +36,12 @@ let package = Package(
         // Non-variadic wrappers for the variadic / macro C APIs, each beside its library.
         .target(name: "CVipsShims", dependencies: ["CVips"], cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "CMicroHTTPDShims", dependencies: ["CMicroHTTPD"]),
+        .target(name: "CJPEGShims", dependencies: ["CJPEG"], cSettings: [.unsafeFlags(["-O3"])]),
         // The inference engine's SIMD kernels and CPU-feature probe: no system-library dependencies.
         .target(name: "CEngineKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // ── thin Swift wrappers: own every pointer, expose Swift types ──
-        .target(name: "SlideIO", dependencies: ["CVips", "CVipsShims"], swiftSettings: swiftSettings),
+        .target(name: "SlideIO", dependencies: ["CVips", "CVipsShims", "CJPEGShims"], swiftSettings: swiftSettings),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
         .target(name: "JobStore", dependencies: ["CSQLite", "CLibPQ"], swiftSettings: swiftSettings),
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "CMicroHTTPDShims"], swiftSettings: swiftSettings),

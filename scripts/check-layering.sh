@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 declare -A allowed=(
   [CVipsShims]="CVips"
   [CMicroHTTPDShims]="CMicroHTTPD"
+  [CJPEGShims]="CJPEG"
   [CEngineKernels]=""
-  [SlideIO]="CVips CVipsShims"
+  [SlideIO]="CVips CVipsShims CJPEGShims"
   [LinearAlgebra]="COpenBLAS"
   [JobStore]="CSQLite CLibPQ"
   [HTTPServer]="CMicroHTTPD CMicroHTTPDShims"
@@ -64,15 +65,15 @@ closure() {
   done
   echo "$seen"
 }
-for bad in CVips CVipsShims CMicroHTTPD CMicroHTTPDShims CSQLite CLibPQ; do
+for bad in CVips CVipsShims CJPEG CJPEGShims CMicroHTTPD CMicroHTTPDShims CSQLite CLibPQ; do
   case "$(closure Engine)" in *" $bad "*) fail "Engine reaches $bad" ;; esac
 done
 # The kernels' C sources include only their own headers and the C / compiler headers.
-if grep -nE '#include[[:space:]]*<(vips/|microhttpd|sqlite3|libpq|cblas|openblas)' -r Sources/CEngineKernels; then
+if grep -nE '#include[[:space:]]*<(vips/|jpeglib|microhttpd|sqlite3|libpq|cblas|openblas)' -r Sources/CEngineKernels; then
   fail "CEngineKernels includes a library header"
 fi
 # Tests never reach into the C modules either.
-if grep -rnE '^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*import[[:space:]]+C(Vips|OpenBLAS|SQLite|LibPQ|MicroHTTPD)[A-Za-z]*\b' Tests --include='*.swift'; then
+if grep -rnE '^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*import[[:space:]]+C(Vips|JPEG|OpenBLAS|SQLite|LibPQ|MicroHTTPD)[A-Za-z]*\b' Tests --include='*.swift'; then
   fail "tests import a C module"
 fi
 [ $status -eq 0 ] && echo "layering: ok"

@@ -226,13 +226,11 @@ int tessera_region_read_f32(VipsRegion *region, int left, int top, int width, in
 
 void tessera_vips_block(const char *name) { vips_operation_block_set(name, TRUE); }
 
-int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, const char *filename, int quality) {
-    VipsImage *base = vips_image_new();
-    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
+/* The synthetic slide's pixels as a lazy libvips pipeline (t[0..7] belong to `base`). */
+static VipsImage *synthetic_pixels(VipsImage *texture, VipsImage *mask, int width, int height, double pixels_per_mm,
+                                   VipsImage **t) {
     int across = width / texture->Xsize + 1;
     int down = height / texture->Ysize + 1;
-    int result = -1;
     if (vips_replicate(texture, &t[0], across, down, NULL) ||
         vips_crop(t[0], &t[1], 0, 0, width, height, NULL) ||
         vips_resize(mask, &t[2], (double)width / mask->Xsize,
@@ -241,14 +239,34 @@ int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int 
         vips_black(&t[4], width, height, "bands", 3, NULL) ||
         vips_linear1(t[4], &t[5], 1.0, 255.0, "uchar", TRUE, NULL) ||
         vips_ifthenelse(t[3], t[1], t[5], &t[6], "blend", TRUE, NULL) ||
-        vips_copy(t[6], &t[7], "xres", pixels_per_mm, "yres", pixels_per_mm, NULL) ||
-        vips_tiffsave(t[7], filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
-                      "pyramid", TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
-                      "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL)) {
-        result = -1;
-    } else {
-        result = 0;
+        vips_copy(t[6], &t[7], "xres", pixels_per_mm, "yres", pixels_per_mm, NULL)) {
+        return NULL;
     }
+    return t[7];
+}
+
+int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
+                                       double pixels_per_mm, const char *filename, int quality) {
+    VipsImage *base = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
+    VipsImage *pixels = synthetic_pixels(texture, mask, width, height, pixels_per_mm, t);
+    int result = pixels && !vips_tiffsave(pixels, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
+                                          "pyramid", TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
+                                          "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? 0 : -1;
+    g_object_unref(base);
+    return result;
+}
+
+int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
+                                       double pixels_per_mm, int shrink, const char *filename, int quality) {
+    VipsImage *base = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
+    VipsImage *pixels = synthetic_pixels(texture, mask, width, height, pixels_per_mm, t);
+    if (pixels && shrink > 1 && vips_shrink(pixels, &t[8], (double)shrink, (double)shrink, NULL)) pixels = NULL;
+    else if (pixels && shrink > 1) pixels = t[8];
+    int result = pixels && !vips_tiffsave(pixels, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
+                                          "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
+                                          "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? 0 : -1;
     g_object_unref(base);
     return result;
 }

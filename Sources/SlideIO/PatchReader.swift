@@ -80,28 +80,61 @@ public final class PatchReader {
     private let bandWidth: Int
     private var position = 0
 
-    /// Opens the plan's level (resampled when the plan says so) once per worker thread: each
-    /// worker decodes through its own file handle, so decoders do not queue on one lock.
-    public init(slide: Slide, grid: TileGrid, threads: Int) throws(SlideError) {
+    /// How stored pixels become patches (see `DecodeRoute`).
+    public let route: DecodeRoute
+
+    /// Opens the plan's level once per worker thread: each worker decodes through its own file
+    /// handle, so decoders do not queue on one lock. Where the plan shrinks a JPEG-tiled TIFF level
+    /// by 2, 4 or 8, tiles are decoded at the reduced size (`DecodeRoute.reducedJPEG`) unless
+    /// `route` asks for another way; otherwise libvips decodes the level and shrinks it.
+    /// - Throws: `SlideError.invalidArgument` when `route` cannot read this plan (with the reason).
+    public init(slide: Slide, grid: TileGrid, threads: Int, route: DecodeRoute? = nil) throws(SlideError) {
         self.grid = grid
         self.threads = max(1, threads)
         self.path = slide.properties.path
+        // Columns are dealt to workers in bands, so each worker keeps reading the same source
+        // tiles row after row (its own tile cache serves the rows that neighbouring patches share).
+        let bandWidth = max(1, min(8, (grid.columns + self.threads - 1) / self.threads))
+        self.bandWidth = bandWidth
+        let plan = grid.plan
+        var jpeg: (layout: JPEGTileLayout, denominator: Int)?
+        switch (route, plan.isResampled) {
+        case (.storedLevel, true):
+            throw .invalidArgument("no stored level is at \(plan.mpp.map { String(format: "%.3g", $0) } ?? "the target") um/px; "
+                                   + "the reader shrinks level \(plan.level)")
+        case (.resize, false), (.reducedJPEG, false):
+            throw .invalidArgument("level \(plan.level) is read as is: there is nothing to shrink")
+        case (nil, true), (.reducedJPEG, true):
+            switch slide.reducedJPEGLayout(for: plan) {
+            case .success(let found): jpeg = found
+            case .failure(let reason) where route == .reducedJPEG:
+                throw .invalidArgument("reduced-size JPEG decode does not apply: \(reason)")
+            case .failure: break
+            }
+        default: break
+        }
+        self.route = !plan.isResampled ? .storedLevel : jpeg == nil ? .resize : .reducedJPEG
         var sources: [SourceImage] = []
         for _ in 0..<self.threads {
-            let image = try slide.openLevel(grid.plan.level)
+            if let jpeg {
+                // Enough decoded tiles for a band of patches and the next row of them.
+                let across = (bandWidth * grid.tileSize) / (jpeg.layout.tileWidth / jpeg.denominator) + 2
+                let down = grid.tileSize / (jpeg.layout.tileHeight / jpeg.denominator) + 2
+                sources.append(SourceImage(.jpeg(try ScaledJPEGLevel(path: path, layout: jpeg.layout, denominator: jpeg.denominator,
+                                                                     cacheTiles: 2 * across * down))))
+                continue
+            }
+            let image = try slide.openLevel(plan.level)
             var source = image
-            if grid.plan.isResampled {
-                guard let resized = image.resized(horizontal: grid.plan.scale, vertical: grid.plan.scale) else {
+            if plan.isResampled {
+                guard let resized = image.resized(horizontal: plan.scale, vertical: plan.scale) else {
                     throw .readFailed(path: path, reason: VipsRuntime.takeError() ?? "resize failed")
                 }
                 source = resized
             }
-            sources.append(SourceImage(image: source))
+            sources.append(SourceImage(.vips(source)))
         }
         self.sources = sources
-        // Columns are dealt to workers in bands, so each worker keeps reading the same source
-        // tiles row after row (its own tile cache serves the rows that neighbouring patches share).
-        self.bandWidth = max(1, min(8, (grid.columns + self.threads - 1) / self.threads))
     }
 
     /// Tiles not yet read.
@@ -133,15 +166,25 @@ public final class PatchReader {
         }
         let work = assignment
         // A libvips region belongs to the thread that made it, so each worker makes its own.
-        func run(_ body: @Sendable (VipsRegionRef, Tile, Int) -> Bool) {
+        let messages = FailureMessages()
+        func run(_ body: @Sendable (any PatchPixels, Tile, Int) -> Bool) {
             DispatchQueue.concurrentPerform(iterations: work.count) { worker in
                 guard !work[worker].isEmpty else { return }
-                guard let region = VipsRegionRef(image: sources[worker].image) else {
-                    failures.fail(at: work[worker][0])
-                    return
+                let pixels: any PatchPixels
+                switch sources[worker].source {
+                case .jpeg(let level): pixels = level
+                case .vips(let image):
+                    guard let region = VipsRegionRef(image: image) else {
+                        failures.fail(at: work[worker][0])
+                        return
+                    }
+                    pixels = region
                 }
                 for index in work[worker] where !failures.failed {
-                    if !body(region, tiles[index], index) { failures.fail(at: index) }
+                    if !body(pixels, tiles[index], index) {
+                        failures.fail(at: index)
+                        messages.record(index, pixels.failureReason)
+                    }
                 }
             }
         }
@@ -169,17 +212,48 @@ public final class PatchReader {
         if let index = failures.firstFailure {
             let tile = tiles[index]
             throw .readFailed(path: path, reason: "tile at (\(tile.x), \(tile.y)): "
-                              + (VipsRuntime.takeError() ?? "decode failed"))
+                              + (messages.message(index) ?? VipsRuntime.takeError() ?? "decode failed"))
         }
         return true
     }
 
-    /// The image patches are read from. libvips images are safe to read from many threads at once
-    /// (each through its own region); the reference is only released when the reader goes.
+    /// What patches are read from. libvips images are safe to read from many threads at once
+    /// (each through its own region); a scaled JPEG level belongs to one worker. The reference is
+    /// only released when the reader goes.
     private final class SourceImage: @unchecked Sendable {
-        let image: VipsImageRef
-        init(image: VipsImageRef) { self.image = image }
+        enum Source {
+            case vips(VipsImageRef)
+            case jpeg(ScaledJPEGLevel)
+        }
+        let source: Source
+        init(_ source: Source) { self.source = source }
     }
+}
+
+/// Reads rectangles of one source as packed RGB or normalised floats (one thread at a time).
+protocol PatchPixels {
+    func readRGB(x: Int, y: Int, width: Int, height: Int, into destination: UnsafeMutablePointer<UInt8>) -> Bool
+    func readFloat(x: Int, y: Int, width: Int, height: Int, mean: [Float], std: [Float], planar: Bool,
+                   into destination: UnsafeMutablePointer<Float>) -> Bool
+    /// Why the last read failed, when the source keeps its own reason.
+    var failureReason: String? { get }
+}
+
+extension VipsRegionRef: PatchPixels {
+    /// libvips keeps its reasons in its global error buffer.
+    var failureReason: String? { nil }
+}
+
+extension ScaledJPEGLevel: PatchPixels {
+    var failureReason: String? { failure }
+}
+
+/// The reason of the first failed patch, by index.
+private final class FailureMessages: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [Int: String] = [:]
+    func record(_ index: Int, _ message: String?) { if let message { lock.withLock { messages[index] = message } } }
+    func message(_ index: Int) -> String? { lock.withLock { messages[index] } }
 }
 
 /// A raw buffer pointer handed to `concurrentPerform` iterations that write disjoint ranges.

@@ -24,7 +24,8 @@ extension Slide {
     public static let mppTolerance = 0.02
 
     /// Chooses the coarsest level at or finer than `targetMPP` (so no detail is invented) and the
-    /// scale that brings it to the target; never level 0 when a coarser level serves.
+    /// scale that brings it to the target (snapped to 1, 1/2, 1/4 or 1/8 within `mppTolerance`);
+    /// never level 0 when a coarser level serves.
     /// With `targetMPP` nil, reads level 0 unresampled.
     /// - Throws: `SlideError.mppUnknown` when a target is set but the slide MPP is unknown.
     public func plan(targetMPP: Double?) throws(SlideError) -> ReadPlan {
@@ -41,10 +42,16 @@ extension Slide {
         }
         let levelMPP = base * levels[chosen].downsample
         var scale = levelMPP / target
-        if abs(scale - 1) <= Self.mppTolerance { scale = 1 }
+        // Within the tolerance the scale snaps to 1 (read as is) or to 1/2, 1/4, 1/8: an exact
+        // shrink, which libjpeg can also do while decoding (`DecodeRoute.reducedJPEG`).
+        if abs(scale - 1) <= Self.mppTolerance {
+            scale = 1
+        } else if let denominator = [2.0, 4.0, 8.0].first(where: { abs(scale * $0 - 1) <= Self.mppTolerance }) {
+            scale = 1 / denominator
+        }
         let width = Int((Double(levels[chosen].width) * scale).rounded(.down))
         let height = Int((Double(levels[chosen].height) * scale).rounded(.down))
-        return ReadPlan(level: chosen, levelMPP: levelMPP, mpp: scale == 1 ? levelMPP : target, scale: scale,
+        return ReadPlan(level: chosen, levelMPP: levelMPP, mpp: levelMPP / scale, scale: scale,
                         width: width, height: height, downsample: levels[chosen].downsample / scale)
     }
 }

@@ -15,6 +15,53 @@ public enum SyntheticSlide {
     public static func write(to path: String, width: Int, height: Int, texturePath: String? = nil,
                              mpp: Double = 0.5, tissueFraction: Double = 0.45, seed: UInt64 = 1,
                              quality: Int = 85) throws(SlideError) {
+        let (texture, maskImage) = try ingredients(path: path, width: width, height: height, texturePath: texturePath,
+                                                   tissueFraction: tissueFraction, seed: seed)
+        let temporary = path + ".partial.tif"
+        let status = tessera_vips_write_synthetic_slide(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
+                                                        1000 / mpp, temporary, Int32(quality))
+        guard status == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed")
+        }
+        try replace(path, with: temporary)
+    }
+
+    /// Writes the same kind of slide as an Aperio-style SVS, as a scanner would: JPEG tiles of
+    /// 256 px, pyramid levels at `downsamples` of the full size (Aperio scanners store 1, 4, 16),
+    /// and an Aperio description carrying `magnification` (AppMag) and `mpp` (MPP), which is where
+    /// OpenSlide finds the pixel size.
+    public static func writeAperio(to path: String, width: Int, height: Int, texturePath: String? = nil,
+                                   mpp: Double = 0.25, magnification: Int = 40, downsamples: [Int] = [1, 4, 16],
+                                   tissueFraction: Double = 0.45, seed: UInt64 = 1, quality: Int = 85) throws(SlideError) {
+        guard downsamples.first == 1, zip(downsamples, downsamples.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw .invalidArgument("pyramid downsamples must start at 1 and grow")
+        }
+        let (texture, maskImage) = try ingredients(path: path, width: width, height: height, texturePath: texturePath,
+                                                   tissueFraction: tissueFraction, seed: seed)
+        let pages = downsamples.map { path + ".partial-\($0).tif" }
+        defer { for page in pages { try? FileManager.default.removeItem(atPath: page) } }
+        for (downsample, page) in zip(downsamples, pages) where width / downsample >= 1 && height / downsample >= 1 {
+            let status = tessera_vips_write_synthetic_level(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
+                                                            1000 / mpp, Int32(downsample), page, Int32(quality))
+            guard status == 0 else { throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed") }
+        }
+        let description = "Aperio Image Library (Tessera synthetic slide)\r\n\(width)x\(height) (256x256) JPEG/RGB Q=\(quality)"
+            + "|AppMag = \(magnification)|MPP = \(mpp)|ScanScope ID = tessera-synthetic"
+        let temporary = path + ".partial.svs"
+        do {
+            try SVSAssembler.assemble(levels: pages.filter { FileManager.default.fileExists(atPath: $0) },
+                                      description: description, to: temporary)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+        try replace(path, with: temporary)
+    }
+
+    /// The texture and the tissue-island mask of a slide.
+    private static func ingredients(path: String, width: Int, height: Int, texturePath: String?, tissueFraction: Double,
+                                    seed: UInt64) throws(SlideError) -> (VipsImageRef, VipsImageRef) {
         try VipsRuntime.ensure()
         guard width >= 64, height >= 64 else { throw .invalidArgument("synthetic slides are at least 64 x 64") }
         let texture = try makeTexture(from: texturePath, seed: seed)
@@ -23,13 +70,10 @@ public enum SyntheticSlide {
         guard let maskImage = VipsImageRef.fromPixels(mask.pixels, width: mask.width, height: mask.height, bands: 1) else {
             throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "mask")
         }
-        let temporary = path + ".partial.tif"
-        let status = tessera_vips_write_synthetic_slide(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
-                                                        1000 / mpp, temporary, Int32(quality))
-        guard status == 0 else {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed")
-        }
+        return (texture, maskImage)
+    }
+
+    private static func replace(_ path: String, with temporary: String) throws(SlideError) {
         do {
             if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
             try FileManager.default.moveItem(atPath: temporary, toPath: path)

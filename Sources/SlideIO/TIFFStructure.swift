@@ -176,6 +176,27 @@ struct TIFFReader {
     }
 
     mutating func structure(maxPixels: UInt64, followTables: Bool) throws(TIFFStructureError) -> TIFFStructure? {
+        guard let first = try header() else { return nil }
+        var pages: [TIFFStructure.Page] = []
+        var visited = Set<UInt64>()
+        // A stack of directories still to read: each page is followed by its SubIFDs (and their
+        // chains), then by the next page of its own chain.
+        var work: [(offset: UInt64, isSubIFD: Bool)] = [(first, false)]
+        while let (offset, isSub) = work.popLast() {
+            guard pages.count < Self.maxPages else { throw .damaged("more than \(Self.maxPages) image directories") }
+            guard visited.insert(offset).inserted else { throw .damaged("the directory chain loops back to offset \(offset)") }
+            let (page, next, subIFDs) = try directory(at: offset, index: pages.count, isSubIFD: isSub,
+                                                      maxPixels: maxPixels, followTables: followTables)
+            pages.append(page)
+            if next != 0 { work.append((next, isSub)) }
+            work.append(contentsOf: subIFDs.reversed().map { ($0, true) })
+        }
+        return TIFFStructure(bigTIFF: big, littleEndian: little, fileSize: fileSize, pages: pages)
+    }
+
+    /// Reads the header (byte order, classic or BigTIFF) and returns the first directory's offset;
+    /// nil when the file is not a TIFF.
+    mutating func header() throws(TIFFStructureError) -> UInt64? {
         let header = try read(at: 0, count: 16)
         guard TIFFStructure.isTIFF(header: Data(header)) else { return nil }
         little = header[0] == 0x49
@@ -192,21 +213,7 @@ struct TIFFReader {
         guard first != 0 else {
             throw .truncated("the header points at no image directory yet (file \(ByteSize(fileSize)); still being written?)")
         }
-        var pages: [TIFFStructure.Page] = []
-        var visited = Set<UInt64>()
-        // A stack of directories still to read: each page is followed by its SubIFDs (and their
-        // chains), then by the next page of its own chain.
-        var work: [(offset: UInt64, isSubIFD: Bool)] = [(first, false)]
-        while let (offset, isSub) = work.popLast() {
-            guard pages.count < Self.maxPages else { throw .damaged("more than \(Self.maxPages) image directories") }
-            guard visited.insert(offset).inserted else { throw .damaged("the directory chain loops back to offset \(offset)") }
-            let (page, next, subIFDs) = try directory(at: offset, index: pages.count, isSubIFD: isSub,
-                                                      maxPixels: maxPixels, followTables: followTables)
-            pages.append(page)
-            if next != 0 { work.append((next, isSub)) }
-            work.append(contentsOf: subIFDs.reversed().map { ($0, true) })
-        }
-        return TIFFStructure(bigTIFF: big, littleEndian: little, fileSize: fileSize, pages: pages)
+        return first
     }
 
     /// One directory: its page, the next directory's offset and its SubIFD offsets.
@@ -226,15 +233,7 @@ struct TIFFReader {
             throw .truncated("\(what) runs past the end of the file (file \(ByteSize(fileSize)), directory needs \(ByteSize(offset + length)))")
         }
         let body = try read(at: offset + UInt64(countSize), count: Int(count) * entrySize + offsetSize)
-        var entries: [UInt16: Entry] = [:]
-        for i in 0..<Int(count) {
-            let base = i * entrySize
-            let tag = UInt16(integer(body, at: base, size: 2))
-            let type = UInt16(integer(body, at: base + 2, size: 2))
-            let n = integer(body, at: base + 4, size: big ? 8 : 4)
-            let field = Array(body[(base + (big ? 12 : 8))..<(base + entrySize)])
-            entries[tag] = Entry(tag: tag, type: type, count: n, field: field)
-        }
+        let entries = parseEntries(body, count: Int(count))
         func first(_ tag: UInt16) throws(TIFFStructureError) -> UInt64? {
             guard let entry = entries[tag], entry.count > 0 else { return nil }
             return try values(entry, from: 0, count: 1).first
@@ -298,6 +297,43 @@ struct TIFFReader {
             subIFDs = try values(sub, from: 0, count: sub.count).filter { $0 != 0 }
         }
         return (page, next, subIFDs)
+    }
+
+    /// The entries of a directory body (`count` entries as read after the entry count).
+    func parseEntries(_ body: [UInt8], count: Int) -> [UInt16: Entry] {
+        let entrySize = big ? 20 : 12
+        var entries: [UInt16: Entry] = [:]
+        for i in 0..<count where (i + 1) * entrySize <= body.count {
+            let base = i * entrySize
+            let tag = UInt16(integer(body, at: base, size: 2))
+            let type = UInt16(integer(body, at: base + 2, size: 2))
+            let n = integer(body, at: base + 4, size: big ? 8 : 4)
+            let field = Array(body[(base + (big ? 12 : 8))..<(base + entrySize)])
+            entries[tag] = Entry(tag: tag, type: type, count: n, field: field)
+        }
+        return entries
+    }
+
+    /// The entries of the directory at `offset` (after `structure` has checked the file) and the next directory's offset.
+    func entries(at offset: UInt64) throws(TIFFStructureError) -> (entries: [UInt16: Entry], next: UInt64) {
+        let countSize = big ? 8 : 2, entrySize = big ? 20 : 12, offsetSize = big ? 8 : 4
+        let count = integer(try read(at: offset, count: countSize), at: 0, size: countSize)
+        guard count > 0, count <= Self.maxEntries else { throw .damaged("the directory at \(offset) claims \(count) entries") }
+        let body = try read(at: offset + UInt64(countSize), count: Int(count) * entrySize + offsetSize)
+        guard body.count == Int(count) * entrySize + offsetSize else { throw .truncated("the directory at \(offset) is cut short") }
+        return (parseEntries(body, count: Int(count)), integer(body, at: Int(count) * entrySize, size: offsetSize))
+    }
+
+    /// An entry's value bytes as stored (inline or out of line), in the file's byte order.
+    func valueBytes(_ entry: Entry) throws(TIFFStructureError) -> [UInt8] {
+        guard let unit = Self.typeSize(entry.type) else { throw .damaged("tag \(entry.tag) has unknown type \(entry.type)") }
+        let (total, overflow) = entry.count.multipliedReportingOverflow(by: unit)
+        guard !overflow, total < 1 << 30 else { throw .damaged("tag \(entry.tag) claims \(entry.count) values") }
+        let offsetSize = big ? 8 : 4
+        if total <= UInt64(offsetSize) { return Array(entry.field.prefix(Int(total))) }
+        let bytes = try read(at: integer(entry.field, at: 0, size: offsetSize), count: Int(total))
+        guard bytes.count == Int(total) else { throw .truncated("\(Self.tagName(entry.tag)) is cut short") }
+        return bytes
     }
 
     /// Streams a page's offset and byte count tables: entries, present chunks, their bytes, how many end beyond the file.

@@ -88,6 +88,12 @@ void tessera_vips_block(const char *name);
  */
 int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
                                        double pixels_per_mm, const char *filename, int quality);
+/**
+ * The same pixels shrunk `shrink` times (box filter; 1 = full size), saved as one tiled JPEG TIFF
+ * page (256 px tiles): one level of a slide whose pyramid is assembled page by page.
+ */
+int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
+                                       double pixels_per_mm, int shrink, const char *filename, int quality);
 #ifdef __cplusplus
 }
 #endif
