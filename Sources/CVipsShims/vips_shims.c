@@ -258,15 +258,28 @@ int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int 
 }
 
 int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, int shrink, const char *filename, int quality) {
+                                       double pixels_per_mm, const char *filename, int quality) {
     VipsImage *base = vips_image_new();
     VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
     VipsImage *pixels = synthetic_pixels(texture, mask, width, height, pixels_per_mm, t);
-    if (pixels && shrink > 1 && vips_shrink(pixels, &t[8], (double)shrink, (double)shrink, NULL)) pixels = NULL;
-    else if (pixels && shrink > 1) pixels = t[8];
     int result = pixels && !vips_tiffsave(pixels, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
                                           "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
                                           "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? 0 : -1;
+    g_object_unref(base);
+    return result;
+}
+
+int tessera_vips_shrink_tiff(const char *source, int shrink, const char *filename, int quality) {
+    VipsImage *base = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 2);
+    int result = -1;
+    if (!vips_tiffload(source, &t[0], "access", VIPS_ACCESS_SEQUENTIAL, NULL) &&
+        !vips_shrink(t[0], &t[1], (double)shrink, (double)shrink, NULL) &&
+        !vips_tiffsave(t[1], filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
+                       "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
+                       "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL)) {
+        result = 0;
+    }
     g_object_unref(base);
     return result;
 }

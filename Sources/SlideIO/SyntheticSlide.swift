@@ -34,16 +34,20 @@ public enum SyntheticSlide {
     public static func writeAperio(to path: String, width: Int, height: Int, texturePath: String? = nil,
                                    mpp: Double = 0.25, magnification: Int = 40, downsamples: [Int] = [1, 4, 16],
                                    tissueFraction: Double = 0.45, seed: UInt64 = 1, quality: Int = 85) throws(SlideError) {
-        guard downsamples.first == 1, zip(downsamples, downsamples.dropFirst()).allSatisfy({ $0 < $1 }) else {
-            throw .invalidArgument("pyramid downsamples must start at 1 and grow")
+        guard downsamples.first == 1, zip(downsamples, downsamples.dropFirst()).allSatisfy({ $0 < $1 && $1 % $0 == 0 }) else {
+            throw .invalidArgument("pyramid downsamples must start at 1 and each divide the next")
         }
         let (texture, maskImage) = try ingredients(path: path, width: width, height: height, texturePath: texturePath,
                                                    tissueFraction: tissueFraction, seed: seed)
         let pages = downsamples.map { path + ".partial-\($0).tif" }
         defer { for page in pages { try? FileManager.default.removeItem(atPath: page) } }
-        for (downsample, page) in zip(downsamples, pages) where width / downsample >= 1 && height / downsample >= 1 {
-            let status = tessera_vips_write_synthetic_level(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
-                                                            1000 / mpp, Int32(downsample), page, Int32(quality))
+        // Level 0 from the texture; each coarser level shrunk from the one before (decoding is cheaper than recomputing).
+        for index in pages.indices where width / downsamples[index] >= 1 && height / downsamples[index] >= 1 {
+            let status = index == 0
+                ? tessera_vips_write_synthetic_level(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
+                                                     1000 / mpp, pages[0], Int32(quality))
+                : tessera_vips_shrink_tiff(pages[index - 1], Int32(downsamples[index] / downsamples[index - 1]), pages[index],
+                                           Int32(quality))
             guard status == 0 else { throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed") }
         }
         let description = "Aperio Image Library (Tessera synthetic slide)\r\n\(width)x\(height) (256x256) JPEG/RGB Q=\(quality)"

@@ -28,6 +28,7 @@ struct PipelineTests {
         let summary = try JSONDecoder().decode(JobSummary.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/summary.json")))
         #expect(summary.tilesTissue > 100 && summary.tilesTissue < summary.tilesTotal)
         #expect(summary.tileSize == 32 && summary.mpp == 2.0 && summary.level == 2, "0.5 um/px slide, 2 um/px model: level 2")
+        #expect(summary.decodeRoute == "stored-level", "level 2 is at 2 um/px: read as is")
         #expect(abs(summary.classFractions.values.reduce(0, +) - 1) < 1e-9)
         #expect(summary.validated == .no, "the tiny card states no validation")
         let guardrails = try #require(summary.guardrails)

@@ -88,12 +88,11 @@ void tessera_vips_block(const char *name);
  */
 int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
                                        double pixels_per_mm, const char *filename, int quality);
-/**
- * The same pixels shrunk `shrink` times (box filter; 1 = full size), saved as one tiled JPEG TIFF
- * page (256 px tiles): one level of a slide whose pyramid is assembled page by page.
- */
+/** The same pixels as one tiled JPEG TIFF page (256 px tiles, no pyramid): a slide's level 0. */
 int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, int shrink, const char *filename, int quality);
+                                       double pixels_per_mm, const char *filename, int quality);
+/** A tiled JPEG TIFF page shrunk `shrink` times (box filter), saved the same way: the next pyramid level. */
+int tessera_vips_shrink_tiff(const char *source, int shrink, const char *filename, int quality);
 #ifdef __cplusplus
 }
 #endif

@@ -140,7 +140,7 @@ public final class JobRunner: Sendable {
             slideSHA256: job.slide.sha256, slideMPP: result.slideMPP, cardJSON: reference.cardJSON,
             modelPath: reference.path, parameters: parameters, validated: reference.card.validationStatement,
             mppSource: result.mppSource, segmentation: result.segmentation,
-            colourTransform: result.colourTransform)
+            colourTransform: result.colourTransform, decodeRoute: result.decodeRoute?.rawValue)
         let directory = configuration.resultsDirectory + "/\(job.id)"
         stage?("writing the results")
         defer { if let map = result.segmentation { try? FileManager.default.removeItem(atPath: map.rawPath) } }

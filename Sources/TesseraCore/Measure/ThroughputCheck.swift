@@ -23,20 +23,53 @@ public struct ThroughputOptions: Sendable {
     /// Engine precision of the check: `fp32`, or `int8` (then fp32 is measured in the same run too,
     /// and the report gives the gain of each stage).
     public var precision = "fp32"
+    /// Where the generated slide is kept between runs (default: `$XDG_CACHE_HOME/tessera` or `~/.cache/tessera`).
+    public var cacheDirectory: String?
     public init() {}
 }
 
-/// A scanner's delivery rate, with where the figure comes from.
+/// A scanner's delivery rate, with where the figure comes from, and the slides it makes.
 public struct ScannerPreset: Sendable {
     public var name: String
     public var slidesPerHour: Double
     public var source: String
+    /// What its slides are: objective magnification, microns per pixel, pyramid downsamples, scanned area (mm).
+    public var magnification: Int
+    public var mpp: Double
+    public var downsamples: [Int]
+    public var area: (width: Double, height: Double)
 
     /// Known scanners.
     public static let all: [ScannerPreset] = [
         ScannerPreset(name: "gt450", slidesPerHour: 81,
-                      source: "Leica Aperio GT450 data sheet: up to 81 slides/hour, 15 x 15 mm at 40x"),
+                      source: "Leica Aperio GT450 data sheet: up to 81 slides/hour, 15 x 15 mm at 40x",
+                      magnification: 40, mpp: 0.25, downsamples: [1, 4, 16], area: (15, 15)),
     ]
+
+    /// How its slides look, for people: `40x, 0.25 um/px, Aperio SVS levels 1/4/16`.
+    public var slideKind: String {
+        "\(magnification)x, \(mpp) um/px, Aperio SVS levels " + downsamples.map(String.init).joined(separator: "/")
+    }
+}
+
+/// One way of turning the stored pixels into patches, as measured.
+public struct DecodeRouteRate: Codable, Sendable {
+    /// `stored-level`, `resize` or `reduced-jpeg` (see `DecodeRoute`).
+    public var route: String
+    public var title: String
+    /// Patches per second (all cores, 8-bit RGB), nil when the route does not apply.
+    public var tilesPerSecond: Double?
+    /// Stored pixels covered per second (the level read), nil when the route does not apply.
+    public var levelMegapixelsPerSecond: Double?
+    /// Why the route does not apply.
+    public var unavailable: String?
+    /// Whether the analysis (the end-to-end stage, and `tessera run`) reads this way.
+    public var used: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case route, title, unavailable, used
+        case tilesPerSecond = "tiles_per_second", levelMegapixelsPerSecond = "level_megapixels_per_second"
+    }
 }
 
 /// `tessera throughput --json`: every stage, the verdict and the bottleneck.
@@ -66,9 +99,15 @@ public struct ThroughputReport: Codable, Sendable {
     public var fp32EngineTilesPerSecond: Double?
     public var fp32EndToEndTilesPerSecond: Double?
     public var fp32SlidesPerHour: Double?
+    /// What the slides are: `generated GT450-like slide (...)` or `given`.
+    public var slideDescription: String
+    /// The route the analysis decodes with (`DecodeRoute`), and every route measured on the first slide.
+    public var decodeRoute: String
+    public var decodeRoutes: [DecodeRouteRate]
 
     enum CodingKeys: String, CodingKey {
         case model, threads, slides, bottleneck, headroom, precision
+        case slideDescription = "slide_description", decodeRoute = "decode_route", decodeRoutes = "decode_routes"
         case fp32EngineTilesPerSecond = "fp32_engine_tiles_per_second", fp32EndToEndTilesPerSecond = "fp32_end_to_end_tiles_per_second"
         case fp32SlidesPerHour = "fp32_slides_per_hour"
         case slideWidth = "slide_width", slideHeight = "slide_height", tissueTilesPerSlide = "tissue_tiles_per_slide"
@@ -81,21 +120,31 @@ public struct ThroughputReport: Codable, Sendable {
 
     /// The table for people.
     public var table: String {
-        let verdict = keepsPace
+        let verdict = (keepsPace
             ? String(format: "KEEPS PACE: %.0f slides/h against %.0f arriving (headroom %+.0f%%)", slidesPerHour,
                      arrivalSlidesPerHour, headroom * 100)
             : String(format: "DOES NOT KEEP PACE: %.0f slides/h against %.0f arriving (%.0f%% short)", slidesPerHour,
-                     arrivalSlidesPerHour, -headroom * 100)
+                     arrivalSlidesPerHour, -headroom * 100)) + ", on the " + slideDescription
+        let used = decodeRoutes.first { $0.used }?.title ?? decodeRoute
         func gain(_ value: Double, _ reference: Double?) -> String {
             guard let reference, reference > 0 else { return "" }
             return String(format: "  fp32 %8.1f, x%.2f", reference, value / reference)
         }
-        return [
-            "model \(model) (\(precision)), \(threads) threads; slide \(slideWidth) x \(slideHeight) px, "
-                + String(format: "%.0f tissue tiles", tissueTilesPerSlide),
+        let routes = decodeRoutes.map { rate -> String in
+            let name = rate.title.padding(toLength: 30, withPad: " ", startingAt: 0)
+            guard let tiles = rate.tilesPerSecond else { return "  \(name)  not possible: \(rate.unavailable ?? "")" }
+            return "  \(name)" + String(format: "%8.1f tiles/s  %7.1f MP/s of the stored level", tiles, rate.levelMegapixelsPerSecond ?? 0)
+                + (rate.used ? "  <- used" : "")
+        }
+        let head: [String] = [
+            "model \(model) (\(precision)), \(threads) threads; \(slideDescription)",
+            "slide \(slideWidth) x \(slideHeight) px, " + String(format: "%.0f tissue tiles", tissueTilesPerSlide),
+            "decode routes (8-bit patches, all cores):",
+        ]
+        let stages: [String] = [
             "stage                      rate",
             "-------------------------  ------------------",
-            String(format: "decode                     %8.1f MP/s", decodeMegapixelsPerSecond),
+            String(format: "decode                     %8.1f MP/s  (%@)", decodeMegapixelsPerSecond, used as NSString),
             String(format: "tiling (decode+normalise)  %8.1f tiles/s", tilingTilesPerSecond),
             String(format: "engine                     %8.1f tiles/s", engineTilesPerSecond) + gain(engineTilesPerSecond, fp32EngineTilesPerSecond),
             String(format: "end to end                 %8.1f tiles/s  (%.1f s/slide, CPU %.0f%%)", endToEndTilesPerSecond,
@@ -105,7 +154,8 @@ public struct ThroughputReport: Codable, Sendable {
             String(format: "peak RSS                   %8.1f MiB", Double(peakRSSBytes) / 1_048_576),
             "bottleneck                 \(bottleneck)",
             verdict,
-        ].joined(separator: "\n")
+        ]
+        return (head + routes + stages).joined(separator: "\n")
     }
 }
 
@@ -129,9 +179,17 @@ public enum ThroughputCheck {
                                     + ScannerPreset.all.map(\.name).joined(separator: ", ") + ", or give --arrival N")
         }
         var slides = options.slides
+        let preset = ScannerPreset.all.first { $0.name == options.scanner.lowercased() } ?? ScannerPreset.all[0]
+        let slideDescription: String
         if slides.isEmpty {
-            stage("generating a realistic test slide (cached)")
-            slides = [try generatedSlide(options)]
+            stage("generating a \(preset.name.uppercased())-like test slide (cached)")
+            slides = [try generatedSlide(options, preset: preset)]
+            slideDescription = "generated \(preset.name.uppercased())-like slide (\(preset.slideKind), "
+                + String(format: "%g x %g mm, %.0f%% tissue)", options.slideArea.width, options.slideArea.height,
+                         options.tissueFraction * 100)
+        } else {
+            slideDescription = "given slide" + (slides.count == 1 ? "" : "s") + " ("
+                + slides.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ") + ")"
         }
         let budget = max(2, options.durationSeconds / 3)
         // Decode and tiling on the first slide, all cores.
@@ -139,16 +197,40 @@ public enum ThroughputCheck {
         let slide = try Slide.open(path: slides[0])
         let plan = try slide.plan(targetMPP: card.input.mpp ?? 0.5)
         let grid = try TileGrid(plan: plan, tileSize: card.input.size, mask: try slide.detectTissue(), minimumTissue: 0.5)
-        func readRate(_ format: PatchFormat) throws -> Double {
+        func readRate(_ format: PatchFormat, route: DecodeRoute? = nil, seconds: Double = budget) throws -> Double {
             guard !grid.tiles.isEmpty else { return 0 }
-            let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads)
+            let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads, route: route)
             let batch = PatchBatch(capacity: 64, tileSize: grid.tileSize, format: format)
             let clock = Stopwatch()
             var count = 0
-            while clock.seconds < budget, try reader.next(into: batch) { count += batch.count }
+            while clock.seconds < seconds, try reader.next(into: batch) { count += batch.count }
             return Double(count) / max(clock.seconds, 1e-9)
         }
+        // The analysis reads the way PatchReader chooses; every other route is measured beside it.
+        let used = grid.tiles.isEmpty ? .storedLevel : try PatchReader(slide: slide, grid: grid, threads: 1).route
         let decodeTiles = try readRate(.rgb8)
+        let levelPixelsPerTile = pow(Double(grid.tileSize) / plan.scale, 2)
+        var routes: [DecodeRouteRate] = []
+        for route in DecodeRoute.allCases {
+            var rate = DecodeRouteRate(route: route.rawValue, title: route.title, used: route == used)
+            if route == used {
+                rate.tilesPerSecond = decodeTiles
+            } else if route == .storedLevel {
+                let stored = slide.properties.levels.map { level in
+                    slide.properties.mppX.map { String(format: "%g", $0 * level.downsample) } ?? "?"
+                }
+                rate.unavailable = String(format: "no stored level at %g um/px (levels: %@ um/px; a coarser one would lose detail)",
+                                          plan.mpp ?? 0, stored.joined(separator: ", ") as NSString)
+            } else {
+                do {
+                    rate.tilesPerSecond = try readRate(.rgb8, route: route, seconds: budget / 2)
+                } catch let error as SlideError {
+                    if case .invalidArgument(let reason) = error { rate.unavailable = reason } else { throw error }
+                }
+            }
+            rate.levelMegapixelsPerSecond = rate.tilesPerSecond.map { $0 * levelPixelsPerTile / 1e6 }
+            routes.append(rate)
+        }
         let tiling = try readRate(.floatNCHW(card.normalisation))
         func engineRate(_ precision: Precision) throws -> Double {
             var bench = ModelBenchOptions(model: reference.path, batch: 64, threads: options.threads, repeats: 10, warmup: 2,
@@ -211,19 +293,23 @@ public enum ThroughputCheck {
             arrivalSource: source, keepsPace: slidesPerHour >= arrival, headroom: slidesPerHour / arrival - 1,
             bottleneck: bottleneck, cpuUtilisation: cpu, peakRSSBytes: ResourceUsage.peakResidentBytes,
             precision: precision.rawValue, fp32EngineTilesPerSecond: fp32?.engine, fp32EndToEndTilesPerSecond: fp32?.endToEnd,
-            fp32SlidesPerHour: fp32?.slidesPerHour)
+            fp32SlidesPerHour: fp32?.slidesPerHour, slideDescription: slideDescription, decodeRoute: used.rawValue,
+            decodeRoutes: routes)
     }
 
-    /// A 20x (0.5 um/px) pyramidal JPEG TIFF of the given area, tissue cut from a real slide when
-    /// `../shared/data` is present, white margins around tissue islands; cached between runs.
-    static func generatedSlide(_ options: ThroughputOptions) throws -> String {
-        let width = Int(options.slideArea.width * 1000 / 0.5), height = Int(options.slideArea.height * 1000 / 0.5)
-        let base = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")
-        let path = base + "/tessera/throughput-\(width)x\(height)-t\(Int(options.tissueFraction * 100)).tif"
+    /// A slide as the scanner makes them (an Aperio-style SVS at its magnification, pixel size and
+    /// pyramid) of the given area, tissue cut from a real slide when `../shared/data` is present,
+    /// white margins around tissue islands; cached between runs.
+    static func generatedSlide(_ options: ThroughputOptions, preset: ScannerPreset) throws -> String {
+        let width = Int(options.slideArea.width * 1000 / preset.mpp), height = Int(options.slideArea.height * 1000 / preset.mpp)
+        let cache = options.cacheDirectory
+            ?? (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/tessera"
+        let path = cache + "/throughput-\(preset.name)-\(width)x\(height)-t\(Int(options.tissueFraction * 100)).svs"
         if !FileManager.default.fileExists(atPath: path) {
-            try FileManager.default.createDirectory(atPath: base + "/tessera", withIntermediateDirectories: true)
-            try SyntheticSlide.write(to: path, width: width, height: height, texturePath: TileBenchmark.realTexturePath(),
-                                     mpp: 0.5, tissueFraction: options.tissueFraction, quality: 85)
+            try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+            try SyntheticSlide.writeAperio(to: path, width: width, height: height, texturePath: TileBenchmark.realTexturePath(),
+                                           mpp: preset.mpp, magnification: preset.magnification, downsamples: preset.downsamples,
+                                           tissueFraction: options.tissueFraction, quality: 85)
         }
         return path
     }

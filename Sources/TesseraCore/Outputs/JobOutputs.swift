@@ -28,6 +28,8 @@ struct OutputInputs {
     var segmentation: SegmentationMap? = nil
     /// The stain estimate an EHO model's input was made with.
     var colourTransform: StainTransform? = nil
+    /// How stored pixels became patches (nil when every tile came from a checkpoint).
+    var decodeRoute: String? = nil
 }
 
 /// summary.json's `segmentation` block: the per-pixel class map of a segmentation model.
@@ -127,10 +129,14 @@ public struct JobSummary: Codable, Sendable {
     public var colourTransform: StainTransform?
     /// When `--precision auto` / `precision=auto` was asked for: what it chose and why.
     public var precisionAuto: String?
+    /// How the stored pixels became patches at `mpp`: `stored-level` (a level read as is), `resize`
+    /// (a finer level decoded and shrunk by libvips) or `reduced-jpeg` (its JPEG tiles decoded at
+    /// 1/2, 1/4 or 1/8 size); nil in older summaries and when every tile came from a checkpoint.
+    public var decodeRoute: String?
 
     enum CodingKeys: String, CodingKey {
         case job, slide, model, classes, level, mpp, timings, provenance, validated, guardrails, precision, task, segmentation
-        case precisionAuto = "precision_auto", colourTransform = "colour_transform"
+        case precisionAuto = "precision_auto", colourTransform = "colour_transform", decodeRoute = "decode_route"
         case slideMPP = "slide_mpp", tileStep = "tile_step", classColours = "class_colours"
         case classAreasMM2 = "class_areas_mm2", tissueAreaMM2 = "tissue_area_mm2"
         case slideWidth = "slide_width", slideHeight = "slide_height", tileSize = "tile_size"
@@ -245,7 +251,8 @@ enum JobOutputs {
             classFractions: fractions, meanProbabilities: means, timings: inputs.timings,
             tilesPerSecond: inference > 0 ? Double(inputs.scores.count) / inference : 0,
             validated: inputs.validated.map(ModelCard.Validation.yes) ?? ModelCard.Validation.no, slideMPPSource: inputs.mppSource,
-            precision: inputs.parameters.precision ?? "fp32", precisionAuto: inputs.parameters.precisionAuto)
+            precision: inputs.parameters.precision ?? "fp32", precisionAuto: inputs.parameters.precisionAuto,
+            decodeRoute: inputs.decodeRoute)
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {

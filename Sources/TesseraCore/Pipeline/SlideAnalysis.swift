@@ -29,6 +29,8 @@ public struct SlideAnalysis {
         public var segmentation: SegmentationMap? = nil
         /// The slide's stain estimate, for a model with `input.colour_transform: eho`.
         public var colourTransform: StainTransform? = nil
+        /// How the stored pixels became patches (`DecodeRoute`); nil when every tile came from a checkpoint.
+        public var decodeRoute: DecodeRoute? = nil
     }
 
     /// Calls made while the analysis runs; each may throw to end it (a lost lease, a stop).
@@ -115,10 +117,11 @@ public struct SlideAnalysis {
                                             rule: SegmentationRule(card: card, classes: classes),
                                             directory: FileManager.default.temporaryDirectory.path)
         }
+        var route: DecodeRoute? = nil
         if scores.count < grid.tiles.count {
             events.stage(segmenting ? "reading and segmenting tiles at level \(plan.level)"
                          : "reading and scoring tiles at level \(plan.level)")
-            try infer(slide: slide, grid: grid, from: scores.count, events: events, canvas: canvas, stain: stain) { result in
+            route = try infer(slide: slide, grid: grid, from: scores.count, events: events, canvas: canvas, stain: stain) { result in
                 scores.append(result.scores)
                 if embeddings != nil { embeddings?.append(result.embedding ?? []) }
             }
@@ -133,12 +136,12 @@ public struct SlideAnalysis {
                       timings: ["mask_seconds": maskSeconds, "tiles_seconds": tileClock.seconds, "total_seconds": total.seconds],
                       slideWidth: slide.properties.width, slideHeight: slide.properties.height,
                       mppSource: slide.properties.mppSource.rawValue, slideMPP: slide.properties.mppX,
-                      segmentation: map, colourTransform: stain)
+                      segmentation: map, colourTransform: stain, decodeRoute: route)
     }
 
     /// The read/infer loop with a two-slot queue between the reader thread and the engine.
     private func infer(slide: Slide, grid: TileGrid, from start: Int, events: Events, canvas: SegmentationCanvas?,
-                       stain: StainTransform?, keep: (TileResult) -> Void) throws {
+                       stain: StainTransform?, keep: (TileResult) -> Void) throws -> DecodeRoute {
         let reader = try PatchReader(slide: slide, grid: grid, threads: max(1, threads / 2))
         reader.seek(toTile: start)
         // EHO models: RGB in 0...1 from the reader, the stain transform, then the card's mean/std.
@@ -221,6 +224,7 @@ public struct SlideAnalysis {
             events.progress(done, grid.tiles.count)
         }
         if !pending.isEmpty { try events.checkpoint(pending, done) }
+        return reader.route
     }
 }
 
