@@ -206,6 +206,11 @@ static void row_f32(const uint8_t *restrict src, int bands, int width,
     }
 }
 
+void tessera_rgb8_row_f32(const uint8_t *src, int width, const float scale[3], const float bias[3], int planar,
+                          size_t plane, float *dst) {
+    row_f32(src, 3, width, scale, bias, planar, plane, dst);
+}
+
 int tessera_region_read_f32(VipsRegion *region, int left, int top, int width, int height,
                             const float mean[3], const float stdev[3], int planar, float *dst) {
     if (prepare(region, left, top, width, height)) return -1;

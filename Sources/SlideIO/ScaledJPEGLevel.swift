@@ -1,4 +1,5 @@
 import CJPEGShims
+import CVipsShims
 import Foundation
 
 /// How a reader turns stored pixels into patches at the model's pixel size.
@@ -109,7 +110,6 @@ final class ScaledJPEGLevel: @unchecked Sendable {
     private var keys: [Int]
     private var lastUse: [UInt64]
     private var clock: UInt64 = 0
-    private var rgb: [UInt8] = []
     /// Why the last read failed.
     private(set) var failure: String?
 
@@ -196,8 +196,10 @@ final class ScaledJPEGLevel: @unchecked Sendable {
         return slot
     }
 
-    /// Copies the rectangle (reduced-image coordinates, inside the image) as packed RGB.
-    func readRGB(x: Int, y: Int, width: Int, height: Int, into destination: UnsafeMutablePointer<UInt8>) -> Bool {
+    /// Calls `body(row pixels, line, left, count)` for each run of a row of the rectangle
+    /// (reduced-image coordinates, inside the image) that one decoded tile holds.
+    private func segments(x: Int, y: Int, width: Int, height: Int,
+                          _ body: (UnsafePointer<UInt8>, Int, Int, Int) -> Void) -> Bool {
         guard x >= 0, y >= 0, width > 0, height > 0, x + width <= self.width, y + height <= self.height else {
             failure = "rectangle \(x),\(y) \(width)x\(height) outside the \(self.width)x\(self.height) image"
             return false
@@ -207,11 +209,10 @@ final class ScaledJPEGLevel: @unchecked Sendable {
             for column in (x / tileWidth)...((x + width - 1) / tileWidth) {
                 guard let slot = tile(column: column, row: row) else { return false }
                 let left = max(x, column * tileWidth), right = min(x + width, (column + 1) * tileWidth)
-                let bytes = (right - left) * 3
                 slots[slot].withUnsafeBufferPointer { source in
                     for line in top..<bottom {
-                        let from = source.baseAddress! + ((line - row * tileHeight) * tileWidth + (left - column * tileWidth)) * 3
-                        (destination + ((line - y) * width + (left - x)) * 3).update(from: from, count: bytes)
+                        body(source.baseAddress! + ((line - row * tileHeight) * tileWidth + (left - column * tileWidth)) * 3,
+                             line, left, right - left)
                     }
                 }
             }
@@ -219,26 +220,27 @@ final class ScaledJPEGLevel: @unchecked Sendable {
         return true
     }
 
+    /// Copies the rectangle (reduced-image coordinates, inside the image) as packed RGB.
+    func readRGB(x: Int, y: Int, width: Int, height: Int, into destination: UnsafeMutablePointer<UInt8>) -> Bool {
+        segments(x: x, y: y, width: width, height: height) { source, line, left, count in
+            (destination + ((line - y) * width + (left - x)) * 3).update(from: source, count: count * 3)
+        }
+    }
+
     /// As `readRGB`, as normalised floats `(p / 255 - mean) / std`, planar (CHW) or interleaved (HWC).
     func readFloat(x: Int, y: Int, width: Int, height: Int, mean: [Float], std: [Float], planar: Bool,
                    into destination: UnsafeMutablePointer<Float>) -> Bool {
-        let pixels = width * height
-        if rgb.count < pixels * 3 { rgb = [UInt8](repeating: 0, count: pixels * 3) }
-        let ok = rgb.withUnsafeMutableBufferPointer { readRGB(x: x, y: y, width: width, height: height, into: $0.baseAddress!) }
-        guard ok else { return false }
         let scale = (0..<3).map { 1 / (255 * std[$0]) }, bias = (0..<3).map { -mean[$0] / std[$0] }
-        rgb.withUnsafeBufferPointer { source in
-            for c in 0..<3 {
-                let (s, b) = (scale[c], bias[c])
-                if planar {
-                    let plane = destination + c * pixels
-                    for i in 0..<pixels { plane[i] = Float(source[3 * i + c]) * s + b }
-                } else {
-                    for i in 0..<pixels { destination[3 * i + c] = Float(source[3 * i + c]) * s + b }
+        let plane = width * height
+        return scale.withUnsafeBufferPointer { s in
+            bias.withUnsafeBufferPointer { b in
+                segments(x: x, y: y, width: width, height: height) { source, line, left, count in
+                    let offset = (line - y) * width + (left - x)
+                    tessera_rgb8_row_f32(source, Int32(count), s.baseAddress, b.baseAddress, planar ? 1 : 0, plane,
+                                         destination + (planar ? offset : 3 * offset))
                 }
             }
         }
-        return true
     }
 }
 

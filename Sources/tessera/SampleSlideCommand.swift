@@ -4,9 +4,9 @@ import TesseraCore
 struct SampleSlideCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sample-slide",
-        abstract: "Write a synthetic H&E-like pyramidal JPEG TIFF (for demos, tests and benchmarks).")
+        abstract: "Write a synthetic H&E-like pyramidal JPEG TIFF, or an Aperio-style SVS (for demos, tests and benchmarks).")
 
-    @Argument(help: "Output .tif path.")
+    @Argument(help: "Output path: .tif for a generic pyramidal TIFF (levels 1/2/4/...), .svs for an Aperio-style SVS (levels 1/4/16, MPP and magnification in its description, as Aperio scanners write).")
     var output: String
 
     @Option(help: "Width in pixels.")
@@ -26,8 +26,14 @@ struct SampleSlideCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            try SyntheticSlide.write(to: output, width: width, height: height, texturePath: texture, mpp: mpp,
-                                     tissueFraction: tissueFraction)
+            guard mpp > 0, mpp.isFinite else { throw ValidationError("--mpp must be a positive number of microns per pixel") }
+            if output.lowercased().hasSuffix(".svs") {
+                try SyntheticSlide.writeAperio(to: output, width: width, height: height, texturePath: texture, mpp: mpp,
+                                               magnification: max(1, Int((10 / mpp).rounded())), tissueFraction: tissueFraction)
+            } else {
+                try SyntheticSlide.write(to: output, width: width, height: height, texturePath: texture, mpp: mpp,
+                                         tissueFraction: tissueFraction)
+            }
             print(output)
         }
     }

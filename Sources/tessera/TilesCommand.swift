@@ -31,6 +31,9 @@ struct TilesCommand: ParsableCommand {
     @Option(name: .customLong("tiles-out"), help: "Write the kept tiles as CSV (grid position, pixels, tissue fraction).")
     var tilesOut: String?
 
+    @Option(name: .customLong("decode-route"), help: "How stored pixels become patches: stored-level, resize or reduced-jpeg (default: the reader's choice, reduced-jpeg where a JPEG-tiled level is shrunk by 2, 4 or 8).")
+    var decodeRoute: String?
+
     @Option(help: "Reader threads (default: all cores).")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -50,6 +53,13 @@ struct TilesCommand: ParsableCommand {
             options.slideMPP = slideMPP
             options.threads = max(1, threads)
             options.readPixels = !noRead
+            if let decodeRoute {
+                guard let route = DecodeRoute(rawValue: decodeRoute) else {
+                    throw SlideError.invalidArgument("--decode-route \(decodeRoute): use "
+                                                     + DecodeRoute.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                options.decodeRoute = route
+            }
             let report = try Tiling.run(path: slide, options: options, maskPath: mask, tilesPath: tilesOut)
             print(json ? JSONOutput.line(report) : report.text)
         }

@@ -64,6 +64,13 @@ int tessera_region_read_rgb8(VipsRegion *region, int left, int top, int width, i
 int tessera_region_read_f32(VipsRegion *region, int left, int top, int width, int height,
                             const float mean[3], const float stdev[3], int planar, float *dst);
 
+/**
+ * One row of packed RGB as normalised floats: value = p * scale[c] + bias[c] (scale = 1 / (255 std),
+ * bias = -mean / std). `planar` != 0 writes dst, dst + plane, dst + 2 plane; otherwise interleaved.
+ */
+void tessera_rgb8_row_f32(const uint8_t *src, int width, const float scale[3], const float bias[3], int planar,
+                          size_t plane, float *dst);
+
 /* ── library versions (tessera doctor) ───────────────────────────────────── */
 /**
  * OpenSlide's version string (`openslide_get_version`), looked up at run time in the copy

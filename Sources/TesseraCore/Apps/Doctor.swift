@@ -138,7 +138,13 @@ public enum Doctor {
                    vnni ? "yes: INT8 kernels on, with vpdpbusd (\(cpu.supports(.avx512VNNI) ? "AVX-512 VNNI" : "AVX-VNNI"))"
                        : cpu.engineLevel >= .avx2 ? "no VNNI: INT8 kernels on, with AVX2 vpmaddubsw + vpmaddwd (exact, slower than VNNI)"
                        : "no: INT8 kernels run in portable C")
-        report.add(section, "BF16", .ok, "\(yes(cpu.supports(.avx512BF16))); not used: the engine has no BF16 kernels yet")
+        let bf16: String
+        switch cpu.engineLevel {
+        case .avx512BF16: bf16 = "yes: --precision bf16 runs on vdpbf16ps tiles"
+        case .avx512, .avx512VNNI: bf16 = "no AVX512-BF16: --precision bf16 rounds to bf16 and computes with AVX-512 FMA (not faster than fp32)"
+        default: bf16 = "no: --precision bf16 runs in plain C here, slower than fp32 (auto never picks it on this CPU)"
+        }
+        report.add(section, "BF16", .ok, bf16)
         report.add(section, "OpenBLAS kernels", cpu.engineLevel >= .avx2 ? .ok : .note,
                    "\(EngineBLAS.coreName) (im2col convolutions and dense layers not on Tessera's own tiles)")
         let online = ProcessInfo.processInfo.processorCount

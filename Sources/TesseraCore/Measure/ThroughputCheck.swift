@@ -104,8 +104,11 @@ public struct ThroughputReport: Codable, Sendable {
     /// The route the analysis decodes with (`DecodeRoute`), and every route measured on the first slide.
     public var decodeRoute: String
     public var decodeRoutes: [DecodeRouteRate]
+    /// With `--precision auto`: what it chose and why.
+    public var precisionAuto: String?
 
     enum CodingKeys: String, CodingKey {
+        case precisionAuto = "precision_auto"
         case model, threads, slides, bottleneck, headroom, precision
         case slideDescription = "slide_description", decodeRoute = "decode_route", decodeRoutes = "decode_routes"
         case fp32EngineTilesPerSecond = "fp32_engine_tiles_per_second", fp32EndToEndTilesPerSecond = "fp32_end_to_end_tiles_per_second"
@@ -138,6 +141,7 @@ public struct ThroughputReport: Codable, Sendable {
         }
         let head: [String] = [
             "model \(model) (\(precision)), \(threads) threads; \(slideDescription)",
+        ] + (precisionAuto.map { ["precision auto: \($0)"] } ?? []) + [
             "slide \(slideWidth) x \(slideHeight) px, " + String(format: "%.0f tissue tiles", tissueTilesPerSlide),
             "decode routes (8-bit patches, all cores):",
         ]
@@ -167,7 +171,8 @@ public enum ThroughputCheck {
         guard let asked = Precision(rawValue: options.precision.lowercased()), [.fp32, .bf16, .int8, .auto].contains(asked) else {
             throw ModelCatalogError(description: "--precision \(options.precision): use fp32, bf16, int8 or auto")
         }
-        let precision = asked == .auto ? try PrecisionChoice.resolve(modelFile: reference.path).precision : asked
+        let choice = asked == .auto ? try PrecisionChoice.resolve(modelFile: reference.path) : nil
+        let precision = choice?.precision ?? asked
         let arrival: Double
         let source: String
         if let explicit = options.arrivalPerHour {
@@ -294,7 +299,7 @@ public enum ThroughputCheck {
             bottleneck: bottleneck, cpuUtilisation: cpu, peakRSSBytes: ResourceUsage.peakResidentBytes,
             precision: precision.rawValue, fp32EngineTilesPerSecond: fp32?.engine, fp32EndToEndTilesPerSecond: fp32?.endToEnd,
             fp32SlidesPerHour: fp32?.slidesPerHour, slideDescription: slideDescription, decodeRoute: used.rawValue,
-            decodeRoutes: routes)
+            decodeRoutes: routes, precisionAuto: choice?.reason)
     }
 
     /// A slide as the scanner makes them (an Aperio-style SVS at its magnification, pixel size and

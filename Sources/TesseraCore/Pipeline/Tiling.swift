@@ -12,6 +12,8 @@ public struct TilingOptions: Sendable {
     public var format: PatchFormat = .floatNCHW(.unit)
     public var batchSize = 64
     public var readPixels = true
+    /// How stored pixels become patches; nil lets the reader choose (see `DecodeRoute`).
+    public var decodeRoute: DecodeRoute?
     public init() {}
 }
 
@@ -35,9 +37,12 @@ public struct TilingReport: Codable, Sendable {
     public var tilesPerSecond: Double
     public var threads: Int
     public var peakRSSBytes: Int
+    /// The route the tiles were read with (nil with `--no-read`).
+    public var decodeRoute: String?
 
     enum CodingKeys: String, CodingKey {
         case slide, level, mpp, scale, overlap, threads
+        case decodeRoute = "decode_route"
         case levelMPP = "level_mpp", tileSize = "tile_size", minTissue = "min_tissue"
         case gridColumns = "grid_columns", gridRows = "grid_rows", tilesTotal = "tiles_total"
         case tilesTissue = "tiles_tissue", tissueFraction = "tissue_fraction", maskSeconds = "mask_seconds"
@@ -55,7 +60,8 @@ public struct TilingReport: Codable, Sendable {
             "grid:           \(gridColumns) x \(gridRows) = \(tilesTotal) tiles",
             "tissue tiles:   \(tilesTissue)" + String(format: " (slide tissue %.1f%%)", tissueFraction * 100),
             String(format: "read:           %.3f s, %.0f tiles/s on %d threads (mask %.3f s)",
-                   readSeconds, tilesPerSecond, threads, maskSeconds),
+                   readSeconds, tilesPerSecond, threads, maskSeconds)
+                + (decodeRoute.flatMap(DecodeRoute.init(rawValue:)).map { ", \($0.title)" } ?? ""),
             String(format: "peak RSS:       %.1f MiB", Double(peakRSSBytes) / 1_048_576),
         ].joined(separator: "\n")
     }
@@ -77,8 +83,10 @@ public enum Tiling {
         if let maskPath { try MaskPicture.write(mask: mask, grid: grid, to: maskPath) }
         if let tilesPath { try writeTileList(grid, to: tilesPath) }
         var readSeconds = 0.0
+        var route: DecodeRoute?
         if options.readPixels && !grid.tiles.isEmpty {
-            let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads)
+            let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads, route: options.decodeRoute)
+            route = reader.route
             let batch = PatchBatch(capacity: options.batchSize, tileSize: options.tileSize, format: options.format)
             let clock = Stopwatch()
             while try reader.next(into: batch) {}
@@ -91,7 +99,7 @@ public enum Tiling {
             tilesTissue: grid.tiles.count, tissueFraction: mask.tissueFraction, maskSeconds: maskSeconds,
             readSeconds: readSeconds,
             tilesPerSecond: readSeconds > 0 ? Double(grid.tiles.count) / readSeconds : 0,
-            threads: options.threads, peakRSSBytes: ResourceUsage.peakResidentBytes)
+            threads: options.threads, peakRSSBytes: ResourceUsage.peakResidentBytes, decodeRoute: route?.rawValue)
     }
 
     /// Writes the kept tiles as CSV: position in the read level's (resampled) pixels, in level-0
