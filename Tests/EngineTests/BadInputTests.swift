@@ -44,6 +44,47 @@ import Testing
         #expect(description.contains("LSTM") && description.contains("encoder/lstm_1"))
     }
 
+    /// An If is lowered when its condition is known at load time (a shape test); one that tests
+    /// the image's pixels is a load error naming the node, and an unsupported op inside a branch
+    /// is named too.
+    @Test func ifNodesWhoseConditionDependsOnPixelsAreRefused() throws {
+        func branch(_ op: String, _ output: String) -> Onnx_AttributeProto {
+            var n = Onnx_NodeProto()
+            n.opType = op
+            n.name = "inner_\(op)"
+            n.input = ["x"]
+            n.output = [output]
+            var g = Onnx_GraphProto()
+            g.node = [n]
+            var out = Onnx_ValueInfoProto()
+            out.name = output
+            g.output = [out]
+            var a = Onnx_AttributeProto()
+            a.type = .graph
+            a.g = g
+            return a
+        }
+        func model(then op: String) throws -> Model {
+            var b = ONNXBuilder()
+            b.constant("zero", [], [0])
+            b.node("ReduceMean", ["x"], ["mean"], ints: ["axes": [1, 2]], int: ["keepdims": 0])
+            b.node("Greater", ["mean", "zero"], ["positive"])
+            b.node("If", ["positive"], ["y"], name: "pixel_test")
+            var thenBranch = branch(op, "t"), elseBranch = branch("Neg", "e")
+            thenBranch.name = "then_branch"
+            elseBranch.name = "else_branch"
+            b.nodes[b.nodes.count - 1].attribute = [thenBranch, elseBranch]
+            return try b.model(inputShape: [3, 4])
+        }
+        do {
+            _ = try model(then: "Relu")
+            Issue.record("an If on the pixels loaded")
+        } catch {
+            #expect("\(error)".contains("pixel_test") && "\(error)".contains("depends on the image"), "\(error)")
+        }
+        #expect(throws: ModelError.unsupportedOperator(op: "LSTM", node: "inner_LSTM")) { try model(then: "LSTM") }
+    }
+
     @Test func wrongInputShape() throws {
         let model = try Model(contentsOf: fixtureURL("compact_cnn_32.onnx").path)
         let session = try Session(model: model)

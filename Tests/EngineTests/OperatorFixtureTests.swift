@@ -10,7 +10,8 @@ import Testing
         let output_shapes: [[Int]]
     }
 
-    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves", "channel_ops"]
+    static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves", "channel_ops",
+                        "shape_conditions"]
 
     static func load(_ name: String) throws -> (Model, Tensor, [[Float]], Entry) {
         let index = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: fixtureURL("ops/ops.json")))

@@ -203,7 +203,9 @@ struct SegmentationTests {
         for (index, name) in ["lumen", "epithelium", "background"].enumerated() {
             #expect(segmentation.classPixels[name] == histogram[index + 1], "\(name)")
             let area = try #require(summary.classAreasMM2?[name])
-            #expect(abs(area - Double(histogram[index + 1]) * 1e-6) < 1e-9)
+            // A map pixel is mapMPP um square (0.998: the CMU slide's 0.499 um/px shrunk by exactly 2).
+            let side = try #require(segmentation.mapMPP)
+            #expect(abs(area - Double(histogram[index + 1]) * side * side * 1e-6) < 1e-9)
         }
         #expect(abs(segmentation.classShares.values.reduce(0, +) - 1) < 1e-9)
         let regions = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/regions.geojson")))

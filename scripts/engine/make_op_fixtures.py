@@ -181,6 +181,34 @@ def channel_ops():
     return g.model(17), f32(2, 8, 5, 6)
 
 
+def shape_conditions():
+    """If nodes whose condition is a shape test, as torch exports LocalResponseNorm (squeeze a
+    dimension only when it is 1): one takes its then branch (with its own initializer, reading a
+    value of the outer graph), one its else branch."""
+    g = G([6, 5, 5])
+    conv = g.op("Conv", ["x", g.c(f32(4, 6, 3, 3, scale=0.3))], pads=[1, 1, 1, 1])
+    u = g.op("Unsqueeze", [conv, g.c(i64([1]))])
+    one = g.c(i64(1))
+
+    def test(value, dim):
+        return g.op("Equal", [g.op("Gather", [g.op("Shape", [value]), g.c(i64(dim))], axis=0), one])
+
+    def branch(name, nodes, output, inits=()):
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+                                 list(inits))
+
+    scale = numpy_helper.from_array(f32(1, 4, 1, 1), "then_scale")
+    squeeze = branch("then", [helper.make_node("Squeeze", [u, g.c(i64([1]))], ["sq"]),
+                              helper.make_node("Mul", ["sq", "then_scale"], ["then_out"])], "then_out", [scale])
+    keep = branch("else", [helper.make_node("Reshape", [u, g.c(i64([0, 4, 5, 5]))], ["else_out"])], "else_out")
+    first = g.op("If", [test(u, 1)], then_branch=squeeze, else_branch=keep)
+    negate = branch("then2", [helper.make_node("Neg", [first], ["neg"])], "neg")
+    relu = branch("else2", [helper.make_node("Relu", [first], ["relu"])], "relu")
+    second = g.op("If", [test(conv, 1)], then_branch=negate, else_branch=relu)
+    g.out(g.op("Add", [second, conv]))
+    return g.model(17), f32(2, 6, 5, 5)
+
+
 CASES = {
     "transformer_block": transformer_block,
     "shape_ops": shape_ops,
@@ -189,6 +217,7 @@ CASES = {
     "fixed_batch": fixed_batch,
     "batch_moves": batch_moves,
     "channel_ops": channel_ops,
+    "shape_conditions": shape_conditions,
 }
 
 

@@ -188,6 +188,21 @@ struct Compiler {
         for name in present where constants[name] == nil && valueOf[name] == nil {
             throw ModelError.invalidGraph(reason: "node '\(node.name)' (\(node.opType)) reads '\(name)', which is not defined before it")
         }
+        // An If whose condition is known when the model loads (a shape test, as torch exports
+        // LocalResponseNorm): the branch it takes is lowered in its place.
+        if node.opType == "If" {
+            guard let condition = node.input(0).flatMap({ constants[$0] }), condition.count == 1 else {
+                throw node.error("its condition depends on the image's pixels; only conditions known when the model loads "
+                                 + "(shapes, constants) are supported")
+            }
+            let branch = try node.branch(condition.data[0] != 0)
+            constants.merge(branch.constants) { current, _ in current }
+            for inner in branch.nodes { try lower(inner) }
+            for (from, to) in zip(branch.outputNames, node.outputs) where !to.isEmpty {
+                try lower(Node(name: node.name + "/" + to, opType: "Identity", inputs: [from], outputs: [to], attributes: [:]))
+            }
+            return
+        }
         // A constant materialised at a shape holding the batch (ViT's class token expanded to
         // [N, 1, D]): one copy per image.
         if present.allSatisfy({ constants[$0] != nil }), ["Expand", "ConstantOfShape", "Tile"].contains(node.opType),

@@ -6,6 +6,16 @@ enum Attribute: Sendable {
     case floats([Float])
     case string(String)
     case tensor(Tensor)
+    /// A subgraph (an `If` branch).
+    case graph(Subgraph)
+}
+
+/// A node's subgraph (an `If` branch): its nodes, its own initializers and the names of its
+/// outputs; its nodes may read any value defined before the node that holds it.
+struct Subgraph: Sendable {
+    var nodes: [Node]
+    var constants: [String: Tensor]
+    var outputNames: [String]
 }
 
 /// One ONNX node, decoded. Inputs that are absent (empty name) are kept as "".
@@ -33,6 +43,16 @@ struct Node: Sendable {
     func string(_ key: String, _ fallback: String) -> String {
         if case let .string(v)? = attributes[key] { return v }
         return fallback
+    }
+    /// The branch an `If` takes for `condition`.
+    func branch(_ condition: Bool) throws -> Subgraph {
+        guard case let .graph(g)? = attributes[condition ? "then_branch" : "else_branch"] else {
+            throw error("no \(condition ? "then_branch" : "else_branch") subgraph")
+        }
+        guard g.outputNames.count == outputs.count else {
+            throw error("the branch has \(g.outputNames.count) outputs, the node \(outputs.count)")
+        }
+        return g
     }
     /// The i-th input name, or nil when absent.
     func input(_ i: Int) -> String? { i < inputs.count && !inputs[i].isEmpty ? inputs[i] : nil }

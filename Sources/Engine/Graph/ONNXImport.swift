@@ -10,7 +10,7 @@ enum ONNXImport {
         "GlobalMaxPool", "Flatten", "Reshape", "Gemm", "MatMul", "Softmax", "Identity", "Dropout",
         "Constant", "Transpose", "Pad", "ReduceMean", "Cast", "Tanh", "Sqrt", "Neg", "Exp",
         "Squeeze", "Unsqueeze", "Shape", "Gather", "Slice", "ConstantOfShape", "Mish", "Erf", "Pow",
-        "InstanceNormalization",
+        "InstanceNormalization", "If",
     ]
 
     static func load(path: String) throws -> Graph {
@@ -47,35 +47,7 @@ enum ONNXImport {
             constants[t.name] = try decodeTensor(t, baseDirectory: baseDirectory)
             elementTypes[t.name] = Int(t.dataType)
         }
-        var nodes: [Node] = []
-        nodes.reserveCapacity(g.node.count)
-        for (index, n) in g.node.enumerated() {
-            let name = n.name.isEmpty ? "#\(index) (\(n.output.first ?? "?"))" : n.name
-            if !(n.domain.isEmpty || n.domain == "ai.onnx") {
-                throw ModelError.unsupportedOperator(op: "\(n.domain).\(n.opType)", node: name)
-            }
-            guard supportedOps.contains(n.opType) || Reference.extendedOps.contains(n.opType)
-                    || QDQ.ops.contains(n.opType), n.opType != BatchBroadcast.opType else {
-                throw ModelError.unsupportedOperator(op: n.opType, node: name)
-            }
-            var attributes: [String: Attribute] = [:]
-            for a in n.attribute {
-                switch a.type {
-                case .int: attributes[a.name] = .int(Int(a.i))
-                case .ints: attributes[a.name] = .ints(a.ints.map { Int(clamping: $0) })
-                case .float: attributes[a.name] = .float(a.f)
-                case .floats: attributes[a.name] = .floats(a.floats)
-                case .string: attributes[a.name] = .string(String(decoding: a.s, as: UTF8.self))
-                case .tensor: attributes[a.name] = .tensor(try decodeTensor(a.t, baseDirectory: baseDirectory))
-                default:
-                    if a.hasI { attributes[a.name] = .int(Int(a.i)) }
-                    else if a.hasF { attributes[a.name] = .float(a.f) }
-                    else if !a.ints.isEmpty { attributes[a.name] = .ints(a.ints.map { Int(clamping: $0) }) }
-                }
-            }
-            nodes.append(Node(name: name, opType: n.opType, inputs: n.input, outputs: n.output,
-                              attributes: attributes))
-        }
+        let nodes = try decodeNodes(g.node, baseDirectory: baseDirectory)
         let realInputs = g.input.filter { constants[$0.name] == nil }
         guard realInputs.count == 1, let input = realInputs.first else {
             throw ModelError.invalidGraph(reason: "expected exactly one non-initializer graph input, found \(realInputs.count) (\(realInputs.map(\.name)))")
@@ -95,6 +67,45 @@ enum ONNXImport {
                           outputNames: g.output.map(\.name), opset: opset)
         if nodes.contains(where: { QDQ.ops.contains($0.opType) }) { try QDQ.strip(&graph, elementTypes: elementTypes) }
         return graph
+    }
+
+    /// Decodes nodes (those of the graph, or of an `If` branch), checking each operator is one the engine runs.
+    static func decodeNodes(_ protoNodes: [Onnx_NodeProto], baseDirectory: String?, scope: String = "") throws -> [Node] {
+        var nodes: [Node] = []
+        nodes.reserveCapacity(protoNodes.count)
+        for (index, n) in protoNodes.enumerated() {
+            let name = n.name.isEmpty ? "\(scope)#\(index) (\(n.output.first ?? "?"))" : n.name
+            if !(n.domain.isEmpty || n.domain == "ai.onnx") {
+                throw ModelError.unsupportedOperator(op: "\(n.domain).\(n.opType)", node: name)
+            }
+            guard supportedOps.contains(n.opType) || Reference.extendedOps.contains(n.opType)
+                    || QDQ.ops.contains(n.opType), n.opType != BatchBroadcast.opType else {
+                throw ModelError.unsupportedOperator(op: n.opType, node: name)
+            }
+            var attributes: [String: Attribute] = [:]
+            for a in n.attribute {
+                switch a.type {
+                case .int: attributes[a.name] = .int(Int(a.i))
+                case .ints: attributes[a.name] = .ints(a.ints.map { Int(clamping: $0) })
+                case .float: attributes[a.name] = .float(a.f)
+                case .floats: attributes[a.name] = .floats(a.floats)
+                case .string: attributes[a.name] = .string(String(decoding: a.s, as: UTF8.self))
+                case .tensor: attributes[a.name] = .tensor(try decodeTensor(a.t, baseDirectory: baseDirectory))
+                case .graph:
+                    var constants: [String: Tensor] = [:]
+                    for t in a.g.initializer { constants[t.name] = try decodeTensor(t, baseDirectory: baseDirectory) }
+                    attributes[a.name] = .graph(Subgraph(
+                        nodes: try decodeNodes(a.g.node, baseDirectory: baseDirectory, scope: "\(name)/\(a.name)/"),
+                        constants: constants, outputNames: a.g.output.map(\.name)))
+                default:
+                    if a.hasI { attributes[a.name] = .int(Int(a.i)) }
+                    else if a.hasF { attributes[a.name] = .float(a.f) }
+                    else if !a.ints.isEmpty { attributes[a.name] = .ints(a.ints.map { Int(clamping: $0) }) }
+                }
+            }
+            nodes.append(Node(name: name, opType: n.opType, inputs: n.input, outputs: n.output, attributes: attributes))
+        }
+        return nodes
     }
 
     /// Decodes a TensorProto to float32 values (integers are converted; shapes and indices stay exact).

@@ -137,11 +137,22 @@ public struct Model: Sendable {
         _ = try validate(input)
         var values = graph.constants
         values[graph.inputName] = input
-        for node in graph.nodes {
-            let ins: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : values[$0] }
-            let outs = try Reference.evaluate(node, ins, opset: graph.opset)
-            for (name, t) in zip(node.outputs, outs) where !name.isEmpty { values[name] = t }
+        func run(_ nodes: [Node]) throws {
+            for node in nodes {
+                let ins: [Tensor?] = node.inputs.map { $0.isEmpty ? nil : values[$0] }
+                if node.opType == "If" {
+                    guard let condition = ins.first ?? nil, condition.count == 1 else { throw node.error("condition is not one value") }
+                    let branch = try node.branch(condition.data[0] != 0)
+                    values.merge(branch.constants) { current, _ in current }
+                    try run(branch.nodes)
+                    for (from, to) in zip(branch.outputNames, node.outputs) where !to.isEmpty { values[to] = values[from] }
+                    continue
+                }
+                let outs = try Reference.evaluate(node, ins, opset: graph.opset)
+                for (name, t) in zip(node.outputs, outs) where !name.isEmpty { values[name] = t }
+            }
         }
+        try run(graph.nodes)
         return try graph.outputNames.map {
             guard let t = values[$0] else { throw ModelError.invalidGraph(reason: "output \($0) not computed") }
             return t
