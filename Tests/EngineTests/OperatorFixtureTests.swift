@@ -11,7 +11,7 @@ import Testing
     }
 
     static let names = ["transformer_block", "shape_ops", "segmentation", "classic_cnn", "fixed_batch", "batch_moves", "channel_ops",
-                        "shape_conditions"]
+                        "shape_conditions", "torch_lrn"]
 
     static func load(_ name: String) throws -> (Model, Tensor, [[Float]], Entry) {
         let index = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: fixtureURL("ops/ops.json")))

@@ -209,6 +209,20 @@ def shape_conditions():
     return g.model(17), f32(2, 6, 5, 5)
 
 
+def torch_lrn():
+    """LocalResponseNorm as torch writes it out (no LRN node): squares unsqueezed to [N, 1, C, H, W],
+    padded along channels, a 3-D AveragePool with a [5, 1, 1] window, squeezed, then
+    (k + alpha * mean) ** beta divides the input."""
+    g = G([7, 4, 5])
+    x = g.op("Relu", [g.op("Conv", ["x", g.c(f32(9, 7, 3, 3, scale=0.4))], pads=[1, 1, 1, 1])])
+    sq = g.op("Unsqueeze", [g.op("Mul", [x, x]), g.c(i64([1]))])
+    padded = g.op("Pad", [sq, g.c(i64([0, 0, 2, 0, 0, 0, 0, 2, 0, 0]))])
+    mean = g.op("Squeeze", [g.op("AveragePool", [padded], kernel_shape=[5, 1, 1], strides=[1, 1, 1]), g.c(i64([1]))])
+    div = g.op("Pow", [g.op("Add", [g.op("Mul", [mean, g.c(np.float32(1e-2))]), g.c(np.float32(2.0))]), g.c(np.float32(0.75))])
+    g.out(g.op("Div", [x, div]))
+    return g.model(17), f32(2, 7, 4, 5)
+
+
 CASES = {
     "transformer_block": transformer_block,
     "shape_ops": shape_ops,
@@ -218,6 +232,7 @@ CASES = {
     "batch_moves": batch_moves,
     "channel_ops": channel_ops,
     "shape_conditions": shape_conditions,
+    "torch_lrn": torch_lrn,
 }
 
 
