@@ -291,12 +291,15 @@ struct Executor {
             let x = ptr(input), y = ptr(output)
             let same = (!si.channelMajor && !so.channelMajor) || (si.channelMajor && so.channelMajor && si.channels == so.channels) || nb == 1
             if same { y.update(from: x, count: si.count * nb); break }
-            // Through NCHW order: element i of image b.
+            // Through NCHW order: element i of image b. Runs that stay inside one plane of both
+            // layouts are contiguous in both: copied whole.
             let count = si.count
-            for b in 0..<nb { for i in 0..<count {
+            func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+            let run = max(1, gcd(si.channelMajor ? si.spatial : count, so.channelMajor ? so.spatial : count))
+            for b in 0..<nb { for i in stride(from: 0, to: count, by: run) {
                 let src = si.channelMajor ? ((i / si.spatial) * nb + b) * si.spatial + i % si.spatial : b * count + i
                 let dst = so.channelMajor ? ((i / so.spatial) * nb + b) * so.spatial + i % so.spatial : b * count + i
-                y[dst] = x[src]
+                (y + dst).update(from: x + src, count: run)
             } }
         case let .transpose(perm, input, output):
             transpose(perm, input: input, output: output)
