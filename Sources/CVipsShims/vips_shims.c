@@ -250,26 +250,19 @@ static VipsImage *synthetic_pixels(VipsImage *texture, VipsImage *mask, int widt
     return t[7];
 }
 
-int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, const char *filename, int quality) {
-    VipsImage *base = vips_image_new();
-    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
-    VipsImage *pixels = synthetic_pixels(texture, mask, width, height, pixels_per_mm, t);
-    int result = pixels && !vips_tiffsave(pixels, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
-                                          "pyramid", TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
-                                          "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? 0 : -1;
-    g_object_unref(base);
-    return result;
+/* Tiled JPEG TIFF of 256 px tiles, with or without the pyramid libvips builds (halving levels). */
+static int save_tiles(VipsImage *image, const char *filename, int quality, int pyramid) {
+    return vips_tiffsave(image, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256, "pyramid", pyramid ? TRUE : FALSE,
+                         "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG, "Q", quality,
+                         "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? -1 : 0;
 }
 
-int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, const char *filename, int quality) {
+int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
+                                       double pixels_per_mm, const char *filename, int quality, int pyramid) {
     VipsImage *base = vips_image_new();
-    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 9);
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 8);
     VipsImage *pixels = synthetic_pixels(texture, mask, width, height, pixels_per_mm, t);
-    int result = pixels && !vips_tiffsave(pixels, filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
-                                          "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
-                                          "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL) ? 0 : -1;
+    int result = pixels ? save_tiles(pixels, filename, quality, pyramid) : -1;
     g_object_unref(base);
     return result;
 }
@@ -279,11 +272,8 @@ int tessera_vips_shrink_tiff(const char *source, int shrink, const char *filenam
     VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(base), 2);
     int result = -1;
     if (!vips_tiffload(source, &t[0], "access", VIPS_ACCESS_SEQUENTIAL, NULL) &&
-        !vips_shrink(t[0], &t[1], (double)shrink, (double)shrink, NULL) &&
-        !vips_tiffsave(t[1], filename, "tile", TRUE, "tile_width", 256, "tile_height", 256,
-                       "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG,
-                       "Q", quality, "resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM, NULL)) {
-        result = 0;
+        !vips_shrink(t[0], &t[1], (double)shrink, (double)shrink, NULL)) {
+        result = save_tiles(t[1], filename, quality, 0);
     }
     g_object_unref(base);
     return result;

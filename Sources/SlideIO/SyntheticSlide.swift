@@ -19,7 +19,7 @@ public enum SyntheticSlide {
                                                    tissueFraction: tissueFraction, seed: seed)
         let temporary = path + ".partial.tif"
         let status = tessera_vips_write_synthetic_slide(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
-                                                        1000 / mpp, temporary, Int32(quality))
+                                                        1000 / mpp, temporary, Int32(quality), 1)
         guard status == 0 else {
             try? FileManager.default.removeItem(atPath: temporary)
             throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed")
@@ -44,8 +44,8 @@ public enum SyntheticSlide {
         // Level 0 from the texture; each coarser level shrunk from the one before (decoding is cheaper than recomputing).
         for index in pages.indices where width / downsamples[index] >= 1 && height / downsamples[index] >= 1 {
             let status = index == 0
-                ? tessera_vips_write_synthetic_level(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
-                                                     1000 / mpp, pages[0], Int32(quality))
+                ? tessera_vips_write_synthetic_slide(texture.pointer, maskImage.pointer, Int32(width), Int32(height),
+                                                     1000 / mpp, pages[0], Int32(quality), 0)
                 : tessera_vips_shrink_tiff(pages[index - 1], Int32(downsamples[index] / downsamples[index - 1]), pages[index],
                                            Int32(quality))
             guard status == 0 else { throw .writeFailed(path: path, reason: VipsRuntime.takeError() ?? "tiffsave failed") }

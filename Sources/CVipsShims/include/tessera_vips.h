@@ -90,14 +90,12 @@ void tessera_vips_block(const char *name);
 /**
  * Writes a synthetic whole-slide image: `texture` (uchar RGB) replicated over
  * width x height, shown where the one-band uchar `mask` (upsampled to the full size,
- * 255 = tissue) is set and white elsewhere, saved as a tiled pyramidal JPEG TIFF with
- * the given resolution (pixels per millimetre). Returns 0 on success.
+ * 255 = tissue) is set and white elsewhere, saved as a tiled JPEG TIFF (256 px tiles) with
+ * the given resolution (pixels per millimetre): with libvips' halving pyramid when `pyramid`
+ * != 0, else one page (a slide's level 0, for a pyramid assembled page by page). 0 on success.
  */
 int tessera_vips_write_synthetic_slide(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, const char *filename, int quality);
-/** The same pixels as one tiled JPEG TIFF page (256 px tiles, no pyramid): a slide's level 0. */
-int tessera_vips_write_synthetic_level(VipsImage *texture, VipsImage *mask, int width, int height,
-                                       double pixels_per_mm, const char *filename, int quality);
+                                       double pixels_per_mm, const char *filename, int quality, int pyramid);
 /** A tiled JPEG TIFF page shrunk `shrink` times (box filter), saved the same way: the next pyramid level. */
 int tessera_vips_shrink_tiff(const char *source, int shrink, const char *filename, int quality);
 #ifdef __cplusplus

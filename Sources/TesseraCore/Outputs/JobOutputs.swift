@@ -131,7 +131,8 @@ public struct JobSummary: Codable, Sendable {
     public var precisionAuto: String?
     /// How the stored pixels became patches at `mpp`: `stored-level` (a level read as is), `resize`
     /// (a finer level decoded and shrunk by libvips) or `reduced-jpeg` (its JPEG tiles decoded at
-    /// 1/2, 1/4 or 1/8 size); nil in older summaries and when every tile came from a checkpoint.
+    /// 1/2, 1/4 or 1/8 size); nil in older summaries and when no tile was read (none had tissue, or
+    /// all came from a checkpoint).
     public var decodeRoute: String?
 
     enum CodingKeys: String, CodingKey {
