@@ -39,6 +39,7 @@ tessera_jpeg *tessera_jpeg_new(void) {
     decoder->error.pub.error_exit = error_exit;
     decoder->error.pub.emit_message = emit_message;
     if (setjmp(decoder->error.jump)) {
+        jpeg_destroy_decompress(&decoder->cinfo);
         free(decoder);
         return NULL;
     }

@@ -79,6 +79,13 @@ public final class PatchReader {
     private let sources: [SourceImage]
     private let bandWidth: Int
     private var position = 0
+    /// Where the reader chose the reduced-size route itself: the slide and plan to re-read a patch
+    /// through libvips when libjpeg refuses one of its tiles (a decoder that tolerates what libjpeg
+    /// alone reports, such as a tile whose JPEG header size differs from the TIFF's).
+    private let fallback: (slide: Slide, plan: ReadPlan)?
+    private let fallbackCount = FallbackCount()
+    /// Patches the reduced-size route could not decode and libvips read instead.
+    public var fallbackPatches: Int { fallbackCount.value }
 
     /// How stored pixels become patches (see `DecodeRoute`).
     public let route: DecodeRoute
@@ -117,11 +124,14 @@ public final class PatchReader {
         var sources: [SourceImage] = []
         for _ in 0..<self.threads {
             if let jpeg {
-                // Enough decoded tiles for a band of patches and the next row of them.
-                let across = (bandWidth * grid.tileSize) / (jpeg.layout.tileWidth / jpeg.denominator) + 2
+                // Enough decoded tiles for a worker's share of a row of patches (its bands) and the
+                // tiles that row shares with the next: memory grows with the slide's width only.
+                let bands = (grid.columns + bandWidth - 1) / bandWidth
+                let share = (bands + self.threads - 1) / self.threads
+                let across = share * ((bandWidth * grid.tileSize) / (jpeg.layout.tileWidth / jpeg.denominator) + 2)
                 let down = grid.tileSize / (jpeg.layout.tileHeight / jpeg.denominator) + 2
                 sources.append(SourceImage(.jpeg(try ScaledJPEGLevel(path: path, layout: jpeg.layout, denominator: jpeg.denominator,
-                                                                     cacheTiles: 2 * across * down))))
+                                                                     cacheTiles: min(4096, across * down)))))
                 continue
             }
             let image = try slide.openLevel(plan.level)
@@ -135,6 +145,7 @@ public final class PatchReader {
             sources.append(SourceImage(.vips(source)))
         }
         self.sources = sources
+        fallback = route == nil && jpeg != nil ? (slide, plan) : nil
     }
 
     /// Tiles not yet read.
@@ -167,6 +178,7 @@ public final class PatchReader {
         let work = assignment
         // A libvips region belongs to the thread that made it, so each worker makes its own.
         let messages = FailureMessages()
+        let fallback = self.fallback, fallbackCount = self.fallbackCount
         func run(_ body: @Sendable (any PatchPixels, Tile, Int) -> Bool) {
             DispatchQueue.concurrentPerform(iterations: work.count) { worker in
                 guard !work[worker].isEmpty else { return }
@@ -180,11 +192,21 @@ public final class PatchReader {
                     }
                     pixels = region
                 }
+                var rescue: VipsRegionRef?
                 for index in work[worker] where !failures.failed {
-                    if !body(pixels, tiles[index], index) {
-                        failures.fail(at: index)
-                        messages.record(index, pixels.failureReason)
+                    if body(pixels, tiles[index], index) { continue }
+                    if let fallback {
+                        if rescue == nil, let image = try? fallback.slide.openLevel(fallback.plan.level),
+                           let resized = image.resized(horizontal: fallback.plan.scale, vertical: fallback.plan.scale) {
+                            rescue = VipsRegionRef(image: resized)
+                        }
+                        if let rescue, body(rescue, tiles[index], index) {
+                            fallbackCount.add()
+                            continue
+                        }
                     }
+                    failures.fail(at: index)
+                    messages.record(index, pixels.failureReason)
                 }
             }
         }
@@ -246,6 +268,14 @@ extension VipsRegionRef: PatchPixels {
 
 extension ScaledJPEGLevel: PatchPixels {
     var failureReason: String? { failure }
+}
+
+/// Patches read through the fallback, across reader threads.
+private final class FallbackCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func add() { lock.withLock { count += 1 } }
 }
 
 /// The reason of the first failed patch, by index.

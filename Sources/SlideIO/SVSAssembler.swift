@@ -6,7 +6,8 @@ import Foundation
 /// reduced-resolution (NewSubfileType 1), as Aperio scanners write them. Nothing is re-encoded.
 enum SVSAssembler {
     /// Tags not copied from the sources: rewritten here (subfile type, description, tile tables) or meaningless in the result.
-    private static let rewritten: Set<UInt16> = [254, 270, 273, 279, 324, 325, 330]
+    /// Exif, GPS and interoperability directories (34665, 34853, 40965) point into their source file: dropped.
+    private static let rewritten: Set<UInt16> = [254, 270, 273, 279, 324, 325, 330, 34665, 34853, 40965]
 
     static func assemble(levels: [String], description: String, to path: String) throws(SlideError) {
         guard FileManager.default.createFile(atPath: path, contents: nil), let output = FileHandle(forWritingAtPath: path) else {
@@ -34,10 +35,14 @@ enum SVSAssembler {
                 placed.reserveCapacity(offsets.count)
                 for (offset, count) in zip(offsets, counts) {
                     placed.append(try writer.position32())
-                    try writer.append(try reader.read(at: offset, count: Int(count)))
+                    let tile = try reader.read(at: offset, count: Int(count))
+                    guard tile.count == Int(count) else {
+                        throw SlideError.writeFailed(path: path, reason: "\(level): a tile is cut short (\(tile.count) of \(count) bytes)")
+                    }
+                    try writer.append(tile)
                 }
                 var directory: [(tag: UInt16, type: UInt16, count: UInt32, value: [UInt8])] = []
-                for entry in entries.values where !rewritten.contains(entry.tag) {
+                for entry in entries.values.sorted(by: { $0.tag < $1.tag }) where !rewritten.contains(entry.tag) {
                     directory.append((entry.tag, entry.type, UInt32(entry.count), try reader.valueBytes(entry)))
                 }
                 directory.append((254, 4, 1, le32(index == 0 ? 0 : 1)))

@@ -108,6 +108,7 @@ final class ScaledJPEGLevel: @unchecked Sendable {
     private var compressed: [UInt8] = []
     private var slots: [[UInt8]]
     private var keys: [Int]
+    private var slotOf: [Int: Int] = [:]
     private var lastUse: [UInt64]
     private var clock: UInt64 = 0
     /// Why the last read failed.
@@ -135,12 +136,8 @@ final class ScaledJPEGLevel: @unchecked Sendable {
         lastUse = Array(repeating: 0, count: capacity)
         if !layout.tables.isEmpty {
             let status = layout.tables.withUnsafeBufferPointer { tessera_jpeg_load_tables(decoder, $0.baseAddress, $0.count) }
-            guard status == 0 else {
-                let reason = String(cString: tessera_jpeg_error(decoder))
-                tessera_jpeg_free(decoder)
-                close(fd)
-                throw .unreadable(path: path, reason: "JPEG tables: \(reason)")
-            }
+            // Every property is set: deinit frees the decoder and closes the file when this throws.
+            guard status == 0 else { throw .unreadable(path: path, reason: "JPEG tables: " + String(cString: tessera_jpeg_error(decoder))) }
         }
     }
 
@@ -157,12 +154,13 @@ final class ScaledJPEGLevel: @unchecked Sendable {
     private func tile(column: Int, row: Int) -> Int? {
         let key = row * layout.columns + column
         clock += 1
-        if let slot = keys.firstIndex(of: key) {
+        if let slot = slotOf[key] {
             lastUse[slot] = clock
             return slot
         }
         var slot = 0
         for index in 1..<keys.count where lastUse[index] < lastUse[slot] { slot = index }
+        if keys[slot] >= 0 { slotOf[keys[slot]] = nil }
         keys[slot] = -1
         let count = Int(layout.counts[key]), offset = layout.offsets[key]
         let pixels = tileWidth * tileHeight * 3
@@ -171,6 +169,7 @@ final class ScaledJPEGLevel: @unchecked Sendable {
             // A sparse tile (legal in TIFF): what readers show there is white.
             slots[slot].withUnsafeMutableBufferPointer { $0.update(repeating: 255) }
             keys[slot] = key
+            slotOf[key] = slot
             lastUse[slot] = clock
             return slot
         }
@@ -192,6 +191,7 @@ final class ScaledJPEGLevel: @unchecked Sendable {
             return nil
         }
         keys[slot] = key
+        slotOf[key] = slot
         lastUse[slot] = clock
         return slot
     }

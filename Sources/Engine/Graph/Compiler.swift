@@ -206,6 +206,7 @@ struct Compiler {
         // A 3-D pool over the first spatial axis only ([k, 1, 1] windows: torch's LocalResponseNorm
         // averages squares across channels this way) is a 2-D pool with the last two axes merged.
         if ["AveragePool", "MaxPool"].contains(node.opType), let name = node.input(0), let xv = valueOf[name],
+           node.outputs.filter({ !$0.isEmpty }).count == 1,
            !slots[xv].batchless, slots[xv].perImage.count == 4, let kernel = node.ints("kernel_shape"), kernel.count == 3,
            kernel[1] == 1, kernel[2] == 1 {
             let strides = node.ints("strides") ?? [1, 1, 1], pads = node.ints("pads") ?? [0, 0, 0, 0, 0, 0]

@@ -13,6 +13,10 @@ enum QDQ {
     static let ops: Set<String> = ["QuantizeLinear", "DequantizeLinear"]
 
     static func strip(_ graph: inout Graph, elementTypes: [String: Int]) throws {
+        // Branches are not rewritten: their nodes could read a renamed tensor or hold Q/DQ pairs.
+        if let branching = graph.nodes.first(where: { $0.opType == "If" }) {
+            throw branching.error("If in a quantised (QDQ) model is not supported")
+        }
         var consumers: [String: [Node]] = [:]
         for node in graph.nodes { for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(node) } }
         let outputs = Set(graph.outputNames)
