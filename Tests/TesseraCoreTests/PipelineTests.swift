@@ -55,6 +55,25 @@ struct PipelineTests {
         #expect(try store.counts()[.done] == 1)
     }
 
+    /// Checkpointed tiles of a grid with another tile count (an earlier version planned the slide
+    /// differently) are not resumed into this grid: the analysis starts again.
+    @Test func checkpointsOfAnotherGridAreNotResumed() throws {
+        let models = try Support.tinyModels()
+        let (reference, session) = try ModelProvider(directory: models).session(for: "tiny", threads: 1)
+        let analysis = SlideAnalysis(slidePath: try Support.syntheticSlide(), parameters: AnalysisParameters(),
+                                     card: reference.card, session: session, threads: 1)
+        let fresh = try analysis.run()
+        let total = fresh.grid.tiles.count
+        #expect(total > 64)
+        // Scores no model gives: if they were resumed, they would show.
+        let planted = (0..<64).map { TileResult(index: $0, scores: [1, 0, 0]) }
+        let resumed = try analysis.run(resume: planted, resumeTiles: total)
+        #expect(resumed.scores.prefix(64).allSatisfy { $0 == [1, 0, 0] }, "the same grid resumes")
+        let restarted = try analysis.run(resume: planted, resumeTiles: total + 7)
+        #expect(restarted.scores.count == total)
+        #expect(restarted.scores.prefix(64) == fresh.scores.prefix(64), "another grid's tiles are scored again")
+    }
+
     @Test func poisonSlideFailsAndOthersGoOn() throws {
         let models = try Support.tinyModels()
         let root = Support.temporaryDirectory()

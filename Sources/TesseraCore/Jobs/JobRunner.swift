@@ -131,7 +131,7 @@ public final class JobRunner: Sendable {
         }
         // Resume from the last checkpoint: tiles already committed are not scored again.
         let resume = job.tilesDone > 0 ? try store.results(of: job.id) : []
-        let result = try analysis.run(resume: resume, events: events)
+        let result = try analysis.run(resume: resume, resumeTiles: job.tilesTotal, events: events)
         try heartbeat.check()
         let inputs = OutputInputs(
             jobID: job.id.rawValue, slideName: job.slide.originalName, modelName: reference.name, classes: reference.card.classes,

@@ -77,8 +77,10 @@ public struct SlideAnalysis {
     }
 
     /// Runs the analysis. `resume` holds tiles scored earlier (indices from 0, in order); the
-    /// analysis starts at the last whole batch among them.
-    public func run(resume: [TileResult] = [], events: Events = Events()) throws -> Result {
+    /// analysis starts at the last whole batch among them. `resumeTiles` is the tile count the
+    /// earlier attempt planned: when this grid has another count (the reader's plan changed between
+    /// versions), the earlier tiles belong to another grid and the analysis starts again.
+    public func run(resume: [TileResult] = [], resumeTiles: Int? = nil, events: Events = Events()) throws -> Result {
         let total = Stopwatch()
         events.stage("opening the slide")
         // Opening checks the file's structure again: it may have been cut or replaced since intake.
@@ -101,7 +103,8 @@ public struct SlideAnalysis {
         try events.planned(grid.tiles.count)
         // The class map is blended in one pass over the tiles: a segmentation job starts again
         // from its first tile (its checkpoints carry progress, not the map).
-        var kept = (segmenting ? [] : resume).prefix { $0.index < grid.tiles.count }
+        let sameGrid = resumeTiles.map { $0 == grid.tiles.count } ?? true
+        var kept = (segmenting || !sameGrid ? [] : resume).prefix { $0.index < grid.tiles.count }
         kept = kept.prefix((min(kept.count, grid.tiles.count) / batchSize) * batchSize)
         for (offset, result) in kept.enumerated() where result.index != offset {
             throw SlideError.readFailed(path: slidePath, reason: "checkpointed tiles are out of order at tile \(offset)")
