@@ -10,6 +10,9 @@ struct ThroughputCommand: ParsableCommand {
     @Option(name: .customLong("slide"), help: "Slides to measure on (default: a generated 20x slide).")
     var slides: [String] = []
 
+    @Option(name: .customLong("slide-mpp"), help: "Microns per pixel of given slides that do not record it.")
+    var slideMPP: Double?
+
     @Option(help: "Model name under models/ or a path to an .onnx file.")
     var model = ModelCatalog.defaultModel
 
@@ -50,6 +53,7 @@ struct ThroughputCommand: ParsableCommand {
         options.scanner = scanner
         options.threads = max(1, threads)
         options.precision = precision
+        options.slideMPP = slideMPP
         options.queue = queue ?? DataDirectory.defaultQueue
         options.durationSeconds = max(3, duration)
         options.tissueFraction = min(1, max(0, tissueFraction))

@@ -47,6 +47,27 @@ struct ThroughputCheckTests {
         #expect(summary.decodeRoute == "reduced-jpeg" && summary.level == 0 && summary.mpp == 0.5)
     }
 
+    /// A given slide without MPP is refused naming --slide-mpp, and measured once it is stated.
+    @Test(.enabled(if: Support.sharedAvailable, "../shared/data is absent"))
+    func givenSlideWithoutMPPTakesSlideMPP() throws {
+        var options = ThroughputOptions()
+        options.modelsDirectory = try Support.tinyModels()
+        options.model = "tiny"
+        options.slides = [Support.shared.appendingPathComponent("odd-inputs/boxes.tiff").path]
+        options.durationSeconds = 3
+        options.threads = 1
+        do {
+            _ = try ThroughputCheck.run(options)
+            Issue.record("a slide without MPP was measured")
+        } catch {
+            #expect("\(error)".contains("--slide-mpp"))
+        }
+        options.slideMPP = 0.5
+        let report = try ThroughputCheck.run(options)
+        #expect(report.slideDescription.contains("boxes.tiff"))
+        #expect(report.decodeRoutes.contains { $0.used })
+    }
+
     @Test func unknownScannerIsRefusedNamingTheKnownOnes() throws {
         var options = ThroughputOptions()
         options.modelsDirectory = try Support.tinyModels()
