@@ -82,7 +82,7 @@ public final class PatchReader {
     /// Where the reader chose the reduced-size route itself: the slide and plan to re-read a patch
     /// through libvips when libjpeg refuses one of its tiles (a decoder that tolerates what libjpeg
     /// alone reports, such as a tile whose JPEG header size differs from the TIFF's).
-    private let fallback: (slide: Slide, plan: ReadPlan)?
+    private let fallback: Slide?
     private let fallbackCount = FallbackCount()
     /// Patches the reduced-size route could not decode and libvips read instead.
     public var fallbackPatches: Int { fallbackCount.value }
@@ -121,17 +121,19 @@ public final class PatchReader {
         default: break
         }
         self.route = !plan.isResampled ? .storedLevel : jpeg == nil ? .resize : .reducedJPEG
+        // Enough decoded tiles for a worker's share of a row of patches (its bands) and the tiles
+        // that row shares with the next: memory grows with the slide's width only.
+        let workers = self.threads
+        let cacheTiles = jpeg.map { jpeg in
+            let share = ((grid.columns + bandWidth - 1) / bandWidth + workers - 1) / workers
+            let across = share * ((bandWidth * grid.tileSize) / (jpeg.layout.tileWidth / jpeg.denominator) + 2)
+            return min(4096, across * (grid.tileSize / (jpeg.layout.tileHeight / jpeg.denominator) + 2))
+        } ?? 0
         var sources: [SourceImage] = []
         for _ in 0..<self.threads {
             if let jpeg {
-                // Enough decoded tiles for a worker's share of a row of patches (its bands) and the
-                // tiles that row shares with the next: memory grows with the slide's width only.
-                let bands = (grid.columns + bandWidth - 1) / bandWidth
-                let share = (bands + self.threads - 1) / self.threads
-                let across = share * ((bandWidth * grid.tileSize) / (jpeg.layout.tileWidth / jpeg.denominator) + 2)
-                let down = grid.tileSize / (jpeg.layout.tileHeight / jpeg.denominator) + 2
                 sources.append(SourceImage(.jpeg(try ScaledJPEGLevel(path: path, layout: jpeg.layout, denominator: jpeg.denominator,
-                                                                     cacheTiles: min(4096, across * down)))))
+                                                                     cacheTiles: cacheTiles))))
                 continue
             }
             let image = try slide.openLevel(plan.level)
@@ -145,7 +147,7 @@ public final class PatchReader {
             sources.append(SourceImage(.vips(source)))
         }
         self.sources = sources
-        fallback = route == nil && jpeg != nil ? (slide, plan) : nil
+        fallback = route == nil && jpeg != nil ? slide : nil
     }
 
     /// Tiles not yet read.
@@ -178,7 +180,7 @@ public final class PatchReader {
         let work = assignment
         // A libvips region belongs to the thread that made it, so each worker makes its own.
         let messages = FailureMessages()
-        let fallback = self.fallback, fallbackCount = self.fallbackCount
+        let fallback = self.fallback, fallbackCount = self.fallbackCount, plan = grid.plan
         func run(_ body: @Sendable (any PatchPixels, Tile, Int) -> Bool) {
             DispatchQueue.concurrentPerform(iterations: work.count) { worker in
                 guard !work[worker].isEmpty else { return }
@@ -196,8 +198,8 @@ public final class PatchReader {
                 for index in work[worker] where !failures.failed {
                     if body(pixels, tiles[index], index) { continue }
                     if let fallback {
-                        if rescue == nil, let image = try? fallback.slide.openLevel(fallback.plan.level),
-                           let resized = image.resized(horizontal: fallback.plan.scale, vertical: fallback.plan.scale) {
+                        if rescue == nil, let image = try? fallback.openLevel(plan.level),
+                           let resized = image.resized(horizontal: plan.scale, vertical: plan.scale) {
                             rescue = VipsRegionRef(image: resized)
                         }
                         if let rescue, body(rescue, tiles[index], index) {

@@ -17,6 +17,11 @@ public struct ReadPlan: Sendable, Equatable {
 
     /// Whether pixels are resampled after reading.
     public var isResampled: Bool { scale != 1 }
+
+    /// The exact shrinks a plan snaps to (besides 1), which libjpeg can also do while decoding.
+    static let shrinkDenominators = [2, 4, 8]
+    /// 2, 4 or 8 when the plan shrinks its level by exactly that much; nil otherwise.
+    public var shrinkDenominator: Int? { Self.shrinkDenominators.first { scale * Double($0) == 1 } }
 }
 
 extension Slide {
@@ -46,8 +51,8 @@ extension Slide {
         // shrink, which libjpeg can also do while decoding (`DecodeRoute.reducedJPEG`).
         if abs(scale - 1) <= Self.mppTolerance {
             scale = 1
-        } else if let denominator = [2.0, 4.0, 8.0].first(where: { abs(scale * $0 - 1) <= Self.mppTolerance }) {
-            scale = 1 / denominator
+        } else if let denominator = ReadPlan.shrinkDenominators.first(where: { abs(scale * Double($0) - 1) <= Self.mppTolerance }) {
+            scale = 1 / Double(denominator)
         }
         let width = Int((Double(levels[chosen].width) * scale).rounded(.down))
         let height = Int((Double(levels[chosen].height) * scale).rounded(.down))

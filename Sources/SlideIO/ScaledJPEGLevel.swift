@@ -116,7 +116,7 @@ final class ScaledJPEGLevel: @unchecked Sendable {
 
     /// - Parameter cacheTiles: decoded tiles kept (the rows of tiles neighbouring patches share).
     init(path: String, layout: JPEGTileLayout, denominator: Int, cacheTiles: Int) throws(SlideError) {
-        precondition([2, 4, 8].contains(denominator) && layout.tileWidth % denominator == 0 && layout.tileHeight % denominator == 0)
+        precondition(ReadPlan.shrinkDenominators.contains(denominator) && layout.tileWidth % denominator == 0 && layout.tileHeight % denominator == 0)
         self.path = path
         self.layout = layout
         self.denominator = denominator
@@ -247,8 +247,7 @@ final class ScaledJPEGLevel: @unchecked Sendable {
 extension Slide {
     /// Whether the reduced-size JPEG route can read `plan`'s level at its scale, and the layout if so.
     func reducedJPEGLayout(for plan: ReadPlan) -> Result<(layout: JPEGTileLayout, denominator: Int), ScaledJPEGLevel.Unavailable> {
-        guard plan.isResampled else { return .failure(.init("the level is read as is")) }
-        guard let denominator = [2, 4, 8].first(where: { abs(plan.scale * Double($0) - 1) < 1e-9 }) else {
+        guard let denominator = plan.shrinkDenominator else {
             return .failure(.init(String(format: "the scale %.3f is not 1/2, 1/4 or 1/8", plan.scale)))
         }
         switch backend {

@@ -205,30 +205,19 @@ struct Compiler {
         }
         // A 3-D pool over the first spatial axis only ([k, 1, 1] windows: torch's LocalResponseNorm
         // averages squares across channels this way) is a 2-D pool with the last two axes merged.
-        if ["AveragePool", "MaxPool"].contains(node.opType), let name = node.input(0), let xv = valueOf[name],
-           node.outputs.filter({ !$0.isEmpty }).count == 1,
-           !slots[xv].batchless, slots[xv].perImage.count == 4, let kernel = node.ints("kernel_shape"), kernel.count == 3,
-           kernel[1] == 1, kernel[2] == 1 {
-            let strides = node.ints("strides") ?? [1, 1, 1], pads = node.ints("pads") ?? [0, 0, 0, 0, 0, 0]
-            let dilations = node.ints("dilations") ?? [1, 1, 1]
-            if strides.count == 3, strides[1] == 1, strides[2] == 1, pads.count == 6, pads[1] == 0, pads[2] == 0, pads[4] == 0,
-               pads[5] == 0, dilations.allSatisfy({ $0 == 1 }), node.string("auto_pad", "NOTSET") == "NOTSET" {
-                let shape = slots[xv].perImage
-                let flat = node.name + "/flat", pooled = node.name + "/pooled"
-                constants[flat + "/shape"] = Tensor(shape: [4], data: [0, Float(shape[0]), Float(shape[1]), Float(shape[2] * shape[3])])
-                try lower(Node(name: flat, opType: "Reshape", inputs: [name, flat + "/shape"], outputs: [flat], attributes: [:]))
-                var attributes = node.attributes
-                attributes["kernel_shape"] = .ints([kernel[0], 1])
-                attributes["strides"] = .ints([strides[0], 1])
-                attributes["pads"] = .ints([pads[0], 0, pads[3], 0])
-                attributes["dilations"] = nil
-                try lower(Node(name: pooled, opType: node.opType, inputs: [flat], outputs: [pooled], attributes: attributes))
-                let depth = slots[valueOf[pooled]!].perImage[1]
-                constants[pooled + "/shape"] = Tensor(shape: [5], data: [0, Float(shape[0]), Float(depth), Float(shape[2]), Float(shape[3])])
-                try lower(Node(name: node.name, opType: "Reshape", inputs: [pooled, pooled + "/shape"], outputs: node.outputs,
-                               attributes: [:]))
-                return
-            }
+        if var pool = node.depthPoolAs2D(), let name = node.input(0), let xv = valueOf[name], !slots[xv].batchless,
+           slots[xv].perImage.count == 4 {
+            let shape = slots[xv].perImage
+            let flat = node.name + "/flat", pooled = node.name + "/pooled"
+            constants[flat + "/shape"] = Tensor(shape: [4], data: [0, Float(shape[0]), Float(shape[1]), Float(shape[2] * shape[3])])
+            try lower(Node(name: flat, opType: "Reshape", inputs: [name, flat + "/shape"], outputs: [flat], attributes: [:]))
+            (pool.name, pool.inputs, pool.outputs) = (pooled, [flat], [pooled])
+            try lower(pool)
+            let depth = slots[valueOf[pooled]!].perImage[1]
+            constants[pooled + "/shape"] = Tensor(shape: [5], data: [0, Float(shape[0]), Float(depth), Float(shape[2]), Float(shape[3])])
+            try lower(Node(name: node.name, opType: "Reshape", inputs: [pooled, pooled + "/shape"], outputs: node.outputs,
+                           attributes: [:]))
+            return
         }
         // A constant materialised at a shape holding the batch (ViT's class token expanded to
         // [N, 1, D]): one copy per image.

@@ -54,6 +54,23 @@ struct Node: Sendable {
         }
         return g
     }
+    /// A 3-D pool over the first spatial axis only (`[k, 1, 1]` windows: torch's LocalResponseNorm
+    /// averages squares across channels this way) as the 2-D pool it is once the last two axes are
+    /// merged; nil for any other node.
+    func depthPoolAs2D() -> Node? {
+        guard ["AveragePool", "MaxPool"].contains(opType), outputs.filter({ !$0.isEmpty }).count == 1,
+              let kernel = ints("kernel_shape"), kernel.count == 3, kernel[1] == 1, kernel[2] == 1 else { return nil }
+        let strides = ints("strides") ?? [1, 1, 1], pads = ints("pads") ?? [0, 0, 0, 0, 0, 0]
+        guard strides.count == 3, strides[1] == 1, strides[2] == 1, pads.count == 6, pads[1] == 0, pads[2] == 0,
+              pads[4] == 0, pads[5] == 0, (ints("dilations") ?? [1, 1, 1]).allSatisfy({ $0 == 1 }),
+              string("auto_pad", "NOTSET") == "NOTSET" else { return nil }
+        var flat = self
+        flat.attributes["kernel_shape"] = .ints([kernel[0], 1])
+        flat.attributes["strides"] = .ints([strides[0], 1])
+        flat.attributes["pads"] = .ints([pads[0], 0, pads[3], 0])
+        flat.attributes["dilations"] = nil
+        return flat
+    }
     /// The i-th input name, or nil when absent.
     func input(_ i: Int) -> String? { i < inputs.count && !inputs[i].isEmpty ? inputs[i] : nil }
 }

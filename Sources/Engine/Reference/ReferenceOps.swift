@@ -359,19 +359,10 @@ enum Reference {
 
     static func pool(_ node: Node, _ x: Tensor) throws -> Tensor {
         // A 3-D pool over the first spatial axis only: a 2-D pool with the last two axes merged.
-        if x.rank == 5, let kernel = node.ints("kernel_shape"), kernel.count == 3, kernel[1] == 1, kernel[2] == 1 {
-            let strides = node.ints("strides") ?? [1, 1, 1], pads = node.ints("pads") ?? [0, 0, 0, 0, 0, 0]
-            if strides.count == 3, strides[1] == 1, strides[2] == 1, pads.count == 6, pads[1] == 0, pads[2] == 0,
-               pads[4] == 0, pads[5] == 0, (node.ints("dilations") ?? [1, 1, 1]).allSatisfy({ $0 == 1 }) {
-                var flat = node
-                flat.attributes["kernel_shape"] = .ints([kernel[0], 1])
-                flat.attributes["strides"] = .ints([strides[0], 1])
-                flat.attributes["pads"] = .ints([pads[0], 0, pads[3], 0])
-                flat.attributes["dilations"] = nil
-                let s = x.shape
-                let out = try pool(flat, Tensor(shape: [s[0], s[1], s[2], s[3] * s[4]], data: x.data))
-                return Tensor(shape: [s[0], s[1], out.shape[2], s[3], s[4]], data: out.data)
-            }
+        if x.rank == 5, let flat = node.depthPoolAs2D() {
+            let s = x.shape
+            let out = try pool(flat, Tensor(shape: [s[0], s[1], s[2], s[3] * s[4]], data: x.data))
+            return Tensor(shape: [s[0], s[1], out.shape[2], s[3], s[4]], data: out.data)
         }
         guard x.rank == 4 else { throw node.error("only 2-D pooling, or 3-D pooling with [k, 1, 1] windows, is supported") }
         let g = try Window2D(node: node, h: x.shape[2], w: x.shape[3], kernel: nil, ceilMode: node.int("ceil_mode", 0) != 0)

@@ -23,6 +23,8 @@ public struct ThroughputOptions: Sendable {
     /// Engine precision of the check: `fp32`, or `int8` (then fp32 is measured in the same run too,
     /// and the report gives the gain of each stage).
     public var precision = "fp32"
+    /// Microns per pixel of given slides that do not record it (as `run --slide-mpp`).
+    public var slideMPP: Double?
     /// Where the generated slide is kept between runs (default: `$XDG_CACHE_HOME/tessera` or `~/.cache/tessera`).
     public var cacheDirectory: String?
     public init() {}
@@ -33,17 +35,16 @@ public struct ScannerPreset: Sendable {
     public var name: String
     public var slidesPerHour: Double
     public var source: String
-    /// What its slides are: objective magnification, microns per pixel, pyramid downsamples, scanned area (mm).
+    /// What its slides are: objective magnification, microns per pixel, pyramid downsamples.
     public var magnification: Int
     public var mpp: Double
     public var downsamples: [Int]
-    public var area: (width: Double, height: Double)
 
     /// Known scanners.
     public static let all: [ScannerPreset] = [
         ScannerPreset(name: "gt450", slidesPerHour: 81,
                       source: "Leica Aperio GT450 data sheet: up to 81 slides/hour, 15 x 15 mm at 40x",
-                      magnification: 40, mpp: 0.25, downsamples: [1, 4, 16], area: (15, 15)),
+                      magnification: 40, mpp: 0.25, downsamples: [1, 4, 16]),
     ]
 
     /// How its slides look, for people: `40x, 0.25 um/px, Aperio SVS levels 1/4/16`.
@@ -199,21 +200,22 @@ public enum ThroughputCheck {
         let budget = max(2, options.durationSeconds / 3)
         // Decode and tiling on the first slide, all cores.
         stage("decode and tiling")
-        let slide = try Slide.open(path: slides[0])
+        let slide = try Slide.open(path: slides[0], mppOverride: options.slideMPP)
         let plan = try slide.plan(targetMPP: card.input.mpp ?? 0.5)
         let grid = try TileGrid(plan: plan, tileSize: card.input.size, mask: try slide.detectTissue(), minimumTissue: 0.5)
-        func readRate(_ format: PatchFormat, route: DecodeRoute? = nil, seconds: Double = budget) throws -> Double {
-            guard !grid.tiles.isEmpty else { return 0 }
+        /// Patches per second through `route` (nil: the reader's choice) and the route it read with.
+        func readRate(_ format: PatchFormat, route: DecodeRoute? = nil,
+                      seconds: Double = budget) throws -> (rate: Double, route: DecodeRoute) {
             let reader = try PatchReader(slide: slide, grid: grid, threads: options.threads, route: route)
+            guard !grid.tiles.isEmpty else { return (0, reader.route) }
             let batch = PatchBatch(capacity: 64, tileSize: grid.tileSize, format: format)
             let clock = Stopwatch()
             var count = 0
             while clock.seconds < seconds, try reader.next(into: batch) { count += batch.count }
-            return Double(count) / max(clock.seconds, 1e-9)
+            return (Double(count) / max(clock.seconds, 1e-9), reader.route)
         }
         // The analysis reads the way PatchReader chooses; every other route is measured beside it.
-        let used = grid.tiles.isEmpty ? .storedLevel : try PatchReader(slide: slide, grid: grid, threads: 1).route
-        let decodeTiles = try readRate(.rgb8)
+        let (decodeTiles, used) = try readRate(.rgb8)
         let levelPixelsPerTile = pow(Double(grid.tileSize) / plan.scale, 2)
         var routes: [DecodeRouteRate] = []
         for route in DecodeRoute.allCases {
@@ -228,7 +230,7 @@ public enum ThroughputCheck {
                                           plan.mpp ?? 0, stored.joined(separator: ", ") as NSString)
             } else {
                 do {
-                    rate.tilesPerSecond = try readRate(.rgb8, route: route, seconds: budget / 2)
+                    rate.tilesPerSecond = try readRate(.rgb8, route: route, seconds: budget / 2).rate
                 } catch let error as SlideError {
                     if case .invalidArgument(let reason) = error { rate.unavailable = reason } else { throw error }
                 }
@@ -236,7 +238,7 @@ public enum ThroughputCheck {
             rate.levelMegapixelsPerSecond = rate.tilesPerSecond.map { $0 * levelPixelsPerTile / 1e6 }
             routes.append(rate)
         }
-        let tiling = try readRate(.floatNCHW(card.normalisation))
+        let tiling = try readRate(.floatNCHW(card.normalisation)).rate
         func engineRate(_ precision: Precision) throws -> Double {
             var bench = ModelBenchOptions(model: reference.path, batch: 64, threads: options.threads, repeats: 10, warmup: 2,
                                           budgetSeconds: budget)
@@ -258,6 +260,7 @@ public enum ThroughputCheck {
             run.queue = options.queue
             run.parameters.run = options.queue == nil ? nil : UUID().uuidString
             run.parameters.precision = precision == .fp32 ? nil : precision.rawValue
+            run.parameters.slideMPP = options.slideMPP
             run.threads = options.threads
             let cpuBefore = ResourceUsage.cpuSeconds
             let clock = Stopwatch()
