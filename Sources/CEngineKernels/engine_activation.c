@@ -56,6 +56,22 @@ ALWAYS_INLINE float erf_rational(float x) {
         }                                                                                           \
     }
 
+/* hardSigmoid(v) = max(0, min(1, a v + b)); hardSwish(v) = v * hardSigmoid(v) with a = 1/6, b = 1/2 */
+#define HARD_LOOPS(SUFFIX, ATTR)                                                                    \
+    ATTR static void hard_##SUFFIX(float *p, long n, int swish, float a, float b) {                 \
+        if (swish) for (long i = 0; i < n; i++) { float v = p[i], g = a * v + b; g = g < 0 ? 0 : g; p[i] = v * (g > 1 ? 1 : g); } \
+        else for (long i = 0; i < n; i++) { float g = a * p[i] + b; g = g < 0 ? 0 : g; p[i] = g > 1 ? 1 : g; } \
+    }
+HARD_LOOPS(avx512, AVX512)
+HARD_LOOPS(avx2, AVX2)
+HARD_LOOPS(portable, )
+
+void tessera_engine_hard_activation(float *p, long n, int swish, float a, float b, int isa) {
+    if (isa_avx512(isa)) hard_avx512(p, n, swish, a, b);
+    else if (isa_avx2(isa)) hard_avx2(p, n, swish, a, b);
+    else hard_portable(p, n, swish, a, b);
+}
+
 ACTIVATION_LOOPS(avx512, AVX512)
 ACTIVATION_LOOPS(avx2, AVX2)
 ACTIVATION_LOOPS(portable, )

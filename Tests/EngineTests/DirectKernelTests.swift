@@ -163,6 +163,28 @@ import Testing
         }
     }
 
+    /// Long 1x1 convs (k > 192: the AVX2 tile runs k in passes of 128, the first adding the bias,
+    /// the last the residual and the clamp): k of one full pass + a short one and of three passes,
+    /// output channels around the 8-row blocks, columns around the 48-column tiles.
+    @Test(arguments: [(200, 200, 7, 9), (280, 280, 13, 11), (300, 33, 1, 50)])
+    func pointwiseInKPasses(cin: Int, cout: Int, h: Int, w: Int) throws {
+        var rng = TestRNG(seed: UInt64(1200 + cin))
+        var b = ONNXBuilder()
+        b.constant("w", [cout, cin, 1, 1], rng.floats(cout * cin, scale: 0.1))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [1, 1]])
+        let residual = cin == cout
+        if residual { b.node("Add", ["c", "x"], ["r"]) }
+        b.constant("lo", [], [-0.5]); b.constant("hi", [], [0.8])
+        b.node("Clip", [residual ? "r" : "c", "lo", "hi"], ["y"])
+        try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
+            guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+            #expect(c.kind == .pointwise && (c.residual != nil) == residual)
+            #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-4, "\(cin) -> \(cout)")
+            #expect(try compareWithReference(model, batch: 3, threads: 1) < 1e-4, "\(cin) -> \(cout)")
+        }
+    }
+
     /// The default micro-batch is the smallest of 4 / 8 / 16 images at which the model's Winograd
     /// layers keep >= 64 tiles: 16 / 9 / 4 F(4x4) tiles per image at 16x16 / 12x12 / 6x6.
     @Test func defaultMicroBatchKeepsWinogradLayers() throws {

@@ -198,6 +198,8 @@ void tessera_engine_bf16_conv(int isa, const uint16_t *xb, int hp, int wp, int c
  * (x * tanh(softplus(x))), vectorised at `isa` (exp as a polynomial, relative error ~2e-7). */
 enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3, TESSERA_ACT_ERF = 4, TESSERA_ACT_GELU = 5 };
 void tessera_engine_activation(float *p, long n, int kind, int isa);
+/* p[i] = hardSigmoid(p[i]) = max(0, min(1, a p[i] + b)), or with swish p[i] * hardSigmoid(p[i]). */
+void tessera_engine_hard_activation(float *p, long n, int swish, float a, float b, int isa);
 
 #ifdef __cplusplus
 }

@@ -28,8 +28,8 @@ enum Epilogue {
         case let .clip(lo, hi): for j in 0..<n { p[j] = min(max(p[j], lo), hi) }
         case let .leaky(a): for j in 0..<n { let v = p[j]; p[j] = v >= 0 ? v : a * v }
         case .sigmoid: tessera_engine_activation(p, n, Int32(TESSERA_ACT_SIGMOID), isa)
-        case let .hardSigmoid(a, b): for j in 0..<n { p[j] = max(0, min(1, a * p[j] + b)) }
-        case .hardSwish: for j in 0..<n { let v = p[j]; p[j] = v * max(0, min(1, v * (1 / 6) + 0.5)) }
+        case let .hardSigmoid(a, b): tessera_engine_hard_activation(p, n, 0, a, b, isa)
+        case .hardSwish: tessera_engine_hard_activation(p, n, 1, 1 / 6, 0.5, isa)
         case .silu: tessera_engine_activation(p, n, Int32(TESSERA_ACT_SILU), isa)
         case .mish: tessera_engine_activation(p, n, Int32(TESSERA_ACT_MISH), isa)
         case .erf: tessera_engine_activation(p, n, Int32(TESSERA_ACT_ERF), isa)
