@@ -56,6 +56,65 @@ ALWAYS_INLINE float erf_rational(float x) {
         }                                                                                           \
     }
 
+/* log x for normal x > 0: Cephes' logf (mantissa in [sqrt(1/2), sqrt 2), degree-9 polynomial). */
+ALWAYS_INLINE float log_poly(float x) {
+    int bits;
+    memcpy(&bits, &x, sizeof bits);
+    float fe = (float)(((bits >> 23) & 0xff) - 126);
+    bits = (bits & 0x807fffff) | 0x3f000000;
+    float m;
+    memcpy(&m, &bits, sizeof m);
+    const int small = m < 0.707106781186547524f;
+    fe = small ? fe - 1.0f : fe;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+
+/* x ** e, e constant: exact forms for e = 1, 2, 3, 0.5, -0.5, -1; otherwise exp(e log |x|) with the
+   sign of an integer power, 0 ** e, infinities and NaN as powf has them. */
+#define POW_LOOPS(SUFFIX, ATTR)                                                                     \
+    ATTR static void pow_##SUFFIX(float *p, long n, float e) {                                      \
+        if (e == 1.0f) return;                                                                      \
+        if (e == 2.0f) { for (long i = 0; i < n; i++) p[i] = p[i] * p[i]; return; }                 \
+        if (e == 3.0f) { for (long i = 0; i < n; i++) p[i] = p[i] * p[i] * p[i]; return; }          \
+        if (e == 0.5f) { for (long i = 0; i < n; i++) p[i] = __builtin_sqrtf(p[i]); return; }       \
+        if (e == -0.5f) { for (long i = 0; i < n; i++) p[i] = 1.0f / __builtin_sqrtf(p[i]); return; } \
+        if (e == -1.0f) { for (long i = 0; i < n; i++) p[i] = 1.0f / p[i]; return; }                \
+        const int integer = __builtin_floorf(e) == e;                                               \
+        const int odd = integer && __builtin_fabsf(e) < 16777216.0f && ((long)e & 1);               \
+        const float atZero = e > 0 ? 0.0f : (e == 0 ? 1.0f : __builtin_inff());                     \
+        const float atInf = e > 0 ? __builtin_inff() : (e == 0 ? 1.0f : 0.0f);                     \
+        for (long i = 0; i < n; i++) {                                                              \
+            const float v = p[i], a = __builtin_fabsf(v);                                           \
+            float r = exp_poly(e * log_poly(a));                                                    \
+            r = a == 0 ? atZero : (a == __builtin_inff() ? atInf : r);                              \
+            r = v < 0 ? (integer ? (odd ? -r : r) : __builtin_nanf("")) : r;                        \
+            p[i] = v != v ? v : (e == 0 ? 1.0f : r);                                                \
+        }                                                                                           \
+    }
+POW_LOOPS(avx512, AVX512)
+POW_LOOPS(avx2, AVX2)
+POW_LOOPS(portable, )
+
+void tessera_engine_pow(float *p, long n, float e, int isa) {
+    if (isa_avx512(isa)) pow_avx512(p, n, e);
+    else if (isa_avx2(isa)) pow_avx2(p, n, e);
+    else pow_portable(p, n, e);
+}
+
 /* hardSigmoid(v) = max(0, min(1, a v + b)); hardSwish(v) = v * hardSigmoid(v) with a = 1/6, b = 1/2 */
 #define HARD_LOOPS(SUFFIX, ATTR)                                                                    \
     ATTR static void hard_##SUFFIX(float *p, long n, int swish, float a, float b) {                 \

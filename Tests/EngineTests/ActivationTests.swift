@@ -38,4 +38,29 @@ import Testing
             #expect(failures.isEmpty, "kind \(kind) at ISA level \(level): \(failures.prefix(5))")
         }
     }
+
+    /// `x ** e` for the exponents graphs use (LocalResponseNorm's 2 and -0.75, square roots, odd and
+    /// even integer powers of negative values) against Double `pow`, at every ISA level.
+    @Test(arguments: [Float(2), -0.75, 0.75, 0.5, -0.5, 3, -1, 1.5, -2, 4, 0, 1])
+    func powMatchesTheFormula(exponent: Float) {
+        let inputs = (0...20_001).map { Float(-50 + 0.005 * Double($0)) } + [0, 1e-30, 1e30, 1e-3, 7.5e3, -3, -0.25]
+        for level in Self.levels {
+            var values = inputs
+            values.withUnsafeMutableBufferPointer { tessera_engine_pow($0.baseAddress!, $0.count, exponent, level) }
+            var failures: [String] = []
+            for (x, y) in zip(inputs, values) {
+                let expected = Double(Float(pow(Double(x), Double(exponent))))
+                if expected.isNaN { if !y.isNaN { failures.append("\(x) ** \(exponent) = \(y), not NaN") }; continue }
+                if expected.isInfinite || Float(expected) == 0 || abs(expected) < 1e-37 {
+                    // beyond float's range: infinity or 0 (or the nearest a clamped exp reaches)
+                    if !(Double(y) == expected || abs(Double(y)) > 1e37 && expected.isInfinite || abs(Double(y)) < 1e-37) {
+                        failures.append("\(x) ** \(exponent) = \(y), not \(expected)")
+                    }
+                    continue
+                }
+                if !(abs(Double(y) - expected) <= 2e-6 * abs(expected)) { failures.append("\(x) ** \(exponent) = \(y), not \(expected)") }
+            }
+            #expect(failures.isEmpty, "exponent \(exponent) at ISA level \(level): \(failures.prefix(5))")
+        }
+    }
 }

@@ -201,6 +201,19 @@ import Testing
         #expect(Session.defaultMicroBatch(for: try conv(size: 6)) == 16)
         #expect(try Session(model: conv(size: 12), threads: 2).microBatch == 8)
         #expect(try Session(model: conv(size: 12), threads: 2, microBatch: 3).microBatch == 3)
+        // A dense layer of 4M+ weights (16 MB): 16 images per pass whatever the convolutions.
+        func dense(_ n: Int) throws -> Model {
+            var rng = TestRNG(seed: 6)
+            var b = ONNXBuilder()
+            b.constant("w", [64, 64, 3, 3], rng.floats(64 * 64 * 9, scale: 0.1))
+            b.node("Conv", ["x", "w"], ["c"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+            b.node("Flatten", ["c"], ["f"])
+            b.constant("d", [64 * 16 * 16, n], rng.floats(64 * 16 * 16 * n, scale: 0.01))
+            b.node("MatMul", ["f", "d"], ["y"])
+            return try b.model(inputShape: [64, 16, 16])
+        }
+        #expect(Session.defaultMicroBatch(for: try dense(256)) == 16)
+        #expect(Session.defaultMicroBatch(for: try dense(200)) == 4)
     }
 
     @Test(arguments: 0..<16) func depthwiseRandomShapes(seed: Int) throws {

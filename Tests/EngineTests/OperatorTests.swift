@@ -198,6 +198,34 @@ import Testing
         #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-4)
     }
 
+    /// Constant Pad on the engine's own step (not the reference path): channels, rows, columns,
+    /// all of them, a value, and LocalResponseNorm's pad of the channel axis of `[N, 1, C, H, W]`.
+    static let padCases: [([Int], Float)] = [([0, 2, 0, 0, 0, 1, 0, 0], 0), ([0, 0, 1, 0, 0, 0, 2, 0], 0),
+                                             ([0, 0, 0, 3, 0, 0, 0, 1], -1.5), ([0, 1, 2, 1, 0, 2, 0, 3], 0.25),
+                                             ([0, 0, 0, 0, 0, 0, 0, 0], 0)]
+    @Test(arguments: 0..<5)
+    func padOnItsOwnStep(index: Int) throws {
+        let (pads, value) = Self.padCases[index]
+        for lrn in [false, true] {
+            var b = ONNXBuilder()
+            var pin = "x"
+            var p = pads
+            if lrn {
+                b.int64Constant("ax", [1])
+                b.node("Unsqueeze", ["x", "ax"], ["u"])
+                pin = "u"
+                p = [0, 0] + pads[1..<4] + [0, 0] + pads[5..<8]
+            }
+            b.int64Constant("pads", p)
+            b.constant("v", [], [value])
+            b.node("Pad", [pin, "pads", "v"], ["y"])
+            let model = try b.model(inputShape: [3, 5, 7])
+            #expect(model.program.steps.contains { if case .pad = $0 { true } else { false } }, "\(pads) lrn \(lrn)")
+            #expect(!model.program.steps.contains { if case .fallback = $0 { true } else { false } })
+            #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) == 0, "\(pads) lrn \(lrn)")
+        }
+    }
+
     @Test func constantNodeFolding() throws {
         var b = ONNXBuilder()
         var n = Onnx_NodeProto()

@@ -100,6 +100,11 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
  * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
  * Average divides by max(row_count[oy] * col_count[ox], 1).
  */
+/* Resize of planes [p0, p1) (each ih x iw -> oh x ow, contiguous): output row i blends input rows
+ * ri0[i], ri1[i] by rw[i], column j input columns ci0[j], ci1[j] by cw[j] (v0 + (v1 - v0) w). */
+void tessera_engine_resize(int isa, const float *x, long p0, long p1, int ih, int iw, int oh, int ow,
+                           const int *ri0, const int *ri1, const float *rw, const int *ci0, const int *ci1,
+                           const float *cw, float *y);
 void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
                          const float *row_count, const float *col_count, long p0, long p1, float *y);
@@ -200,6 +205,9 @@ enum { TESSERA_ACT_SIGMOID = 1, TESSERA_ACT_SILU = 2, TESSERA_ACT_MISH = 3, TESS
 void tessera_engine_activation(float *p, long n, int kind, int isa);
 /* p[i] = hardSigmoid(p[i]) = max(0, min(1, a p[i] + b)), or with swish p[i] * hardSigmoid(p[i]). */
 void tessera_engine_hard_activation(float *p, long n, int swish, float a, float b, int isa);
+/* p[i] = p[i] ** e (exp(e log |x|) vectorised, relative error ~1e-6 for |e log x| < 10; exact forms
+ * for e = 1, 2, 3, 0.5, -0.5, -1). */
+void tessera_engine_pow(float *p, long n, float e, int isa);
 
 #ifdef __cplusplus
 }

@@ -307,6 +307,29 @@ struct Compiler {
                 steps.append(.activation(act, input: x, output: out))
                 return
             }
+        case "Pow":
+            // A constant scalar exponent (LocalResponseNorm as torch writes it out).
+            if let x, let e = const(1), e.count == 1 {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.activation(.pow(e.data[0]), input: x, output: out))
+                return
+            }
+        case "Pad":
+            // Constant mode, constant non-negative pads, the batch axis unpadded, channel-major in and out.
+            let cs = Self.constantsOf(ins)
+            if let x, slots[x].channelMajor, perImage[0].count == slots[x].perImage.count,
+               node.string("mode", "constant") == "constant", node.inputs.count < 4 || node.inputs[3].isEmpty,
+               node.input(2) == nil || const(2)?.count == 1,
+               let pads = Reference.intList(node, cs, input: 1, attribute: "pads") {
+                let r = slots[x].perImage.count + 1
+                if pads.count == 2 * r, pads.allSatisfy({ $0 >= 0 }), pads[0] == 0, pads[r] == 0,
+                   (1..<r).allSatisfy({ slots[x].perImage[$0 - 1] + pads[$0] + pads[$0 + r] == perImage[0][$0 - 1] }) {
+                    let value = const(2)?.data.first ?? node.float("value", 0)
+                    let out = newValue(node.outputs[0], perImage[0])
+                    steps.append(.pad(before: Array(pads[1..<r]), value: value, input: x, output: out))
+                    return
+                }
+            }
         case "InstanceNormalization":
             if let x, slots[x].perImage.count >= 2, let scale = const(1), let bias = const(2),
                scale.count == slots[x].perImage[0], bias.count == scale.count {

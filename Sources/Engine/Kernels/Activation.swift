@@ -34,6 +34,7 @@ enum Epilogue {
         case .mish: tessera_engine_activation(p, n, Int32(TESSERA_ACT_MISH), isa)
         case .erf: tessera_engine_activation(p, n, Int32(TESSERA_ACT_ERF), isa)
         case .gelu: tessera_engine_activation(p, n, Int32(TESSERA_ACT_GELU), isa)
+        case let .pow(e): tessera_engine_pow(p, n, e, isa)
         }
     }
 }

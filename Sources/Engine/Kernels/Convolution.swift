@@ -199,6 +199,13 @@ enum ConvKernels {
         }
     }
 
+    /// Resize of planes `planes` (each `ih x iw` -> `oh x ow`).
+    static func resize(_ r: ResizeStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                       planes: Range<Int>) {
+        tessera_engine_resize(isa, x, planes.lowerBound, planes.upperBound, Int32(r.ih), Int32(r.iw), Int32(r.oh),
+                              Int32(r.ow), r.rows.i0, r.rows.i1, r.rows.w, r.cols.i0, r.cols.i1, r.cols.w, y)
+    }
+
     /// Max / average pooling of output planes `planes`; `nchwChannels > 0` reads an NCHW input.
     static func pool(_ p: PoolStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, nb: Int,
                      planes: Range<Int>, nchwChannels: Int = 0) {

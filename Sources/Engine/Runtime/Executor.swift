@@ -303,6 +303,8 @@ struct Executor {
             } }
         case let .transpose(perm, input, output):
             transpose(perm, input: input, output: output)
+        case let .pad(before, value, input, output):
+            pad(before, value: value, input: input, output: output)
         case let .layerNorm(eps, scale, shift, input, output):
             let x = ptr(input), y = ptr(output), e = scale.count
             let rows = program.slots[input].count * nb / e, inv = 1 / Float(e)
@@ -424,30 +426,50 @@ struct Executor {
     /// Separable resize: each output row blends two input rows, each of their columns two columns.
     func resize(_ r: ResizeStep) {
         let s = program.slots[r.input], x = ptr(r.input), y = ptr(r.output)
-        let planes = s.channels * nb, ih = r.ih, iw = r.iw, oh = r.oh, ow = r.ow
+        let planes = s.channels * nb, oh = r.oh, ow = r.ow
         let work = Double(planes * oh * ow * 6)
         let par = work >= minSplitFlops ? self.par : IntraOp(lanes: 1)
-        r.rows.withUnsafeBufferPointer { rows in r.cols.withUnsafeBufferPointer { cols in
-            par.ranges(planes) { _, range in
-                for plane in range {
-                    let src = x + plane * ih * iw, dst = y + plane * oh * ow
-                    for i in 0..<oh {
-                        let t = rows[i], a = src + t.i0 * iw, b = src + t.i1 * iw, out = dst + i * ow
-                        let wr = t.w
-                        if wr == 0 {
-                            for j in 0..<ow { let q = cols[j]; out[j] = a[q.i0] + (a[q.i1] - a[q.i0]) * q.w }
-                        } else {
-                            for j in 0..<ow {
-                                let q = cols[j]
-                                let top = a[q.i0] + (a[q.i1] - a[q.i0]) * q.w
-                                let bottom = b[q.i0] + (b[q.i1] - b[q.i0]) * q.w
-                                out[j] = top + (bottom - top) * wr
-                            }
-                        }
+        let isa = self.isa
+        par.ranges(planes) { _, range in ConvKernels.resize(r, isa: isa, x: x, y: y, planes: range) }
+    }
+
+    /// Constant Pad of per-image axes between channel-major values: the output is `value`
+    /// around the input, placed `before[a]` along axis `a`; the trailing axes that are not padded
+    /// (or else the last axis) are copied as one run.
+    func pad(_ before: [Int], value: Float, input: Int, output: Int) {
+        let si = program.slots[input], so = program.slots[output]
+        let x = ptr(input), y = ptr(output)
+        let din = si.perImage, dout = so.perImage, r = din.count
+        y.update(repeating: value, count: so.count * nb)
+        var first = r
+        while first > 1, din[first - 1] == dout[first - 1] { first -= 1 }
+        let runStart = first == r ? r - 1 : first
+        let run = din[runStart...].reduce(1, *)
+        var outStride = [Int](repeating: 1, count: r)
+        for a in stride(from: r - 2, through: 1, by: -1) { outStride[a] = outStride[a + 1] * dout[a + 1] }
+        let middle = Array(din[1..<runStart])
+        let rows = middle.reduce(1, *)
+        let shift = (1..<r).reduce(0) { $0 + before[$1] * outStride[$1] }
+        var index = [Int](repeating: 0, count: middle.count)
+        for c in 0..<din[0] {
+            for b in 0..<nb {
+                let src0 = (c * nb + b) * si.spatial
+                var dst = ((c + before[0]) * nb + b) * so.spatial + shift
+                for row in 0..<rows {
+                    (y + dst).update(from: x + src0 + row * run, count: run)
+                    // next middle index (odometer, last axis fastest), moving dst with it
+                    var m = middle.count - 1
+                    while m >= 0 {
+                        index[m] += 1
+                        dst += outStride[m + 1]
+                        if index[m] < middle[m] { break }
+                        dst -= index[m] * outStride[m + 1]
+                        index[m] = 0
+                        m -= 1
                     }
                 }
             }
-        } }
+        }
     }
 
     /// Output axis `j` is input axis `perm[j]` (per-image axes; both values channel-major, so

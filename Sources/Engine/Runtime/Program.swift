@@ -8,6 +8,8 @@ enum Activation: Sendable, Equatable {
     case clip(Float, Float)
     case leaky(Float)
     case hardSigmoid(Float, Float)
+    /// `x ** e` for a constant exponent (LocalResponseNorm as torch writes it out: `x ** 2`, `d ** -beta`).
+    case pow(Float)
 }
 
 /// A batched activation tensor in a worker's arena. Its logical shape is
@@ -116,9 +118,19 @@ struct GroupNormStep: Sendable {
 /// rows (columns) `i0` and `i1` weighted `1 - w` and `w` (nearest: `w == 0`).
 struct ResizeStep: Sendable {
     struct Tap: Sendable { var i0: Int, i1: Int, w: Float }
+    /// Taps of one axis as the C kernel reads them: indexes `i0`, `i1`, weight `w`.
+    struct Axis: Sendable {
+        var i0: [Int32], i1: [Int32], w: [Float]
+        init(_ taps: [Tap]) { i0 = taps.map { Int32($0.i0) }; i1 = taps.map { Int32($0.i1) }; w = taps.map(\.w) }
+    }
     var ih: Int, iw: Int, oh: Int, ow: Int
-    var rows: [Tap], cols: [Tap]
+    var rows: Axis, cols: Axis
     var input: Int, output: Int
+    init(ih: Int, iw: Int, oh: Int, ow: Int, rows: [Tap], cols: [Tap], input: Int, output: Int) {
+        (self.ih, self.iw, self.oh, self.ow) = (ih, iw, oh, ow)
+        (self.rows, self.cols) = (Axis(rows), Axis(cols))
+        (self.input, self.output) = (input, output)
+    }
 }
 
 enum Step: Sendable {
@@ -143,6 +155,9 @@ enum Step: Sendable {
     case layerNorm(epsilon: Float, scale: [Float], shift: [Float], input: Int, output: Int)
     case gemm(GemmStep)
     case softmax(input: Int, output: Int)
+    /// Constant-value Pad of per-image axes (the batch unpadded) between channel-major values:
+    /// `pads[a]` values before axis `a` (all >= 0), the rest `value`.
+    case pad(before: [Int], value: Float, input: Int, output: Int)
     case fallback(Node, inputs: [Operand?], outputs: [Int], opset: Int)
 
     var inputs: [Int] {
@@ -153,7 +168,8 @@ enum Step: Sendable {
         case let .resize(r): [r.input]
         case let .pool(p): [p.input]
         case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
-             let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _): [i]
+             let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
+             let .pad(_, _, i, _): [i]
         case let .binary(_, lhs, kind, _, _):
             switch kind {
             case let .same(r), let .planeScalar(r): [lhs, r]
@@ -174,7 +190,7 @@ enum Step: Sendable {
         case let .pool(p): [p.output]
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
              let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o),
-             let .transpose(_, _, o), let .layerNorm(_, _, _, _, o): [o]
+             let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o): [o]
         case let .gemm(g): [g.output]
         case let .fallback(_, _, outputs, _): outputs
         }
@@ -249,6 +265,7 @@ extension Step {
         case let .layerNorm(_, _, _, i, _): return "layernorm \(program.slots[i].perImage)"
         case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8")\(g.bf16 == nil ? "" : ".bf16") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
         case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
+        case let .pad(_, _, i, o): return "pad \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }
     }

@@ -44,7 +44,14 @@ public final class Session: @unchecked Sendable {
     /// activations in cache (batch 64 on 2 threads: tessera-crc-compact 2446 -> 2643 img/s at 4
     /// instead of 16, compact_cnn_224 357 -> 373), but a model with Winograd layers on small
     /// maps needs 16 images for them (compact_cnn_96: 1923 at 16, 1490 at 4).
+    /// A model with a dense layer of more weights than the caches hold (AlexNet's 9216 x 4096,
+    /// 151 MB) streams them once per micro-batch, so it takes 16 images (AlexNet-LRN at batch
+    /// 16 on 2 threads, AVX2: 66 -> 75 img/s against 4).
     public static func defaultMicroBatch(for model: Model) -> Int {
+        if model.program.steps.contains(where: { step in
+            if case let .gemm(g) = step { return g.rows == 1 && g.n * g.k >= 1 << 22 }
+            return false
+        }) { return 16 }
         let layers = model.program.steps.compactMap { step -> ConvStep? in
             if case let .conv(c) = step, c.kind == .winograd || c.kind == .winograd43 { return c }
             return nil
