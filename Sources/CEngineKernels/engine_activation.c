@@ -156,3 +156,27 @@ void tessera_engine_activation(float *p, long n, int kind, int isa) {
         else if (kind == TESSERA_ACT_GELU) gelu_portable(p, n);
     }
 }
+
+/* y[r][j] = exp(x[r][j] - max_r) / sum_r for rows r < rows of n (exp_poly: relative error ~2e-7). */
+#define SOFTMAX_LOOPS(SUFFIX, ATTR)                                                                  \
+    ATTR static void softmax_##SUFFIX(const float *x, float *y, long rows, int n) {                 \
+        for (long r = 0; r < rows; r++) {                                                           \
+            const float *xr = x + r * n;                                                            \
+            float *yr = y + r * n;                                                                  \
+            float m = -__builtin_inff();                                                            \
+            for (int j = 0; j < n; j++) m = xr[j] > m ? xr[j] : m;                                  \
+            float s = 0;                                                                            \
+            for (int j = 0; j < n; j++) { const float e = exp_poly(xr[j] - m); yr[j] = e; s += e; } \
+            const float inv = 1.0f / s;                                                             \
+            for (int j = 0; j < n; j++) yr[j] *= inv;                                               \
+        }                                                                                           \
+    }
+SOFTMAX_LOOPS(avx512, AVX512)
+SOFTMAX_LOOPS(avx2, AVX2)
+SOFTMAX_LOOPS(portable, )
+
+void tessera_engine_softmax_rows(const float *x, float *y, long rows, int n, int isa) {
+    if (isa_avx512(isa)) softmax_avx512(x, y, rows, n);
+    else if (isa_avx2(isa)) softmax_avx2(x, y, rows, n);
+    else softmax_portable(x, y, rows, n);
+}

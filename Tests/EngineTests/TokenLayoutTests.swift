@@ -56,6 +56,59 @@ import Testing
     }
 
     /// Erf on its own (not in GELU's chain) is a vectorised activation.
+    /// Attention on batched values ([N, heads, S, d]): the two MatMuls between values run as
+    /// per-matrix products on the engine's step and the Softmax over the last axis row by row,
+    /// nothing of it on the reference path; odd sizes, micro-batches of 1 and 2.
+    @Test(arguments: [(5, 2, 6), (7, 3, 4), (1, 1, 9)]) func attentionOnEngineSteps(s: Int, heads: Int, d: Int) throws {
+        var rng = TestRNG(seed: UInt64(40 + s))
+        var b = ONNXBuilder()
+        let e = heads * d
+        for (i, name) in ["q", "k", "v"].enumerated() {
+            b.constant("w\(name)", [e, e], rng.floats(e * e, scale: 0.4))
+            b.node("MatMul", ["x", "w\(name)"], ["\(name)0"])
+            b.int64Constant("split\(i)", [-1, s, heads, d])
+            b.node("Reshape", ["\(name)0", "split\(i)"], ["\(name)1"])
+            b.node("Transpose", ["\(name)1"], ["\(name)"], ints: ["perm": name == "k" ? [0, 2, 3, 1] : [0, 2, 1, 3]])
+        }
+        b.node("MatMul", ["q", "k"], ["scores"])
+        b.node("Softmax", ["scores"], ["p"], int: ["axis": -1])
+        b.node("MatMul", ["p", "v"], ["y"])
+        let model = try b.model(inputShape: [s, e])
+        let steps = model.program.steps
+        #expect(steps.filter { if case .batchedMatMul = $0 { true } else { false } }.count == 2)
+        #expect(steps.contains { if case .rowSoftmax = $0 { true } else { false } })
+        #expect(!steps.contains { if case .fallback = $0 { true } else { false } }, "\(steps.map { $0.label(model.program, nb: 1) })")
+        #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-5)
+        #expect(try compareWithReference(model, batch: 2, threads: 1, microBatch: 1) < 1e-5)
+    }
+
+    /// torch's MultiheadAttention layout ([N, S, E] -> [S, N, E]), run image by image: its
+    /// Transposes, the projections by constants and the Softmax on the whole-tensor steps.
+    @Test func seqFirstAttentionOnEngineSteps() throws {
+        var rng = TestRNG(seed: 77)
+        var b = ONNXBuilder()
+        b.node("Transpose", ["x"], ["t"], ints: ["perm": [1, 0, 2]])                // [S, N, E]
+        b.constant("w", [8, 12], rng.floats(96, scale: 0.4))
+        b.node("MatMul", ["t", "w"], ["p"])                                          // [S, N, 12]
+        b.node("Softmax", ["p"], ["sm"], int: ["axis": -1])
+        b.int64Constant("flat", [-1, 12])
+        b.node("Reshape", ["sm", "flat"], ["f"])                                     // [S * N, 12]
+        b.constant("g", [6, 12], rng.floats(72, scale: 0.4))
+        b.constant("gb", [6], rng.floats(6))
+        b.node("Gemm", ["f", "g", "gb"], ["o"], int: ["transB": 1], float: ["alpha": 0.5])
+        b.int64Constant("back", [5, -1, 6])
+        b.node("Reshape", ["o", "back"], ["o3"])                                     // [S, N, 6]
+        b.node("Transpose", ["o3"], ["y"], ints: ["perm": [1, 0, 2]])               // [N, S, 6]
+        let model = try b.model(inputShape: [5, 8])
+        #expect(model.program.fixedBatch == 1)
+        let steps = model.program.steps
+        #expect(steps.filter { if case .wholeTranspose = $0 { true } else { false } }.count == 2)
+        #expect(steps.filter { if case .gemm = $0 { true } else { false } }.count == 2)
+        #expect(steps.contains { if case .rowSoftmax = $0 { true } else { false } })
+        #expect(!steps.contains { if case .fallback = $0 { true } else { false } }, "\(steps.map { $0.label(model.program, nb: 1) })")
+        #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-5)
+    }
+
     @Test func erfAlone() throws {
         var b = ONNXBuilder()
         b.constant("k", [], [3])

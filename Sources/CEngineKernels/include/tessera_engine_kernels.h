@@ -208,6 +208,8 @@ void tessera_engine_hard_activation(float *p, long n, int swish, float a, float 
 /* p[i] = p[i] ** e (exp(e log |x|) vectorised, relative error ~1e-6 for |e log x| < 10; exact forms
  * for e = 1, 2, 3, 0.5, -0.5, -1). */
 void tessera_engine_pow(float *p, long n, float e, int isa);
+/* Softmax over `rows` rows of n floats, x -> y (may be the same buffer). */
+void tessera_engine_softmax_rows(const float *x, float *y, long rows, int n, int isa);
 
 #ifdef __cplusplus
 }

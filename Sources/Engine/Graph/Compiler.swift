@@ -254,7 +254,9 @@ struct Compiler {
         func batched(_ i: Int) -> Int? { node.input(i).flatMap { valueOf[$0] } }
         let x = batched(0)
 
-        // Values off the batch-first layout (image by image only) stay on the reference path.
+        // Values off the batch-first layout (image by image only): the whole-tensor steps where
+        // they apply, otherwise the reference path.
+        if batchless, fixedBatch == 1, lowerAtBatchOne(node, perImage: perImage, batchless: batchlessOutputs) { return }
         switch batchless ? "" : node.opType {
         case "Identity", "Dropout", "Cast":
             if let x { valueOf[node.outputs[0]] = x; return }
@@ -454,6 +456,21 @@ struct Compiler {
                 steps.append(.transpose(perm: perm.dropFirst().map { $0 - 1 }, input: x, output: out))
                 return
             }
+        case "MatMul" where x != nil && batched(1) != nil:
+            // Two batched values with the same leading per-image axes (attention's [N, heads, S, d]):
+            // channel-major, every (leading index, image) matrix is contiguous, in the same order in
+            // both operands and the output.
+            let xs = slots[x!].perImage, ys = slots[batched(1)!].perImage
+            if xs.count >= 3, ys.count == xs.count, xs.dropLast(2) == ys.dropLast(2), xs[xs.count - 1] == ys[ys.count - 2],
+               !slots[batched(1)!].batchless {
+                let m = xs[xs.count - 2], k = xs[xs.count - 1], n = ys[ys.count - 1]
+                let out = newValue(node.outputs[0], perImage[0])
+                guard slots[out].perImage == Array(xs.dropLast(2)) + [m, n] else { throw node.error("unexpected output shape \(perImage[0])") }
+                let count = xs.dropLast(2).reduce(1, *)
+                flops += 2 * Double(count * m * k * n)
+                steps.append(.batchedMatMul(count: count, m: m, k: k, n: n, lhs: x!, rhs: batched(1)!, output: out))
+                return
+            }
         case "Gemm", "MatMul":
             // `[nb, k]` times a constant; or a MatMul by a constant over the last axis of a
             // channel-major value (a Linear layer on tokens or NHWC maps): every row of k in its
@@ -479,6 +496,14 @@ struct Compiler {
                 let out = newValue(node.outputs[0], perImage[0])
                 flops += 2 * Double(n * k * rows)
                 steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, rows: rows, input: x, output: out)))
+                return
+            }
+        case "Softmax" where x.map { slots[$0].channelMajor } == true:
+            // Over the last axis: its rows are contiguous in the channel-major slot.
+            let axis = node.int("axis", graph.opset >= 13 ? -1 : 1), r = slots[x!].perImage.count + 1
+            if graph.opset >= 13, axis == -1 || axis == r - 1, let n = slots[x!].perImage.last, n > 0 {
+                let out = newValue(node.outputs[0], perImage[0])
+                steps.append(.rowSoftmax(n: n, input: x!, output: out))
                 return
             }
         case "Softmax":
@@ -652,6 +677,75 @@ struct Compiler {
     }
 
     /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
+    /// A node touching values off the batch-first layout, in a graph run image by image: at batch 1
+    /// every value is stored row-major whole, so Transpose, Softmax over the last axis, MatMul of
+    /// two values with the same leading axes (or by a constant) and the reshapes run on the engine's
+    /// own steps instead of the reference path. Returns false to leave the node to it.
+    mutating func lowerAtBatchOne(_ node: Node, perImage: [[Int]], batchless: [Bool]) -> Bool {
+        func whole(_ v: Int) -> [Int] { slots[v].fullShape(1) }
+        func value(_ i: Int) -> Int? { node.input(i).flatMap { valueOf[$0] } }
+        func output(_ shape: [Int]) -> Int? {
+            guard node.outputs.count == 1, !node.outputs[0].isEmpty, perImage.count == 1, batchless.count == 1,
+                  (batchless[0] ? perImage[0] : [1] + perImage[0]) == shape else { return nil }
+            let v = newValue(node.outputs[0], perImage[0])
+            slots[v].batchless = batchless[0]
+            return v
+        }
+        guard let x = value(0) else { return false }
+        let xs = whole(x)
+        switch node.opType {
+        case "Transpose":
+            let perm = node.ints("perm") ?? Array((0..<xs.count).reversed())
+            guard perm.count == xs.count, Set(perm) == Set(xs.indices),
+                  let out = output(perm.map { xs[$0] }) else { return false }
+            steps.append(.wholeTranspose(perm: perm, shape: xs, input: x, output: out))
+            return true
+        case "Softmax":
+            let axis = node.int("axis", graph.opset >= 13 ? -1 : 1)
+            guard graph.opset >= 13, axis == -1 || axis == xs.count - 1, let n = xs.last, n > 0,
+                  let out = output(xs) else { return false }
+            steps.append(.rowSoftmax(n: n, input: x, output: out))
+            return true
+        case "MatMul" where value(1) == nil, "Gemm" where value(1) == nil && node.int("transA", 0) == 0:
+            // By a constant: one product over all rows of the last axis (Gemm: rank 2, its bias).
+            guard let name = node.input(1), let b = constants[name], b.rank == 2, let k = xs.last, k > 0,
+                  node.opType == "MatMul" || xs.count == 2 else { return false }
+            let transB = node.opType == "Gemm" && node.int("transB", 0) != 0
+            let n = transB ? b.shape[0] : b.shape[1], rows = xs.reduce(1, *) / k
+            guard (transB ? b.shape[1] : b.shape[0]) == k else { return false }
+            var bias = [Float](repeating: 0, count: n)
+            if node.opType == "Gemm", let cname = node.input(2) {
+                guard let c = constants[cname], c.count == n || c.count == 1 else { return false }
+                let beta = node.float("beta", 1)
+                for j in 0..<n { bias[j] = beta * c.data[c.count == 1 ? 0 : j] }
+            }
+            guard let out = output(Array(xs.dropLast()) + [n]) else { return false }
+            let alpha = node.opType == "Gemm" ? node.float("alpha", 1) : 1
+            var w = [Float](repeating: 0, count: n * k)
+            for j in 0..<n { for p in 0..<k { w[j * k + p] = alpha * (transB ? b.data[j * k + p] : b.data[p * n + j]) } }
+            flops += 2 * Double(n * k * rows)
+            steps.append(.gemm(GemmStep(weights: w, bias: bias, n: n, k: k, rows: rows, input: x, output: out)))
+            return true
+        case "MatMul":
+            guard let y = value(1), xs.count >= 3 else { return false }
+            let ys = whole(y)
+            guard ys.count == xs.count, xs.dropLast(2) == ys.dropLast(2), xs[xs.count - 1] == ys[ys.count - 2] else { return false }
+            let m = xs[xs.count - 2], k = xs[xs.count - 1], n = ys[ys.count - 1]
+            let count = xs.dropLast(2).reduce(1, *) // at batch 1: the matrices of the one pass
+            guard let out = output(Array(xs.dropLast(2)) + [m, n]) else { return false }
+            flops += 2 * Double(count * m * k * n)
+            steps.append(.batchedMatMul(count: count, m: m, k: k, n: n, lhs: x, rhs: y, output: out))
+            return true
+        case "Reshape", "Squeeze", "Unsqueeze", "Flatten":
+            guard let shape = perImage.first, shape.reduce(1, *) == xs.reduce(1, *),
+                  let out = output(batchless.first == true ? shape : [1] + shape) else { return false }
+            steps.append(.relayout(input: x, output: out))
+            return true
+        default:
+            return false
+        }
+    }
+
     /// batchless: in a graph fixed to batch 1, an output whose first axis is not that batch is kept
     /// whole (see ``Slot/batchless``).
     func inferPerImage(_ node: Node) throws -> (shapes: [[Int]], batchless: [Bool]) {

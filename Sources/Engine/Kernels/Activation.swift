@@ -38,3 +38,10 @@ enum Epilogue {
         }
     }
 }
+
+/// Softmax over rows (the C kernel, exp vectorised as the activations are).
+enum ActivationKernels {
+    static func softmaxRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        tessera_engine_softmax_rows(x, y, rows, Int32(n), Epilogue.isa)
+    }
+}

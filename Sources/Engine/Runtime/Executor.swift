@@ -305,6 +305,20 @@ struct Executor {
             transpose(perm, input: input, output: output)
         case let .pad(before, value, input, output):
             pad(before, value: value, input: input, output: output)
+        case let .wholeTranspose(perm, shape, input, output):
+            wholeTranspose(perm, shape: shape, x: ptr(input), y: ptr(output))
+        case let .rowSoftmax(n, input, output):
+            let rows = program.slots[input].count * nb / n
+            ActivationKernels.softmaxRows(UnsafePointer(ptr(input)), ptr(output), rows: rows, n: n)
+        case let .batchedMatMul(count, m, k, n, lhs, rhs, output):
+            let a = UnsafePointer(ptr(lhs)), b = UnsafePointer(ptr(rhs)), c = ptr(output)
+            let split = Double(2 * count * nb * m * k * n) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            split.ranges(count * nb) { _, range in
+                for i in range {
+                    BLAS.sgemm(m: m, n: n, k: k, a: a + i * m * k, lda: max(k, 1), b: b + i * k * n, ldb: max(n, 1),
+                               c: c + i * m * n, ldc: max(n, 1))
+                }
+            }
         case let .layerNorm(eps, scale, shift, input, output):
             let x = ptr(input), y = ptr(output), e = scale.count
             let rows = program.slots[input].count * nb / e, inv = 1 / Float(e)
@@ -431,6 +445,33 @@ struct Executor {
         let par = work >= minSplitFlops ? self.par : IntraOp(lanes: 1)
         let isa = self.isa
         par.ranges(planes) { _, range in ConvKernels.resize(r, isa: isa, x: x, y: y, planes: range) }
+    }
+
+    /// Row-major transpose of a whole tensor of `shape` (output axis `j` is input axis `perm[j]`);
+    /// runs of the last axis are copied whole when it stays last.
+    func wholeTranspose(_ perm: [Int], shape: [Int], x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        let r = shape.count
+        var inStride = [Int](repeating: 1, count: r)
+        for a in stride(from: r - 2, through: 0, by: -1) { inStride[a] = inStride[a + 1] * shape[a + 1] }
+        let dout = perm.map { shape[$0] }, s = perm.map { inStride[$0] }
+        let inner = dout[r - 1], innerStride = s[r - 1]
+        let outer = Array(dout.dropLast()), rows = outer.reduce(1, *)
+        var index = [Int](repeating: 0, count: outer.count)
+        var src = 0, dst = 0
+        for _ in 0..<rows {
+            if innerStride == 1 { (y + dst).update(from: x + src, count: inner) }
+            else { for j in 0..<inner { y[dst + j] = x[src + j * innerStride] } }
+            dst += inner
+            var a = outer.count - 1
+            while a >= 0 {
+                index[a] += 1
+                src += s[a]
+                if index[a] < outer[a] { break }
+                src -= index[a] * s[a]
+                index[a] = 0
+                a -= 1
+            }
+        }
     }
 
     /// Constant Pad of per-image axes between channel-major values: the output is `value`

@@ -158,6 +158,14 @@ enum Step: Sendable {
     /// Constant-value Pad of per-image axes (the batch unpadded) between channel-major values:
     /// `pads[a]` values before axis `a` (all >= 0), the rest `value`.
     case pad(before: [Int], value: Float, input: Int, output: Int)
+    /// Transpose of whole row-major tensors (`shape` the input's, the batch axis included where it
+    /// has one): graphs run image by image (fixed batch 1), where every value is stored so.
+    /// Softmax over rows of the last axis (contiguous in every layout); MatMul of two values with
+    /// the same leading axes: `count` products of `m x k` by `k x n` per image, each matrix
+    /// contiguous (channel-major values of rank >= 3, or whole tensors at batch 1): attention.
+    case wholeTranspose(perm: [Int], shape: [Int], input: Int, output: Int)
+    case rowSoftmax(n: Int, input: Int, output: Int)
+    case batchedMatMul(count: Int, m: Int, k: Int, n: Int, lhs: Int, rhs: Int, output: Int)
     case fallback(Node, inputs: [Operand?], outputs: [Int], opset: Int)
 
     var inputs: [Int] {
@@ -169,7 +177,8 @@ enum Step: Sendable {
         case let .pool(p): [p.input]
         case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
              let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
-             let .pad(_, _, i, _): [i]
+             let .pad(_, _, i, _), let .wholeTranspose(_, _, i, _), let .rowSoftmax(_, i, _): [i]
+        case let .batchedMatMul(_, _, _, _, l, r, _): [l, r]
         case let .binary(_, lhs, kind, _, _):
             switch kind {
             case let .same(r), let .planeScalar(r): [lhs, r]
@@ -190,7 +199,8 @@ enum Step: Sendable {
         case let .pool(p): [p.output]
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
              let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o),
-             let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o): [o]
+             let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o),
+             let .wholeTranspose(_, _, _, o), let .rowSoftmax(_, _, o), let .batchedMatMul(_, _, _, _, _, _, o): [o]
         case let .gemm(g): [g.output]
         case let .fallback(_, _, outputs, _): outputs
         }
@@ -266,6 +276,9 @@ extension Step {
         case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8")\(g.bf16 == nil ? "" : ".bf16") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
         case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
         case let .pad(_, _, i, o): return "pad \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
+        case let .wholeTranspose(perm, shape, _, _): return "transpose \(shape) by \(perm)"
+        case let .rowSoftmax(n, i, _): return "softmax \(program.slots[i].count / max(n, 1)) rows of \(n)"
+        case let .batchedMatMul(c, m, k, n, _, _, _): return "matmul \(c) x [\(m), \(k)] x [\(k), \(n)]"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }
     }
