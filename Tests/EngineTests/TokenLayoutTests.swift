@@ -109,6 +109,39 @@ import Testing
         #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-5)
     }
 
+    /// Swin's window pieces on a value off the batch-first layout (run image by image): torch.roll
+    /// as Slices and a Concat along the moved axis, a broadcast Add of a constant bias, a Mul by a
+    /// value broadcast along the last axis, Sub and Div by constants on both sides, all on the
+    /// whole-tensor steps.
+    @Test func windowOpsAtBatchOne() throws {
+        var rng = TestRNG(seed: 78)
+        var b = ONNXBuilder()
+        b.node("Transpose", ["x"], ["t"], ints: ["perm": [1, 0, 2]])                       // [6, N, 8]
+        b.int64Constant("s0", [2]); b.int64Constant("e0", [6]); b.int64Constant("ax", [0])
+        b.int64Constant("s1", [0]); b.int64Constant("e1", [2])
+        b.node("Slice", ["t", "s0", "e0", "ax"], ["tail"])
+        b.node("Slice", ["t", "s1", "e1", "ax"], ["head"])
+        b.node("Concat", ["tail", "head"], ["rolled"], int: ["axis": 0])
+        b.constant("bias", [1, 1, 8], rng.floats(8))
+        b.node("Add", ["rolled", "bias"], ["a"])
+        b.int64Constant("c0", [0]); b.int64Constant("c1", [1]); b.int64Constant("ax2", [2])
+        b.node("Slice", ["t", "c0", "c1", "ax2"], ["col"])                                 // [6, N, 1]
+        b.node("Mul", ["a", "col"], ["m"])
+        b.constant("k", [], [0.5])
+        b.node("Sub", ["k", "m"], ["d"])
+        b.constant("den", [8], rng.floats(8).map { $0 + 3 })
+        b.node("Div", ["d", "den"], ["q"])
+        b.node("Transpose", ["q"], ["y"], ints: ["perm": [1, 0, 2]])
+        let model = try b.model(inputShape: [6, 8])
+        #expect(model.program.fixedBatch == 1)
+        let steps = model.program.steps
+        #expect(steps.filter { if case .wholeSlice = $0 { true } else { false } }.count == 3)
+        #expect(steps.filter { if case .wholeBinary = $0 { true } else { false } }.count == 4)
+        #expect(steps.contains { if case .wholeConcat = $0 { true } else { false } })
+        #expect(!steps.contains { if case .fallback = $0 { true } else { false } }, "\(steps.map { $0.label(model.program, nb: 1) })")
+        #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-6)
+    }
+
     @Test func erfAlone() throws {
         var b = ONNXBuilder()
         b.constant("k", [], [3])

@@ -517,7 +517,9 @@ struct Compiler {
             }
         default: break
         }
-        // Generic path: the reference op on an NCHW copy of the micro-batch.
+        // Generic path: at batch 1 the whole-tensor steps where they apply, else the reference op
+        // on an NCHW copy of the micro-batch.
+        if !batchless, fixedBatch == 1, lowerAtBatchOne(node, perImage: perImage, batchless: batchlessOutputs) { return }
         let cost = referenceFLOPs(node, ins)
         if node.opType == "MatMul" || node.opType == "Gemm" || node.opType == "ConvTranspose" { flops += cost.blas }
         if cost.naive >= Self.slowFallbackFLOPs {
@@ -691,6 +693,34 @@ struct Compiler {
             slots[v].batchless = batchless[0]
             return v
         }
+        if ["Add", "Sub", "Mul", "Div"].contains(node.opType), node.inputs.count == 2 {
+            func operand(_ i: Int) -> (Operand, [Int])? {
+                if let v = value(i) { return (.value(v), whole(v)) }
+                if let name = node.input(i), let t = constants[name] { return (.constant(t), t.shape) }
+                return nil
+            }
+            guard let (a, ash) = operand(0), let (b, bsh) = operand(1), value(0) != nil || value(1) != nil,
+                  let shape = try? Reference.broadcastShape(ash, bsh, node), let out = output(shape) else { return false }
+            func aligned(_ s: [Int]) -> [Int] { [Int](repeating: 1, count: shape.count - s.count) + s }
+            let op: BinaryOp = ["Add": .add, "Sub": .sub, "Mul": .mul, "Div": .div][node.opType]!
+            steps.append(.wholeBinary(op, lhs: a, lhsShape: aligned(ash), rhs: b, rhsShape: aligned(bsh), shape: shape, output: out))
+            return true
+        }
+        if node.opType == "Concat" {
+            let vs = node.inputs.compactMap { valueOf[$0] }
+            guard vs.count == node.inputs.count, let r = vs.first.map({ whole($0).count }), r > 0 else { return false }
+            var axis = node.int("axis", 0)
+            if axis < 0 { axis += r }
+            let shapes = vs.map(whole)
+            guard axis >= 0, axis < r, shapes.allSatisfy({ $0.count == r && Array($0[..<axis]) == Array(shapes[0][..<axis])
+                                                          && Array($0[(axis + 1)...]) == Array(shapes[0][(axis + 1)...]) }) else { return false }
+            var shape = shapes[0]
+            shape[axis] = shapes.reduce(0) { $0 + $1[axis] }
+            guard let out = output(shape) else { return false }
+            steps.append(.wholeConcat(outer: shape[..<axis].reduce(1, *), runs: shapes.map { $0[axis...].reduce(1, *) },
+                                      inputs: vs, output: out))
+            return true
+        }
         guard let x = value(0) else { return false }
         let xs = whole(x)
         switch node.opType {
@@ -735,6 +765,13 @@ struct Compiler {
             guard let out = output(Array(xs.dropLast(2)) + [m, n]) else { return false }
             flops += 2 * Double(count * m * k * n)
             steps.append(.batchedMatMul(count: count, m: m, k: k, n: n, lhs: x, rhs: y, output: out))
+            return true
+        case "Slice" where graph.opset >= 10:
+            let cs = node.inputs.map { $0.isEmpty ? nil : constants[$0] }
+            guard (1..<node.inputs.count).allSatisfy({ node.inputs[$0].isEmpty || cs[$0] != nil }),
+                  let (start, step, shape) = try? Reference.sliceGeometry(node, cs, xs),
+                  shape.allSatisfy({ $0 > 0 }), let out = output(shape) else { return false }
+            steps.append(.wholeSlice(start: start, step: step, inShape: xs, shape: shape, input: x, output: out))
             return true
         case "Reshape", "Squeeze", "Unsqueeze", "Flatten":
             guard let shape = perImage.first, shape.reduce(1, *) == xs.reduce(1, *),

@@ -305,6 +305,30 @@ struct Executor {
             transpose(perm, input: input, output: output)
         case let .pad(before, value, input, output):
             pad(before, value: value, input: input, output: output)
+        case let .wholeBinary(op, lhs, ls, rhs, rs, shape, output):
+            func with(_ o: Operand, _ body: (UnsafePointer<Float>) -> Void) {
+                switch o {
+                case let .value(v): body(ptr(v))
+                case let .constant(t): t.data.withUnsafeBufferPointer { body($0.baseAddress!) }
+                }
+            }
+            let y = ptr(output)
+            with(lhs) { a in with(rhs) { b in Self.wholeBinary(op, a, ls, b, rs, shape, y) } }
+        case let .wholeSlice(start, step, inShape, shape, input, output):
+            let r = inShape.count
+            var inStride = [Int](repeating: 1, count: r)
+            for a in stride(from: r - 2, through: 0, by: -1) { inStride[a] = inStride[a + 1] * inShape[a + 1] }
+            let base = (0..<r).reduce(0) { $0 + start[$1] * inStride[$1] }
+            Self.stridedCopy(x: ptr(input) + base, strides: (0..<r).map { inStride[$0] * step[$0] }, shape: shape, y: ptr(output))
+        case let .wholeConcat(outer, runs, inputs, output):
+            var y = ptr(output)
+            let xs = inputs.map { UnsafePointer(ptr($0)) }
+            for o in 0..<outer {
+                for (x, run) in zip(xs, runs) {
+                    y.update(from: x + o * run, count: run)
+                    y += run
+                }
+            }
         case let .wholeTranspose(perm, shape, input, output):
             wholeTranspose(perm, shape: shape, x: ptr(input), y: ptr(output))
         case let .rowSoftmax(n, input, output):
@@ -447,15 +471,13 @@ struct Executor {
         par.ranges(planes) { _, range in ConvKernels.resize(r, isa: isa, x: x, y: y, planes: range) }
     }
 
-    /// Row-major transpose of a whole tensor of `shape` (output axis `j` is input axis `perm[j]`);
-    /// runs of the last axis are copied whole when it stays last.
-    func wholeTranspose(_ perm: [Int], shape: [Int], x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    /// `y` (row-major, `shape`) = element `sum(i[a] * strides[a])` of `x` for each index `i`;
+    /// the last axis is copied as a run where its stride is 1.
+    static func stridedCopy(x: UnsafePointer<Float>, strides s: [Int], shape: [Int], y: UnsafeMutablePointer<Float>) {
         let r = shape.count
-        var inStride = [Int](repeating: 1, count: r)
-        for a in stride(from: r - 2, through: 0, by: -1) { inStride[a] = inStride[a + 1] * shape[a + 1] }
-        let dout = perm.map { shape[$0] }, s = perm.map { inStride[$0] }
-        let inner = dout[r - 1], innerStride = s[r - 1]
-        let outer = Array(dout.dropLast()), rows = outer.reduce(1, *)
+        guard r > 0 else { y[0] = x[0]; return }
+        let inner = shape[r - 1], innerStride = s[r - 1]
+        let outer = Array(shape.dropLast()), rows = outer.reduce(1, *)
         var index = [Int](repeating: 0, count: outer.count)
         var src = 0, dst = 0
         for _ in 0..<rows {
@@ -472,6 +494,60 @@ struct Executor {
                 a -= 1
             }
         }
+    }
+
+    /// `y = a op b` over row-major tensors broadcast to `shape` (operand shapes of the same rank,
+    /// 1 where they broadcast).
+    static func wholeBinary(_ op: BinaryOp, _ a: UnsafePointer<Float>, _ ash: [Int], _ b: UnsafePointer<Float>, _ bsh: [Int],
+                            _ shape: [Int], _ y: UnsafeMutablePointer<Float>) {
+        let r = shape.count
+        func strides(_ s: [Int]) -> [Int] {
+            var st = [Int](repeating: 0, count: r), acc = 1
+            for i in stride(from: r - 1, through: 0, by: -1) { st[i] = s[i] == 1 ? 0 : acc; acc *= s[i] }
+            return st
+        }
+        let sa = strides(ash), sb = strides(bsh)
+        let inner = r == 0 ? 1 : shape[r - 1], ia = r == 0 ? 0 : sa[r - 1], ib = r == 0 ? 0 : sb[r - 1]
+        let outer = r == 0 ? [] : Array(shape.dropLast()), rows = outer.reduce(1, *)
+        var index = [Int](repeating: 0, count: outer.count)
+        var oa = 0, ob = 0, dst = 0
+        @inline(__always) func f(_ p: Float, _ q: Float) -> Float {
+            switch op { case .add: p + q; case .sub: p - q; case .mul: p * q; case .div: p / q }
+        }
+        for _ in 0..<rows {
+            let pa = a + oa, pb = b + ob, py = y + dst
+            if ia == 1 && ib == 1 {
+                switch op {
+                case .add: for j in 0..<inner { py[j] = pa[j] + pb[j] }
+                case .mul: for j in 0..<inner { py[j] = pa[j] * pb[j] }
+                default: for j in 0..<inner { py[j] = f(pa[j], pb[j]) }
+                }
+            } else if ib == 0 {
+                let q = pb[0]
+                for j in 0..<inner { py[j] = f(pa[j * ia], q) }
+            } else {
+                for j in 0..<inner { py[j] = f(pa[j * ia], pb[j * ib]) }
+            }
+            dst += inner
+            var d = outer.count - 1
+            while d >= 0 {
+                index[d] += 1
+                oa += sa[d]; ob += sb[d]
+                if index[d] < outer[d] { break }
+                oa -= index[d] * sa[d]; ob -= index[d] * sb[d]
+                index[d] = 0
+                d -= 1
+            }
+        }
+    }
+
+    /// Row-major transpose of a whole tensor of `shape` (output axis `j` is input axis `perm[j]`);
+    /// runs of the last axis are copied whole when it stays last.
+    func wholeTranspose(_ perm: [Int], shape: [Int], x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        let r = shape.count
+        var inStride = [Int](repeating: 1, count: r)
+        for a in stride(from: r - 2, through: 0, by: -1) { inStride[a] = inStride[a + 1] * shape[a + 1] }
+        Self.stridedCopy(x: x, strides: perm.map { inStride[$0] }, shape: perm.map { shape[$0] }, y: y)
     }
 
     /// Constant Pad of per-image axes between channel-major values: the output is `value`

@@ -166,6 +166,12 @@ enum Step: Sendable {
     case wholeTranspose(perm: [Int], shape: [Int], input: Int, output: Int)
     case rowSoftmax(n: Int, input: Int, output: Int)
     case batchedMatMul(count: Int, m: Int, k: Int, n: Int, lhs: Int, rhs: Int, output: Int)
+    /// At batch 1: a broadcasting binary op of whole row-major tensors (values or constants,
+    /// shapes aligned to the output's rank), and a strided Slice (`start`, `step` per axis).
+    case wholeBinary(BinaryOp, lhs: Operand, lhsShape: [Int], rhs: Operand, rhsShape: [Int], shape: [Int], output: Int)
+    case wholeSlice(start: [Int], step: [Int], inShape: [Int], shape: [Int], input: Int, output: Int)
+    /// At batch 1: Concat of whole row-major tensors; `runs[i]` floats of input i per index before `axis`.
+    case wholeConcat(outer: Int, runs: [Int], inputs: [Int], output: Int)
     case fallback(Node, inputs: [Operand?], outputs: [Int], opset: Int)
 
     var inputs: [Int] {
@@ -179,6 +185,9 @@ enum Step: Sendable {
              let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
              let .pad(_, _, i, _), let .wholeTranspose(_, _, i, _), let .rowSoftmax(_, i, _): [i]
         case let .batchedMatMul(_, _, _, _, l, r, _): [l, r]
+        case let .wholeSlice(_, _, _, _, i, _): [i]
+        case let .wholeConcat(_, _, ins, _): ins
+        case let .wholeBinary(_, l, _, r, _, _, _): [l, r].compactMap { if case let .value(v) = $0 { v } else { nil } }
         case let .binary(_, lhs, kind, _, _):
             switch kind {
             case let .same(r), let .planeScalar(r): [lhs, r]
@@ -200,7 +209,9 @@ enum Step: Sendable {
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
              let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o),
              let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o),
-             let .wholeTranspose(_, _, _, o), let .rowSoftmax(_, _, o), let .batchedMatMul(_, _, _, _, _, _, o): [o]
+             let .wholeTranspose(_, _, _, o), let .rowSoftmax(_, _, o), let .batchedMatMul(_, _, _, _, _, _, o),
+             let .wholeBinary(_, _, _, _, _, _, o), let .wholeSlice(_, _, _, _, _, o),
+             let .wholeConcat(_, _, _, o): [o]
         case let .gemm(g): [g.output]
         case let .fallback(_, _, outputs, _): outputs
         }
@@ -279,6 +290,9 @@ extension Step {
         case let .wholeTranspose(perm, shape, _, _): return "transpose \(shape) by \(perm)"
         case let .rowSoftmax(n, i, _): return "softmax \(program.slots[i].count / max(n, 1)) rows of \(n)"
         case let .batchedMatMul(c, m, k, n, _, _, _): return "matmul \(c) x [\(m), \(k)] x [\(k), \(n)]"
+        case let .wholeBinary(op, _, a, _, b, _, _): return "binary.\(op) \(a) by \(b)"
+        case let .wholeSlice(_, _, i, o, _, _): return "slice \(i) -> \(o)"
+        case let .wholeConcat(outer, runs, _, _): return "concat \(runs.count) x \(outer) runs"
         case let .fallback(node, _, _, _): return "reference \(node.opType) '\(node.name)'"
         }
     }
