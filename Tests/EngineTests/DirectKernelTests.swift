@@ -185,6 +185,25 @@ import Testing
         }
     }
 
+    /// Kernel taps that read only padding are dropped at load: DeepLabV3's rate-36 3x3 on a
+    /// 12 x 12 map is a 1x1 conv; rate 8 on 12 x 12 keeps all taps; rate 10 with padding 10 on a
+    /// 9 x 13 map keeps the middle row (a 1x3 conv). All match the reference.
+    @Test(arguments: [(36, 12, 12, 1, 1), (8, 12, 12, 3, 3), (10, 9, 13, 1, 3)])
+    func tapsReadingOnlyPaddingAreDropped(rate: Int, h: Int, w: Int, kh: Int, kw: Int) throws {
+        var rng = TestRNG(seed: UInt64(1300 + rate))
+        var b = ONNXBuilder()
+        b.constant("w", [16, 24, 3, 3], rng.floats(16 * 24 * 9, scale: 0.2))
+        b.constant("b", [16], rng.floats(16))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [3, 3], "dilations": [rate, rate], "pads": [rate, rate, rate, rate]])
+        b.node("Relu", ["c"], ["y"])
+        try bothBuilds({ try b.model(inputShape: [24, h, w], options: $0) }) { model throws in
+            guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+            #expect(c.window.kh == kh && c.window.kw == kw && c.window.oh == h && c.window.ow == w)
+            if kh == 1 && kw == 1 { #expect(c.kind == .pointwise) }
+            #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-4, "rate \(rate)")
+        }
+    }
+
     /// The default micro-batch is the smallest of 4 / 8 / 16 images at which the model's Winograd
     /// layers keep >= 64 tiles: 16 / 9 / 4 F(4x4) tiles per image at 16x16 / 12x12 / 6x6.
     @Test func defaultMicroBatchKeepsWinogradLayers() throws {

@@ -264,7 +264,7 @@ struct Compiler {
             if let x, let w = const(1), node.inputs.count < 3 || node.input(2) == nil || const(2) != nil {
                 let xs = slots[x].perImage
                 let groups = node.int("group", 1)
-                let window = try Window2D(node: node, h: xs[1], w: xs[2], kernel: (w.shape[2], w.shape[3]))
+                let (window, weights) = Self.pruneTaps(try Window2D(node: node, h: xs[1], w: xs[2], kernel: (w.shape[2], w.shape[3])), w)
                 let cout = w.shape[0], cin = xs[0]
                 let kind: ConvStep.Kind
                 if groups == cin && groups == cout && groups > 1 { kind = .depthwise }
@@ -274,7 +274,7 @@ struct Compiler {
                 let out = newValue(node.outputs[0], perImage[0])
                 flops += 2 * Double(cout * window.oh * window.ow) * Double(cin / groups * window.kh * window.kw)
                 steps.append(.conv(ConvStep(kind: kind, window: window, cin: cin, cout: cout, groups: groups,
-                                            weights: w.data, bias: const(2)?.data ?? [Float](repeating: 0, count: cout),
+                                            weights: weights, bias: const(2)?.data ?? [Float](repeating: 0, count: cout),
                                             input: x, output: out)))
                 return
             }
@@ -679,6 +679,34 @@ struct Compiler {
     }
 
     /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
+    /// Drops the kernel rows and columns that read only padding for every output (a dilated
+    /// conv whose dilation reaches past the map: DeepLabV3's rate-36 ASPP branch on a 32 x 32 map
+    /// is a 1x1 conv), keeping the output geometry; returns the window and the weights
+    /// `[cout, cin / groups, kh, kw]` it runs with.
+    static func pruneTaps(_ g: Window2D, _ w: Tensor) -> (Window2D, [Float]) {
+        func valid(_ k: Int, _ s: Int, _ d: Int, _ p: Int, _ n: Int, _ o: Int) -> [Int] {
+            // tap t reads row o * s - p + t * d for o in 0..<o: inside [0, n) for some o?
+            (0..<k).filter { t in (0..<o).contains { let i = $0 * s - p + t * d; return i >= 0 && i < n } }
+        }
+        let rows = valid(g.kh, g.sh, g.dh, g.pt, g.h, g.oh), cols = valid(g.kw, g.sw, g.dw, g.pl, g.w, g.ow)
+        guard let r0 = rows.first, let r1 = rows.last, let c0 = cols.first, let c1 = cols.last,
+              r1 - r0 + 1 < g.kh || c1 - c0 + 1 < g.kw else { return (g, w.data) }
+        var p = g
+        p.kh = r1 - r0 + 1; p.kw = c1 - c0 + 1
+        p.pt = g.pt - r0 * g.dh; p.pb = g.pb - (g.kh - 1 - r1) * g.dh
+        p.pl = g.pl - c0 * g.dw; p.pr = g.pr - (g.kw - 1 - c1) * g.dw
+        if p.kh == 1 { p.dh = 1 }
+        if p.kw == 1 { p.dw = 1 }
+        guard p.pt >= 0, p.pb >= 0, p.pl >= 0, p.pr >= 0 else { return (g, w.data) }
+        let cout = w.shape[0], cg = w.shape[1]
+        var out = [Float]()
+        out.reserveCapacity(cout * cg * p.kh * p.kw)
+        for o in 0..<(cout * cg) {
+            for ky in r0...r1 { for kx in c0...c1 { out.append(w.data[(o * g.kh + ky) * g.kw + kx]) } }
+        }
+        return (p, out)
+    }
+
     /// A node touching values off the batch-first layout, in a graph run image by image: at batch 1
     /// every value is stored row-major whole, so Transpose, Softmax over the last axis, MatMul of
     /// two values with the same leading axes (or by a constant) and the reshapes run on the engine's
