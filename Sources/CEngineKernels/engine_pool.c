@@ -172,3 +172,51 @@ void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int
     else
         pool_portable(x, nchw_channels, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, is_max, row_count, col_count, p0, p1, y, acc);
 }
+
+/* ---------- global pooling ---------- */
+
+static float plane_reduce_portable(const float *p, long n, int is_max) {
+    float acc[8];
+    for (int l = 0; l < 8; l++) acc[l] = is_max ? -__builtin_inff() : 0.0f;
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] = is_max ? (p[i + l] > acc[l] ? p[i + l] : acc[l]) : acc[l] + p[i + l];
+    float r = is_max ? -__builtin_inff() : 0.0f;
+    for (int l = 0; l < 8; l++) r = is_max ? (acc[l] > r ? acc[l] : r) : r + acc[l];
+    for (; i < n; i++) r = is_max ? (p[i] > r ? p[i] : r) : r + p[i];
+    return r;
+}
+
+AVX2 static float plane_reduce_avx2(const float *p, long n, int is_max) {
+    __m256 a0 = is_max ? _mm256_set1_ps(-__builtin_inff()) : _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long i = 0;
+    if (is_max) {
+        for (; i + 32 <= n; i += 32) {
+            a0 = _mm256_max_ps(a0, _mm256_loadu_ps(p + i)); a1 = _mm256_max_ps(a1, _mm256_loadu_ps(p + i + 8));
+            a2 = _mm256_max_ps(a2, _mm256_loadu_ps(p + i + 16)); a3 = _mm256_max_ps(a3, _mm256_loadu_ps(p + i + 24));
+        }
+        for (; i + 8 <= n; i += 8) a0 = _mm256_max_ps(a0, _mm256_loadu_ps(p + i));
+        a0 = _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3));
+    } else {
+        for (; i + 32 <= n; i += 32) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i)); a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16)); a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+        }
+        for (; i + 8 <= n; i += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+        a0 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, a0);
+    float r = lanes[0];
+    for (int l = 1; l < 8; l++) r = is_max ? (lanes[l] > r ? lanes[l] : r) : r + lanes[l];
+    for (; i < n; i++) r = is_max ? (p[i] > r ? p[i] : r) : r + p[i];
+    return r;
+}
+
+void tessera_engine_global_pool(int isa, const float *x, long planes, long sp, int is_max, float *out) {
+    const float inv = 1.0f / (float)sp;
+    for (long q = 0; q < planes; q++) {
+        const float r = isa_avx2(isa) ? plane_reduce_avx2(x + q * sp, sp, is_max) : plane_reduce_portable(x + q * sp, sp, is_max);
+        out[q] = is_max ? r : r * inv;
+    }
+}

@@ -105,6 +105,8 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
 void tessera_engine_resize(int isa, const float *x, long p0, long p1, int ih, int iw, int oh, int ow,
                            const int *ri0, const int *ri1, const float *rw, const int *ci0, const int *ci1,
                            const float *cw, float *y);
+/* out[q] = mean (or max) of plane q (sp contiguous floats) for q < planes. */
+void tessera_engine_global_pool(int isa, const float *x, long planes, long sp, int is_max, float *out);
 void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
                          const float *row_count, const float *col_count, long p0, long p1, float *y);

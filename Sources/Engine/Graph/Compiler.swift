@@ -679,11 +679,13 @@ struct Compiler {
     }
 
     /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
-    /// Drops the kernel rows and columns that read only padding for every output (a dilated
-    /// conv whose dilation reaches past the map: DeepLabV3's rate-36 ASPP branch on a 32 x 32 map
+    /// Drops the kernel rows and columns of a dilated conv that read only padding for every
+    /// output (the dilation reaches past the map: DeepLabV3's rate-36 ASPP branch on a 32 x 32 map
     /// is a 1x1 conv), keeping the output geometry; returns the window and the weights
     /// `[cout, cin / groups, kh, kw]` it runs with.
     static func pruneTaps(_ g: Window2D, _ w: Tensor) -> (Window2D, [Float]) {
+        // Only dilated kernels: an undilated one reads padding only on maps smaller than its padding.
+        guard g.dh > 1 || g.dw > 1 else { return (g, w.data) }
         func valid(_ k: Int, _ s: Int, _ d: Int, _ p: Int, _ n: Int, _ o: Int) -> [Int] {
             // tap t reads row o * s - p + t * d for o in 0..<o: inside [0, n) for some o?
             (0..<k).filter { t in (0..<o).contains { let i = $0 * s - p + t * d; return i >= 0 && i < n } }

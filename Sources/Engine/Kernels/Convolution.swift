@@ -206,6 +206,12 @@ enum ConvKernels {
                               Int32(r.ow), r.rows.i0, r.rows.i1, r.rows.w, r.cols.i0, r.cols.i1, r.cols.w, y)
     }
 
+    /// Mean (or max) of each of `planes` contiguous planes of `spatial` floats into `y`.
+    static func globalPool(isa: Int32, x: UnsafePointer<Float>, planes: Int, spatial: Int, isMax: Bool,
+                           y: UnsafeMutablePointer<Float>) {
+        tessera_engine_global_pool(isa, x, planes, spatial, isMax ? 1 : 0, y)
+    }
+
     /// Max / average pooling of output planes `planes`; `nchwChannels > 0` reads an NCHW input.
     static func pool(_ p: PoolStep, isa: Int32, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, nb: Int,
                      planes: Range<Int>, nchwChannels: Int = 0) {

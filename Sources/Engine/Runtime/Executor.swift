@@ -254,13 +254,15 @@ struct Executor {
         case let .globalPool(isMax, input, output):
             let s = program.slots[input], x = ptr(input), y = ptr(output)
             let c = s.channels, sp = s.spatial, outCM = program.slots[output].channelMajor
-            let inv = 1 / Float(sp)
-            for ch in 0..<c { for b in 0..<nb {
-                let p = x + (ch * nb + b) * sp
-                var acc: Float = isMax ? -.infinity : 0
-                if isMax { for i in 0..<sp { acc = max(acc, p[i]) } } else { for i in 0..<sp { acc += p[i] }; acc *= inv }
-                y[outCM ? ch * nb + b : b * c + ch] = acc
-            } }
+            if outCM {
+                ConvKernels.globalPool(isa: isa, x: x, planes: c * nb, spatial: sp, isMax: isMax, y: y)
+            } else {
+                // planes come out (channel, image); the value is stored [nb, C]
+                let means = UnsafeMutablePointer<Float>.allocate(capacity: c * nb)
+                defer { means.deallocate() }
+                ConvKernels.globalPool(isa: isa, x: x, planes: c * nb, spatial: sp, isMax: isMax, y: means)
+                for ch in 0..<c { for b in 0..<nb { y[b * c + ch] = means[ch * nb + b] } }
+            }
         case let .activation(act, input, output):
             let n = program.slots[input].count * nb
             let y = ptr(output)
