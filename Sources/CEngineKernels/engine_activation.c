@@ -101,8 +101,9 @@ ALWAYS_INLINE float log_poly(float x) {
             const float v = p[i], a = __builtin_fabsf(v);                                           \
             float r = exp_poly(e * log_poly(a));                                                    \
             r = a == 0 ? atZero : (a == __builtin_inff() ? atInf : r);                              \
-            r = v < 0 ? (integer ? (odd ? -r : r) : __builtin_nanf("")) : r;                        \
-            p[i] = v != v ? v : (e == 0 ? 1.0f : r);                                                \
+            /* a negative base: the sign of an odd integer power, NaN for a fractional one (-inf: +-inf or 0) */ \
+            r = v < 0 ? (integer ? (odd ? -r : r) : (v == -__builtin_inff() ? atInf : __builtin_nanf(""))) : r; \
+            p[i] = e == 0 ? 1.0f : (v != v ? v : r);                                                \
         }                                                                                           \
     }
 POW_LOOPS(avx512, AVX512)

@@ -173,12 +173,12 @@ AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int k
    j * s + r), so every tap of 16 adjacent outputs is one unaligned load and one FMA, four
    output vectors in flight; no transposes (the 16-plane kernel above gathers and scatters). */
 #define DW_ROW_NV 4
-/* Stages one plane for the row-wise kernels: phase r, input row iy -> buf[(r * h + iy) * wq + j]
+/* Stages one plane for the AVX-512 row-wise kernel: phase r, input row iy -> buf[(r * h + iy) * wq + j]
    = x[iy][j * sw + r - pl] or 0. */
-static inline void dw_stage_phases(const float *x, int h, int w, int pl, int sw, int wq, float *buf, int avx512) {
+static inline void dw_stage_phases(const float *x, int h, int w, int pl, int sw, int wq, float *buf) {
     for (int r = 0; r < sw; r++) {
         const phase_cols pc = phase_columns(w, pl, r, sw, wq);
-        for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, x + (long)iy * w, pc, avx512);
+        for (int iy = 0; iy < h; iy++) fill_phase_row(buf + ((long)r * h + iy) * wq, x + (long)iy * w, pc, 1);
     }
 }
 
@@ -193,7 +193,7 @@ static inline void dw_tap_offsets(int kh, int kw, int dw, int sw, int h, int wq,
 AVX512 static void dw_rows_avx512(const float *x, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                                   int pt, int pl, int oh, int ow, const float *wc, float bias,
                                   const float *res, float lo, float hi, float *yp, float *buf, int wq) {
-    dw_stage_phases(x, h, w, pl, sw, wq, buf, 1);
+    dw_stage_phases(x, h, w, pl, sw, wq, buf);
     const int khw = kh * kw;
     __m512 wv[64];
     int toff[64];
@@ -247,7 +247,7 @@ AVX512 static void dw_planes_avx512(const float *x, int nb, int h, int w, int kh
     }
 }
 
-/* ---------- AVX2: 8 planes per vector (narrow maps) ----------
+/* ---------- AVX2: 8 planes per vector (every map size) ----------
    As dw_avx512 with 8 lanes and no gathers: a band of input rows of 8 (channel, image) planes is
    transposed 8 x 8 in registers to [row][col][8] (zero padded), every tap of an output is one
    vector FMA (4 outputs of a row in flight), and the [pixel][8] outputs are transposed back to

@@ -43,7 +43,7 @@ import Testing
     /// even integer powers of negative values) against Double `pow`, at every ISA level.
     @Test(arguments: [Float(2), -0.75, 0.75, 0.5, -0.5, 3, -1, 1.5, -2, 4, 0, 1])
     func powMatchesTheFormula(exponent: Float) {
-        let inputs = (0...20_001).map { Float(-50 + 0.005 * Double($0)) } + [0, 1e-30, 1e30, 1e-3, 7.5e3, -3, -0.25]
+        let inputs = (0...20_001).map { Float(-50 + 0.005 * Double($0)) } + [0, 1e-30, 1e30, 1e-3, 7.5e3, -3, -0.25, .nan]
         for level in Self.levels {
             var values = inputs
             values.withUnsafeMutableBufferPointer { tessera_engine_pow($0.baseAddress!, $0.count, exponent, level) }

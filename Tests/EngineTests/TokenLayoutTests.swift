@@ -55,7 +55,6 @@ import Testing
         }
     }
 
-    /// Erf on its own (not in GELU's chain) is a vectorised activation.
     /// Attention on batched values ([N, heads, S, d]): the two MatMuls between values run as
     /// per-matrix products on the engine's step and the Softmax over the last axis row by row,
     /// nothing of it on the reference path; odd sizes, micro-batches of 1 and 2.
@@ -142,6 +141,7 @@ import Testing
         #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-6)
     }
 
+    /// Erf on its own (not in GELU's chain) is a vectorised activation.
     @Test func erfAlone() throws {
         var b = ONNXBuilder()
         b.constant("k", [], [3])

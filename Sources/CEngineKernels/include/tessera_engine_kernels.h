@@ -95,11 +95,6 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
                               const float *bias, const float *residual, float lo, float hi,
                               long n0, long n1, int m0, int m1, float *y);
 
-/**
- * Max / average pooling of planes [p0, p1) (plane p = c * nb + b of the channel-major output).
- * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
- * Average divides by max(row_count[oy] * col_count[ox], 1).
- */
 /* Resize of planes [p0, p1) (each ih x iw -> oh x ow, contiguous): output row i blends input rows
  * ri0[i], ri1[i] by rw[i], column j input columns ci0[j], ci1[j] by cw[j] (v0 + (v1 - v0) w). */
 void tessera_engine_resize(int isa, const float *x, long p0, long p1, int ih, int iw, int oh, int ow,
@@ -107,6 +102,12 @@ void tessera_engine_resize(int isa, const float *x, long p0, long p1, int ih, in
                            const float *cw, float *y);
 /* out[q] = mean (or max) of plane q (sp contiguous floats) for q < planes. */
 void tessera_engine_global_pool(int isa, const float *x, long planes, long sp, int is_max, float *out);
+
+/**
+ * Max / average pooling of planes [p0, p1) (plane p = c * nb + b of the channel-major output).
+ * The input is channel-major when `nchw_channels` is 0, else NCHW with that many channels.
+ * Average divides by max(row_count[oy] * col_count[ox], 1).
+ */
 void tessera_engine_pool(int isa, const float *x, int nchw_channels, int nb, int h, int w, int kh, int kw, int sh, int sw,
                          int dh, int dw, int pt, int pl, int oh, int ow, int is_max,
                          const float *row_count, const float *col_count, long p0, long p1, float *y);

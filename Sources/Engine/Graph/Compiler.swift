@@ -462,10 +462,9 @@ struct Compiler {
             // both operands and the output.
             let xs = slots[x!].perImage, ys = slots[batched(1)!].perImage
             if xs.count >= 3, ys.count == xs.count, xs.dropLast(2) == ys.dropLast(2), xs[xs.count - 1] == ys[ys.count - 2],
-               !slots[batched(1)!].batchless {
+               perImage[0] == Array(xs.dropLast(2)) + [xs[xs.count - 2], ys[ys.count - 1]] {
                 let m = xs[xs.count - 2], k = xs[xs.count - 1], n = ys[ys.count - 1]
                 let out = newValue(node.outputs[0], perImage[0])
-                guard slots[out].perImage == Array(xs.dropLast(2)) + [m, n] else { throw node.error("unexpected output shape \(perImage[0])") }
                 let count = xs.dropLast(2).reduce(1, *)
                 flops += 2 * Double(count * m * k * n)
                 steps.append(.batchedMatMul(count: count, m: m, k: k, n: n, lhs: x!, rhs: batched(1)!, output: out))
@@ -488,7 +487,9 @@ struct Compiler {
                 var bias = [Float](repeating: 0, count: n)
                 if node.opType == "Gemm", let c = const(2) {
                     let beta = node.float("beta", 1)
-                    guard c.count == n || c.count == 1 else { throw node.error("bias C of shape \(c.shape) must have \(n) or 1 values") }
+                    // C broadcasts over the output's rows only as [n], [1, n] or one value ([n, 1]
+                    // would be one value per row: left to the reference path)
+                    guard c.count == 1 || (c.shape.last == n && c.count == n) else { break }
                     for j in 0..<n { bias[j] = beta * c.data[c.count == 1 ? 0 : j] }
                 } else if node.opType == "Gemm", node.input(2) != nil {
                     break
@@ -511,7 +512,7 @@ struct Compiler {
                 let axis = node.int("axis", graph.opset >= 13 ? -1 : 1)
                 if axis == -1 || axis == 1 {
                     let out = newValue(node.outputs[0], perImage[0])
-                    steps.append(.softmax(input: x, output: out))
+                    steps.append(.rowSoftmax(n: slots[x].count, input: x, output: out))
                     return
                 }
             }
@@ -678,7 +679,6 @@ struct Compiler {
         return false
     }
 
-    /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
     /// Drops the kernel rows and columns of a dilated conv that read only padding for every
     /// output (the dilation reaches past the map: DeepLabV3's rate-36 ASPP branch on a 32 x 32 map
     /// is a 1x1 conv), keeping the output geometry; returns the window and the weights
@@ -775,7 +775,7 @@ struct Compiler {
             guard (transB ? b.shape[1] : b.shape[0]) == k else { return false }
             var bias = [Float](repeating: 0, count: n)
             if node.opType == "Gemm", let cname = node.input(2) {
-                guard let c = constants[cname], c.count == n || c.count == 1 else { return false }
+                guard let c = constants[cname], c.count == 1 || (c.shape.last == n && c.count == n) else { return false }
                 let beta = node.float("beta", 1)
                 for j in 0..<n { bias[j] = beta * c.data[c.count == 1 ? 0 : j] }
             }
@@ -813,6 +813,7 @@ struct Compiler {
         }
     }
 
+    /// Per-image output shapes, by inferring full shapes at two batch sizes, and which outputs are
     /// batchless: in a graph fixed to batch 1, an output whose first axis is not that batch is kept
     /// whole (see ``Slot/batchless``).
     func inferPerImage(_ node: Node) throws -> (shapes: [[Int]], batchless: [Bool]) {

@@ -396,18 +396,6 @@ struct Executor {
                     epilogue(0..<m)
                 }
             } }
-        case let .softmax(input, output):
-            let n = program.slots[input].count
-            let x = ptr(input), y = ptr(output)
-            for b in 0..<nb {
-                let xr = x + b * n, yr = y + b * n
-                var m = -Float.infinity
-                for j in 0..<n { m = max(m, xr[j]) }
-                var s: Float = 0
-                for j in 0..<n { let e = exp(xr[j] - m); yr[j] = e; s += e }
-                let inv = 1 / s
-                for j in 0..<n { yr[j] *= inv }
-            }
         case let .fallback(node, inputs, outputs, opset):
             let ins: [Tensor?] = inputs.map { operand in
                 switch operand {

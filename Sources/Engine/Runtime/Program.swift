@@ -22,7 +22,8 @@ struct Slot: Sendable {
     /// The ONNX tensor it holds (calibration ranges are keyed by it).
     var name = ""
     /// In a graph run image by image (fixed batch 1): a value whose first axis is not the batch
-    /// (attention's `[S, N, E]`); `perImage` is then its whole shape. Only reference steps touch it.
+    /// (attention's `[S, N, E]`); `perImage` is then its whole shape. Reference steps and the
+    /// whole-tensor steps (stored row-major at batch 1) touch it.
     var batchless = false
     /// The shape the value has in a micro-batch of `nb` images.
     func fullShape(_ nb: Int) -> [Int] { batchless ? perImage : [nb] + perImage }
@@ -154,7 +155,6 @@ enum Step: Sendable {
     /// contiguous in the slot): `(x - mean) / sqrt(var + epsilon) * scale + shift` per row.
     case layerNorm(epsilon: Float, scale: [Float], shift: [Float], input: Int, output: Int)
     case gemm(GemmStep)
-    case softmax(input: Int, output: Int)
     /// Constant-value Pad of per-image axes (the batch unpadded) between channel-major values:
     /// `pads[a]` values before axis `a` (all >= 0), the rest `value`.
     case pad(before: [Int], value: Float, input: Int, output: Int)
@@ -182,7 +182,7 @@ enum Step: Sendable {
         case let .resize(r): [r.input]
         case let .pool(p): [p.input]
         case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
-             let .relayout(i, _), let .softmax(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
+             let .relayout(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
              let .pad(_, _, i, _), let .wholeTranspose(_, _, i, _), let .rowSoftmax(_, i, _): [i]
         case let .batchedMatMul(_, _, _, _, l, r, _): [l, r]
         case let .wholeSlice(_, _, _, _, i, _): [i]
@@ -207,7 +207,7 @@ enum Step: Sendable {
         case let .resize(r): [r.output]
         case let .pool(p): [p.output]
         case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
-             let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o), let .softmax(_, o),
+             let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o),
              let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o),
              let .wholeTranspose(_, _, _, o), let .rowSoftmax(_, _, o), let .batchedMatMul(_, _, _, _, _, _, o),
              let .wholeBinary(_, _, _, _, _, _, o), let .wholeSlice(_, _, _, _, _, o),
@@ -285,7 +285,6 @@ extension Step {
         case let .transpose(perm, i, _): return "transpose \(program.slots[i].perImage) by \(perm)"
         case let .layerNorm(_, _, _, i, _): return "layernorm \(program.slots[i].perImage)"
         case let .gemm(g): return "gemm\(g.q8 == nil ? "" : ".int8")\(g.bf16 == nil ? "" : ".bf16") \(g.k)->\(g.n)\(g.rows > 1 ? " x\(g.rows) rows" : "") \(g.activation)"
-        case let .softmax(i, _): return "softmax \(program.slots[i].perImage)"
         case let .pad(_, _, i, o): return "pad \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
         case let .wholeTranspose(perm, shape, _, _): return "transpose \(shape) by \(perm)"
         case let .rowSoftmax(n, i, _): return "softmax \(program.slots[i].count / max(n, 1)) rows of \(n)"
