@@ -185,6 +185,35 @@ import Testing
         }
     }
 
+    /// Strided 3x3 convs with k > 192 on dense panels at every level (AVX2: k in passes of 14
+    /// whole input channels, each pass's panel rows gathered just before its tiles; the last pass
+    /// adds the residual of a second conv and clamps): 37 channels (passes of 14, 14, 9), output
+    /// channels off the 8-row blocks, a map whose outputs span several 48-column tiles.
+    @Test(arguments: [(37, 20, 15, 15), (22, 9, 29, 23)])
+    func stridedConvOnDensePanelsInKPasses(cin: Int, cout: Int, h: Int, w: Int) throws {
+        var rng = TestRNG(seed: UInt64(1400 + cin))
+        var b = ONNXBuilder()
+        b.constant("w", [cout, cin, 3, 3], rng.floats(cout * cin * 9, scale: 0.1))
+        b.constant("b", [cout], rng.floats(cout))
+        b.constant("w2", [cout, cin, 1, 1], rng.floats(cout * cin, scale: 0.1))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]])
+        b.node("Conv", ["x", "w2"], ["s"], ints: ["kernel_shape": [1, 1], "strides": [2, 2]])
+        b.node("Add", ["s", "c"], ["r"])
+        b.constant("lo", [], [-0.4]); b.constant("hi", [], [0.9])
+        b.node("Clip", ["r", "lo", "hi"], ["y"])
+        var dense = EngineOptions(), avx2Dense = EngineOptions()
+        dense.denseConvPath = .gatheredPanels
+        avx2Dense.denseConvPath = .gatheredPanels
+        avx2Dense.isa = .avx2
+        for options in Self.builds + [dense, avx2Dense] {
+            let model = try b.model(inputShape: [cin, h, w], options: options)
+            let fused = model.program.steps.contains { if case let .conv(c) = $0 { c.window.kh == 3 && c.residual != nil } else { false } }
+            #expect(fused, "the 3x3 conv adds the residual")
+            #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-4, "\(cin) -> \(cout)")
+            #expect(try compareWithReference(model, batch: 3, threads: 1) < 1e-4, "\(cin) -> \(cout)")
+        }
+    }
+
     /// Kernel taps that read only padding are dropped at load: DeepLabV3's rate-36 3x3 on a
     /// 12 x 12 map is a 1x1 conv; rate 8 on 12 x 12 keeps all taps; rate 10 with padding 10 on a
     /// 9 x 13 map keeps the middle row (a 1x3 conv). All match the reference.
