@@ -345,6 +345,23 @@ import Testing
         #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4)
     }
 
+    /// A narrow 3x3 behind a wide input (DenseNet's 128 -> 32) runs direct on maps of fewer than
+    /// 32 Winograd tiles an image (14 x 14: 16) however large the micro-batch, and as Winograd on
+    /// 28 x 28 (49 tiles); a 32 -> 32 layer on 14 x 14 keeps Winograd. Both paths agree.
+    @Test func narrowBottleneckRunsDirectOnSmallMaps() throws {
+        for (cin, side, winograd) in [(128, 14, false), (128, 28, true), (32, 14, true)] {
+            var rng = TestRNG(seed: UInt64(1500 + side))
+            var b = ONNXBuilder()
+            b.constant("w", [32, cin, 3, 3], rng.floats(32 * cin * 9, scale: 0.05))
+            b.node("Conv", ["x", "w"], ["y"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
+            let model = try b.model(inputShape: [cin, side, side])
+            guard case let .conv(c)? = model.program.steps.first else { Issue.record("no conv"); return }
+            #expect(c.kind == .winograd43)
+            #expect(Winograd.worthIt(c, nb: 16, model.options) == winograd, "\(cin) -> 32 at \(side)")
+            #expect(try compareWithReference(model, batch: 4, threads: 2, microBatch: 4) < 1e-4)
+        }
+    }
+
     /// Batch 1 on 2 threads (one micro-batch, every step split) matches 1 thread on a
     /// MobileNet-like block: pointwise, depthwise, Winograd, direct, global pool, Gemm.
     @Test func singleMicroBatchSplitMatchesOneThread() throws {

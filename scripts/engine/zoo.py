@@ -7,7 +7,7 @@ Tessera's first output against ONNX Runtime's on the same random batch, and imag
 at --batch and --threads; then a table and one JSON line.
 
   swift build -c release --scratch-path .build-engine-rel
-  python3 scripts/engine/zoo.py [--models resnet18,vit_b_16,...] [--batch 4] [--threads 2] [--markdown]
+  python3 scripts/engine/zoo.py [--models resnet18,vit_b_16,...] [--batch 4] [--threads 2] [--rounds 3] [--markdown]
 
 Needs torch, torchvision (its model definitions only; torchvision's compiled operators are not
 needed: `torchvision._meta_registrations` is stubbed before the import), onnx, onnxruntime.
@@ -179,6 +179,9 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time ONNX Runtime and Tessera in turn this many times and keep each one's best round "
+                         "(evens out a neighbour's load on a shared host)")
     ap.add_argument("--cache", default=os.environ.get("TESSERA_BENCH_CACHE",
                                                       os.path.expanduser("~/.cache/tessera/engine-zoo")))
     ap.add_argument("--markdown", action="store_true")
@@ -201,14 +204,21 @@ def main():
         xin, yout = os.path.join(work, name + ".in.bin"), os.path.join(work, name + ".out.bin")
         x.astype("<f4").tofile(xin)
         y.astype("<f4").tofile(yout)
-        row["ort_images_per_second"] = round(time_ort(sess, x, args.repeats), 2)
-        r = subprocess.run([args.tessera, "models", "bench", path, "--batch", str(args.batch), "--threads",
-                            str(args.threads), "--repeats", str(args.repeats), "--warmup", "1", "--input-file", xin,
-                            "--expect", yout, "--json"], capture_output=True, text=True)
-        if r.returncode != 0:
-            row["error"] = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1][:160]
-        else:
-            t = json.loads(r.stdout.strip().splitlines()[-1])
+        ort_best, t = 0.0, None
+        for _ in range(max(1, args.rounds)):
+            ort_best = max(ort_best, time_ort(sess, x, args.repeats))
+            r = subprocess.run([args.tessera, "models", "bench", path, "--batch", str(args.batch), "--threads",
+                                str(args.threads), "--repeats", str(args.repeats), "--warmup", "1", "--input-file", xin,
+                                "--expect", yout, "--json"], capture_output=True, text=True)
+            if r.returncode != 0:
+                row["error"] = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1][:160]
+                t = None
+                break
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            if t is None or got["images_per_second"] > t["images_per_second"]:
+                t = got
+        row["ort_images_per_second"] = round(ort_best, 2)
+        if t is not None:
             row.update(loads=True, max_relative_error=t.get("max_relative_error"),
                        tessera_images_per_second=round(t["images_per_second"], 2),
                        ratio=round(t["images_per_second"] / row["ort_images_per_second"], 3),
@@ -233,7 +243,7 @@ def main():
     else:
         for cells in [head] + lines:
             print(f"{cells[0]:22s} {cells[1]:>5s} {cells[2]:>11s} {cells[3]:>13s} {cells[4]:>10s} {cells[5]:>11s}  {cells[6]}")
-    print(json.dumps({"batch": args.batch, "threads": args.threads, "rows": rows}, sort_keys=True))
+    print(json.dumps({"batch": args.batch, "threads": args.threads, "rounds": args.rounds, "rows": rows}, sort_keys=True))
 
 
 if __name__ == "__main__":
