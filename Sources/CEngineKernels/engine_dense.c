@@ -362,19 +362,26 @@ static int gather_ok(int isa, int nb, int h, int w, int kh, int kw) {
     return isa_avx512(isa) && kh * kw <= GATHER_MAX_TAPS && (long)nb * h * w < (1L << 30);
 }
 
-/* The lines of the next 48 columns of `rows` channel rows (output for writing, residual for
-   reading): a tile visits every output channel before it comes back to a row, so each of those
-   lines would otherwise be a demand miss (64 -> 256 + residual at 56 x 56: 8.1 -> 6.0 ms). */
-static inline void prefetch_next_columns(float *y, const float *res, int rows, long ld) {
+/* The lines of the next `cols` (<= 48) columns of `rows` channel rows (output for writing,
+   residual for reading): a tile visits every output channel before it comes back to a row, so
+   each of those lines would otherwise be a demand miss (AVX2, 64 -> 256 + residual at 56 x 56:
+   8.1 -> 5.6 ms per 4 images). */
+static inline void prefetch_next_columns(float *y, const float *res, int rows, long ld, int cols) {
     for (int r = 0; r < rows; r++) {
         const float *yr = y + r * ld, *rr = res ? res + r * ld : NULL;
-        for (int c = 0; c < NR; c += 16) {
+        for (int c = 0; c < cols; c += 16) {
             __builtin_prefetch(yr + c, 1, 2);
             if (rr) __builtin_prefetch(rr + c, 0, 2);
         }
-        __builtin_prefetch(yr + NR - 1, 1, 2);
-        if (rr) __builtin_prefetch(rr + NR - 1, 0, 2);
+        __builtin_prefetch(yr + cols - 1, 1, 2);
+        if (rr) __builtin_prefetch(rr + cols - 1, 0, 2);
     }
+}
+
+/* Columns of the tile after the one at q0 in [.., n1) (0: none). */
+static inline int next_cols(long q0, long n1) {
+    const long left = n1 - (q0 + NR);
+    return left <= 0 ? 0 : left < NR ? (int)left : NR;
 }
 
 /* The AVX2 tiles of output channels [m0, m1) over one panel (B row p at b + p * ldb, `cols` columns)
@@ -382,7 +389,7 @@ static inline void prefetch_next_columns(float *y, const float *res, int rows, l
    8 output channels reads it; the first pass adds the bias, the last the residual and the clamp. */
 static void avx2_tiles_in_k_passes(const float *packed, int k, const float *b, long ldb, int cols, int m0, int m1,
                                    const float *bias, const float *residual, long total, float lo, float hi, float *y,
-                                   int prefetchNext) {
+                                   int nextCols) {
     const int kc = 128;
     for (int k0 = 0; k0 < k; k0 += kc) {
         const int kn = k - k0 < kc ? k - k0 : kc;
@@ -393,8 +400,9 @@ static void avx2_tiles_in_k_passes(const float *packed, int k, const float *b, l
             const float *a = packed + (long)mb * k * MR + (long)k0 * MR;
             tile_avx2(fns, a, b + (long)k0 * ldb, NULL, kn, ldb, cols, bias + o0, rows,
                       residual ? residual + (long)o0 * total : NULL, total, lo, hi, y + (long)o0 * total);
-            if (prefetchNext && k0 == 0)
-                prefetch_next_columns(y + (long)o0 * total + NR, residual ? residual + (long)o0 * total + NR : NULL, rows, total);
+            if (nextCols > 0 && k0 == 0)
+                prefetch_next_columns(y + (long)o0 * total + NR, residual ? residual + (long)o0 * total + NR : NULL, rows,
+                                      total, nextCols);
         }
     }
 }
@@ -438,9 +446,10 @@ static void conv_im2col(int isa, const float *x, int nb, int cin, int h, int w, 
                     const float *a = packed + (long)mb * k * MR + (long)k0 * MR;
                     tile_avx2(fns, a, col, NULL, kn, ldb, cols, bias + o0, rows,
                               residual ? residual + (long)o0 * total + n : NULL, total, lo, hi, y + (long)o0 * total + n);
-                    if (c0 == 0 && n + NR < n1)
+                    if (c0 == 0 && next_cols(n, n1) > 0)
                         prefetch_next_columns(y + (long)o0 * total + n + NR,
-                                              residual ? residual + (long)o0 * total + n + NR : NULL, rows, total);
+                                              residual ? residual + (long)o0 * total + n + NR : NULL, rows, total,
+                                              next_cols(n, n1));
                 }
             }
             continue;
@@ -581,7 +590,11 @@ void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, 
                     lo, hi, r0 * ow, r1 * ow, m0, m1, y);
         return;
     }
-    if ((gather_ok(isa, nb, h, w, kh, kw) || isa_avx2(isa)) && prefer_dense(path, gather_cost, cin, kh, kw, sh, sw, oh, ow, nb, r0, r1, m0, m1)) {
+    /* Below AVX-512 the dense panels are built by scalar im2col copies (the cost model's
+       gather_cost is the AVX-512 one: ResNet-50's 3x3/2 convs on 7 x 7 and 14 x 14 maps run
+       1.4-1.7x faster on panels; AlexNet's grouped 3x3 convs at 13 x 13 take panels and run
+       6-15% slower than on phase planes) */
+    if ((gather_ok(isa, nb, h, w, kh, kw) || (isa_avx2(isa) && !isa_avx512(isa))) && prefer_dense(path, gather_cost, cin, kh, kw, sh, sw, oh, ow, nb, r0, r1, m0, m1)) {
         conv_im2col(isa, x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cout, packed, bias, residual,
                     lo, hi, r0 * ow, r1 * ow, m0, m1, y);
         return;
@@ -695,7 +708,7 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
             const float *b = panel + (long)t * cin * NR;
             if (kPasses) {
                 avx2_tiles_in_k_passes(packed, cin, b, NR, cols, m0, m1, bias, residual ? residual + q0 : NULL, total,
-                                       lo, hi, y + q0, q0 + NR < n1);
+                                       lo, hi, y + q0, next_cols(q0, n1));
                 continue;
             }
             for (int mb = m0 / MR; mb * MR < m1; mb++) {
@@ -706,7 +719,8 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
                 float *yo = y + (long)o0 * total + q0;
                 if (avx) conv_tile_avx512(a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
                 else conv_tile_c(isa, a, b, cin, NR, cols, bias + o0, rows, res, total, lo, hi, yo);
-                if (q0 + NR < n1) prefetch_next_columns(yo + NR, res ? res + NR : NULL, rows, total);
+                if (!avx && next_cols(q0, n1) > 0)
+                    prefetch_next_columns(yo + NR, res ? res + NR : NULL, rows, total, next_cols(q0, n1));
             }
         }
     }

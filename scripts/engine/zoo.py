@@ -210,7 +210,7 @@ def main():
             r = subprocess.run([args.tessera, "models", "bench", path, "--batch", str(args.batch), "--threads",
                                 str(args.threads), "--repeats", str(args.repeats), "--warmup", "1", "--input-file", xin,
                                 "--expect", yout, "--json"], capture_output=True, text=True)
-            if r.returncode != 0:
+            if r.returncode != 0:  # a failed round is reported, whatever earlier rounds gave
                 row["error"] = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1][:160]
                 t = None
                 break
@@ -243,7 +243,7 @@ def main():
     else:
         for cells in [head] + lines:
             print(f"{cells[0]:22s} {cells[1]:>5s} {cells[2]:>11s} {cells[3]:>13s} {cells[4]:>10s} {cells[5]:>11s}  {cells[6]}")
-    print(json.dumps({"batch": args.batch, "threads": args.threads, "rounds": args.rounds, "rows": rows}, sort_keys=True))
+    print(json.dumps({"batch": args.batch, "threads": args.threads, "rounds": max(1, args.rounds), "rows": rows}, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -123,10 +123,11 @@ enum Winograd {
         let tiles = nb * ((g.oh + mt - 1) / mt) * ((g.ow + mt - 1) / mt)
         let ch = min(c.cin, c.cout)
         let minTiles = o.winogradMinTiles
-        // A narrow output behind a wide input (DenseNet's 128 -> 32) on a map of few tiles spends
-        // its time in the input transform: direct is faster (AVX2, per 4 images: 14 x 14 29.5 ->
-        // 19.0 ms, 7 x 7 8.6 -> 4.0; at 28 x 28, 49 tiles an image, Winograd still wins).
-        if c.cout <= 32 && c.cin >= 4 * c.cout && tiles < 32 * nb { return false }
+        // Below AVX-512, a narrow output behind a wide input (DenseNet's 128 -> 32) on a small map
+        // spends its time in the input transform: direct is faster (AVX2, per 4 images: 14 x 14
+        // 29.5 -> 19.0 ms, 7 x 7 8.6 -> 4.0; on 28 x 28 Winograd still wins). Measured at AVX2 only.
+        if c.cout <= 32 && c.cin >= 4 * c.cout && g.oh * g.ow < 512
+            && o.effectiveISA.rawValue < CPUISA.avx512.rawValue { return false }
         return (ch >= o.winogradMinChannels && tiles >= minTiles) || (ch >= 384 && tiles >= minTiles / 4)
     }
 
