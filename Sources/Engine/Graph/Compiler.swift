@@ -164,8 +164,9 @@ struct Compiler {
 
     /// Ungrouped convolutions that are not 1x1 run on the direct C kernel (1x1 strided ones
     /// stay on a strided im2col + OpenBLAS, which measured faster; so do dilated ones below the
-    /// AVX-512 level, whose im2col panels on the AVX2 tile are not blocked for the cache:
-    /// DeepLabV3's 2048->256 3x3 dilated layers ran 2.8x faster on OpenBLAS on the AVX2 VM, while
+    /// AVX-512 level: DeepLabV3's 2048->256 3x3 dilated layers ran 2.8x faster on OpenBLAS on the
+    /// AVX2 VM, and still 1.2x faster once the AVX2 panels ran k in L1-sized passes (507 against
+    /// 623 ms per 4 images at 32 x 32), while
     /// on the AVX-512 one the direct kernel is faster: DeepLabV3-ResNet50 2.4-2.8 -> 3.4-3.5 img/s
     /// at batch 4, 2 threads); `options.directConvolution` false keeps every dense convolution on
     /// im2col + OpenBLAS.
