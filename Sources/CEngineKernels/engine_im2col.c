@@ -19,9 +19,11 @@ void tessera_engine_im2col(const float *x, int nb, int c0, int cg, int h, int w,
                 if (hi < lo) hi = lo;
                 long n = n0;
                 const long end = n0 + cols;
-                while (n < end) {
-                    const long b = n / ohw, rem = n - b * ohw;
-                    const int oy = (int)(rem / ow), ox0 = (int)(rem - (long)oy * ow);
+                /* (image, output row, column) of n, advanced row by row (no division per row:
+                   on a 7 x 7 map the rows are 7 columns long) */
+                long b = n0 / ohw;
+                int oy = (int)((n0 - b * ohw) / ow), ox0 = (int)(n0 - b * ohw - (long)oy * ow);
+                for (; n < end; ox0 = 0, oy = oy + 1 == oh ? 0 : oy + 1, b += oy == 0) {
                     int len = ow - ox0;
                     if (len > end - n) len = (int)(end - n);
                     float *d = dst + (n - n0);
@@ -35,7 +37,8 @@ void tessera_engine_im2col(const float *x, int nb, int c0, int cg, int h, int w,
                         int z = hi < ox1 ? hi : ox1; if (z < a) z = a;
                         for (int ox = ox0; ox < a; ox++) d[ox - ox0] = 0;
                         if (sw == 1) {
-                            memcpy(d + (a - ox0), src + a, sizeof(float) * (z - a));
+                            if (z - a > 16) memcpy(d + (a - ox0), src + a, sizeof(float) * (z - a));
+                            else for (int ox = a; ox < z; ox++) d[ox - ox0] = src[ox];
                         } else if (sw == 2) {
                             for (int ox = a; ox < z; ox++) d[ox - ox0] = src[2 * ox];
                         } else {

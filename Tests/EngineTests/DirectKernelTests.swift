@@ -186,9 +186,10 @@ import Testing
     }
 
     /// Strided 3x3 convs with k > 192 on dense panels at every level (AVX2: k in passes of 14
-    /// whole input channels, each pass's panel rows gathered just before its tiles; the last pass
-    /// adds the residual of a second conv and clamps): 37 channels (passes of 14, 14, 9), output
-    /// channels off the 8-row blocks, a map whose outputs span several 48-column tiles.
+    /// whole input channels, each pass's panel rows gathered just before its tiles, columns in
+    /// chunks of 480; the last pass adds the residual of a second conv and clamps): 37 channels
+    /// (passes of 14, 14, 9), output channels off the 8-row blocks, outputs spanning several
+    /// 48-column tiles and (3 images of 15 x 12) two chunks.
     @Test(arguments: [(37, 20, 15, 15), (22, 9, 29, 23)])
     func stridedConvOnDensePanelsInKPasses(cin: Int, cout: Int, h: Int, w: Int) throws {
         var rng = TestRNG(seed: UInt64(1400 + cin))
