@@ -384,6 +384,12 @@ static inline int next_cols(long q0, long n1) {
     return left <= 0 ? 0 : left < NR ? (int)left : NR;
 }
 
+/* The tile variant for the k pass [k0, k0 + kn) of k: the only pass fuses everything, the first
+   adds the bias, the middle ones accumulate, the last adds the residual and clamps. */
+static inline const tile_avx2_fn *pass_fns(int k0, int kn, int k) {
+    return k0 == 0 ? (kn == k ? t2_fused : t2_first) : k0 + kn == k ? t2_last : t2_accum;
+}
+
 /* The AVX2 tiles of output channels [m0, m1) over one panel (B row p at b + p * ldb, `cols` columns)
    with k in passes of 128: each [128][48] slice of the panel stays in L1 while every block of
    8 output channels reads it; the first pass adds the bias, the last the residual and the clamp. */
@@ -393,7 +399,7 @@ static void avx2_tiles_in_k_passes(const float *packed, int k, const float *b, l
     const int kc = 128;
     for (int k0 = 0; k0 < k; k0 += kc) {
         const int kn = k - k0 < kc ? k - k0 : kc;
-        const tile_avx2_fn *fns = k0 == 0 ? (kn == k ? t2_fused : t2_first) : k0 + kn == k ? t2_last : t2_accum;
+        const tile_avx2_fn *fns = pass_fns(k0, kn, k);
         for (int mb = m0 / MR; mb * MR < m1; mb++) {
             const int o0 = mb * MR;
             const int rows = m1 - o0 < MR ? m1 - o0 : MR;
@@ -430,7 +436,7 @@ static void avx2_panels_in_k_passes(const float *x, int nb, int cin, int h, int 
             const int cg = cin - c0 < cpp ? cin - c0 : cpp;
             const int k0 = c0 * taps, kn = cg * taps;
             tessera_engine_im2col(x, nb, c0, cg, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col);
-            const tile_avx2_fn *fns = k0 == 0 ? (kn == k ? t2_fused : t2_first) : k0 + kn == k ? t2_last : t2_accum;
+            const tile_avx2_fn *fns = pass_fns(k0, kn, k);
             for (int t = 0; t < cols; t += NR) {
                 const int tc = cols - t < NR ? cols - t : NR;
                 const long q = n + t;
@@ -454,16 +460,16 @@ static void conv_im2col(int isa, const float *x, int nb, int cin, int h, int w, 
     const long total = (long)nb * oh * ow;
     const int avx = isa_avx512(isa);
     const int gather = gather_ok(isa, nb, h, w, kh, kw);
-    float *col = scratch(0, (size_t)k * NR + 16);
-    float *tile = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
-    int *off = gather ? (int *)scratch(2, (size_t)k) : NULL;
-    if (!col || !tile || (gather && !off)) abort();
-    if (gather) for (int p = 0; p < k; p++) off[p] = p * NR;
     if (!gather && !avx && isa_avx2(isa) && k > 192) {
         avx2_panels_in_k_passes(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, packed, bias, residual,
                                 lo, hi, n0, n1, m0, m1, y);
         return;
     }
+    float *col = scratch(0, (size_t)k * NR + 16);
+    float *tile = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    int *off = gather ? (int *)scratch(2, (size_t)k) : NULL;
+    if (!col || !tile || (gather && !off)) abort();
+    if (gather) for (int p = 0; p < k; p++) off[p] = p * NR;
     for (long n = n0; n < n1; n += NR) {
         const int cols = n1 - n < NR ? (int)(n1 - n) : NR;
         const int ldb = gather ? NR : cols;
