@@ -543,6 +543,35 @@ void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, con
     }
 }
 
+long tessera_engine_gemm_panels_count(int n, int k) { return (long)((n + NR - 1) / NR) * k * NR; }
+
+void tessera_engine_gemm_pack_panels(const float *w, int n, int k, float *panels) {
+    for (int q = 0; q * NR < n; q++)
+        for (int p = 0; p < k; p++)
+            for (int j = 0; j < NR; j++) {
+                const int col = q * NR + j;
+                panels[((long)q * k + p) * NR + j] = col < n ? w[(long)col * k + p] : 0;
+            }
+}
+
+void tessera_engine_gemm_rows(int isa, const float *x, int m, int k, const float *panels, int n, int q0, int q1,
+                              const float *bias, float *y) {
+    if (m <= 0 || q1 <= q0) return;
+    float *a = tessera_scratch(0, (size_t)tessera_engine_conv_packed_count(m, k));
+    if (!a) abort();
+    tessera_engine_conv_pack(x, m, k, a);
+    /* One 48-column panel (k x 48, in L2) at a time across every 8-row block of x. */
+    for (int c0 = q0; c0 < q1; c0 += NR) {
+        const int cols = q1 - c0 < NR ? q1 - c0 : NR;
+        tessera_engine_sgemm_packed(isa, a, m, k, panels + (long)(c0 / NR) * k * NR, NR, cols, y + c0, n);
+        if (!bias) continue;
+        for (int r = 0; r < m; r++) {
+            float *yr = y + (long)r * n + c0;
+            for (int j = 0; j < cols; j++) yr[j] += bias[c0 + j];
+        }
+    }
+}
+
 ALWAYS_INLINE void phase_tile_body(const float *a, const float *xb, const int *off, int k, int cols,
                                    const float *bias, int rows, float *tile) {
     for (int r = 0; r < MR; r++) for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows ? bias[r] : 0;

@@ -141,6 +141,40 @@ import Testing
         #expect(try compareWithReference(model, batch: 3, threads: 2) < 1e-6)
     }
 
+    /// FP32 dense layers by constant weights (token rows of a MatMul, a Gemm head) run on the
+    /// engine's AVX-512 tile at that level (weights as 48-column panels, OpenBLAS below it):
+    /// widths off the 48-column panels and rows off the 8-row blocks, the row split (many rows)
+    /// and the panel split (few), bias and activation, against the reference interpreter.
+    @Test(arguments: [(37, 65, 49), (3, 1, 100), (9, 130, 47), (1, 7, 1)])
+    func denseLayersOnPanels(rows: Int, k: Int, n: Int) throws {
+        var rng = TestRNG(seed: UInt64(1500 + rows * 7 + n))
+        var b = ONNXBuilder()
+        b.constant("w", [k, n], rng.floats(k * n, scale: 0.5))
+        b.constant("bias", [n], rng.floats(n))
+        b.constant("w2", [n * rows, 5], rng.floats(n * rows * 5, scale: 0.3))
+        b.constant("b2", [5], rng.floats(5))
+        b.int64Constant("flat", [-1, n * rows])
+        b.node("MatMul", ["x", "w"], ["m"])
+        b.node("Add", ["m", "bias"], ["a"])
+        b.node("Relu", ["a"], ["r"])
+        b.node("Reshape", ["r", "flat"], ["f"])
+        b.node("Gemm", ["f", "w2", "b2"], ["y"])
+        for isa in [CPUISA.detected.resolved, .avx2, .portable] {
+            var options = EngineOptions()
+            options.isa = isa
+            options.splitMinFlops = 0
+            let model = try b.model(inputShape: [rows, k], options: options)
+            let gemms = model.program.steps.compactMap { if case let .gemm(g) = $0 { g } else { nil } }
+            #expect(gemms.map(\.rows) == [rows, 1])
+            let onPanels = isa.rawValue >= CPUISA.avx512.rawValue
+            #expect(gemms.allSatisfy { $0.panels.isEmpty != onPanels && $0.weights.isEmpty == onPanels })
+            for (batch, threads, micro) in [(1, 1, 16), (5, 2, 16), (5, 2, 1), (17, 2, 16)] {
+                #expect(try compareWithReference(model, batch: batch, threads: threads, microBatch: micro) < 1e-5,
+                        "\(isa) batch \(batch) threads \(threads) micro \(micro)")
+            }
+        }
+    }
+
     /// Erf on its own (not in GELU's chain) is a vectorised activation.
     @Test func erfAlone() throws {
         var b = ONNXBuilder()

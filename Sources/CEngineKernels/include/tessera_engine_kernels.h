@@ -69,6 +69,20 @@ void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
 void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, const float *b, long ldb, int n,
                                  float *c, long ldc);
 
+/** Floats of the [n, k] weights of a dense layer packed by tessera_engine_gemm_pack_panels. */
+long tessera_engine_gemm_panels_count(int n, int k);
+
+/** Packs [n, k] weights (y = x W^T) as 48-column panels of W^T: panels[(q * k + p) * 48 + j] = w[q * 48 + j][p]. */
+void tessera_engine_gemm_pack_panels(const float *w, int n, int k, float *panels);
+
+/**
+ * Columns [q0, q1) (q0 a multiple of 48) of y (m x n, row-major) = x (m x k, row-major) W^T + bias,
+ * W packed by tessera_engine_gemm_pack_panels: x's rows are packed into the thread's scratch in
+ * blocks of 8, then every 48-column panel runs across them on the direct conv's tile.
+ */
+void tessera_engine_gemm_rows(int isa, const float *x, int m, int k, const float *panels, int n, int q0, int q1,
+                              const float *bias, float *y);
+
 /**
  * Dense (ungrouped) convolution of output rows [r0, r1) (of the nb * oh (image, oy) rows) and
  * output channels [m0, m1) (m0 a multiple of 8) of a channel-major input, with the weights packed

@@ -1,4 +1,5 @@
 import Foundation
+import CEngineKernels
 
 /// Lowers a ``Graph`` to a ``Program``: constant folding, per-image shape inference,
 /// BN folding, activation / residual fusion, weight packing and arena planning.
@@ -77,6 +78,15 @@ struct Compiler {
         fuse(protected: protected)
         var finalSteps = steps.compactMap { $0 }.map { step -> Step in
             if let q = quantized(step) { return q }
+            if case var .gemm(g) = step {
+                guard Self.gemmOnPanels(g, options) else { return step }
+                g.panels = [Float](repeating: 0, count: tessera_engine_gemm_panels_count(Int32(g.n), Int32(g.k)))
+                g.weights.withUnsafeBufferPointer { w in g.panels.withUnsafeMutableBufferPointer {
+                    tessera_engine_gemm_pack_panels(w.baseAddress!, Int32(g.n), Int32(g.k), $0.baseAddress!)
+                } }
+                g.weights = []
+                return .gemm(g)
+            }
             guard case var .conv(c) = step else { return step }
             guard Winograd.eligible(c, options) else {
                 if c.kind == .pointwise && options.directConvolution && !options.pointwiseOnBLAS {
@@ -125,6 +135,14 @@ struct Compiler {
             program.directInputStep = readers[0]
         }
         return program
+    }
+
+    /// Whether an FP32 dense layer (a MatMul or Gemm by constant weights) runs on the engine's
+    /// AVX-512 tile instead of OpenBLAS. Measured on the Zen 5 VM (OpenBLAS at its Haswell
+    /// kernels there, `OPENBLAS_CORETYPE`): see docs/engine.md, "Dense layers on the engine's tile".
+    static func gemmOnPanels(_ g: GemmStep, _ options: EngineOptions) -> Bool {
+        g.q8 == nil && g.bf16 == nil && options.directConvolution
+            && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue && g.n * g.k > 0
     }
 
     /// The step on the int8 kernel, when compiling for int8 and the step's input was calibrated, or

@@ -1,4 +1,5 @@
 import Foundation
+import CEngineKernels
 import LinearAlgebra
 import Synchronization
 
@@ -367,6 +368,26 @@ struct Executor {
         case let .gemm(g) where g.q8 != nil:
             let split = Double(2 * nb * g.n * g.k) >= minSplitFlops ? par : IntraOp(lanes: 1)
             Quantized.gemm(g, g.q8!, isa: isa, x: UnsafePointer(ptr(g.input)), y: ptr(g.output), nb: nb, bytes: ws.bytes, par: split)
+        case let .gemm(g) where !g.panels.isEmpty:
+            let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
+            let m = nb * g.rows, n = g.n, k = g.k
+            let split = Double(2 * m * n * k) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            g.panels.withUnsafeBufferPointer { pp in g.bias.withUnsafeBufferPointer { bp in
+                let panels = pp.baseAddress!, bias = bp.baseAddress!
+                if m >= 64 * split.lanes {
+                    split.ranges(m, grain: 16) { _, rows in
+                        tessera_engine_gemm_rows(isa, x + rows.lowerBound * k, Int32(rows.count), Int32(k), panels, Int32(n),
+                                                 0, Int32(n), bias, y + rows.lowerBound * n)
+                        Epilogue.apply(g.activation, y + rows.lowerBound * n, rows.count * n)
+                    }
+                } else {
+                    split.ranges((n + 47) / 48) { _, blocks in
+                        tessera_engine_gemm_rows(isa, x, Int32(m), Int32(k), panels, Int32(n), Int32(blocks.lowerBound * 48),
+                                                 Int32(min(n, blocks.upperBound * 48)), bias, y)
+                    }
+                    Epilogue.apply(g.activation, y, m * n)
+                }
+            } }
         case let .gemm(g):
             let x = UnsafePointer(ptr(g.input)), y = ptr(g.output)
             let m = nb * g.rows

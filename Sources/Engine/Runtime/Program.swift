@@ -99,6 +99,9 @@ struct GemmStep: Sendable {
     var rows = 1
     var q8: Q8Layer? = nil
     var bf16: BF16Layer? = nil
+    /// FP32 at the AVX-512 level: the weights as 48-column panels of W^T
+    /// (`tessera_engine_gemm_pack_panels`) for the engine's own tile, and `weights` emptied.
+    var panels: [Float] = []
     var activation: Activation = .none
     var input: Int, output: Int
 }
