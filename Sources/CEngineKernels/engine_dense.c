@@ -543,6 +543,14 @@ void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, con
     }
 }
 
+void tessera_engine_matmul(int isa, const float *a, int m, int k, const float *b, int n, float *c) {
+    if (m <= 0 || n <= 0) return;
+    float *pa = tessera_scratch(0, (size_t)tessera_engine_conv_packed_count(m, k));
+    if (!pa) abort();
+    tessera_engine_conv_pack(a, m, k, pa);
+    tessera_engine_sgemm_packed(isa, pa, m, k, b, n, n, c, n);
+}
+
 long tessera_engine_gemm_panels_count(int n, int k) { return (long)((n + NR - 1) / NR) * k * NR; }
 
 void tessera_engine_gemm_pack_panels(const float *w, int n, int k, float *panels) {

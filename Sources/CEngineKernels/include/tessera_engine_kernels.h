@@ -69,6 +69,10 @@ void tessera_engine_conv_pack(const float *w, int cout, int k, float *packed);
 void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, const float *b, long ldb, int n,
                                  float *c, long ldc);
 
+/** C (m x n) = A (m x k) x B (k x n), all row-major and contiguous, with A packed into the thread's
+ *  scratch for tessera_engine_sgemm_packed (the batched MatMuls of attention). */
+void tessera_engine_matmul(int isa, const float *a, int m, int k, const float *b, int n, float *c);
+
 /** Floats of the [n, k] weights of a dense layer packed by tessera_engine_gemm_pack_panels. */
 long tessera_engine_gemm_panels_count(int n, int k);
 

@@ -340,8 +340,15 @@ struct Executor {
         case let .batchedMatMul(count, m, k, n, lhs, rhs, output):
             let a = UnsafePointer(ptr(lhs)), b = UnsafePointer(ptr(rhs)), c = ptr(output)
             let split = Double(2 * count * nb * m * k * n) >= minSplitFlops ? par : IntraOp(lanes: 1)
+            let onTile = program.options.directConvolution && isa >= Int32(CPUISA.avx512.rawValue)
             split.ranges(count * nb) { _, range in
                 for i in range {
+                    // The engine's tile at the AVX-512 level (OpenBLAS is at its Haswell kernels on the
+                    // Zen 5 VM); OpenBLAS below it.
+                    if onTile {
+                        tessera_engine_matmul(isa, a + i * m * k, Int32(m), Int32(k), b + i * k * n, Int32(n), c + i * m * n)
+                        continue
+                    }
                     BLAS.sgemm(m: m, n: n, k: k, a: a + i * m * k, lda: max(k, 1), b: b + i * k * n, ldb: max(n, 1),
                                c: c + i * m * n, ldc: max(n, 1))
                 }
