@@ -240,4 +240,34 @@ import Testing
         #expect(model.program.steps.count == 1)
         #expect(try compareWithReference(model, batch: 2) < 1e-4)
     }
+
+    /// BatchNormalization on a value a conv cannot absorb (DenseNet's pre-activation on a
+    /// concatenation read by several layers) followed by ReLU or Clip is one clamped affine pass;
+    /// a BN with two readers keeps its activation apart.
+    @Test(arguments: ["Relu", "Clip"]) func affineThenClampIsOnePass(op: String) throws {
+        var rng = TestRNG(seed: 77)
+        var b = ONNXBuilder()
+        let c = 5
+        b.constant("s", [c], rng.floats(c))
+        b.constant("b", [c], rng.floats(c))
+        b.constant("m", [c], rng.floats(c, scale: 0.2))
+        b.constant("v", [c], rng.floats(c).map { abs($0) + 0.5 })
+        b.constant("lo", [], [-0.25])
+        b.constant("hi", [], [0.5])
+        b.node("Concat", ["x", "x"], ["cat"], int: ["axis": 1])
+        b.node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"])
+        b.node(op, op == "Clip" ? ["bn", "lo", "hi"] : ["bn"], ["act"])
+        b.node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn2"])
+        b.node("Relu", ["bn2"], ["act2"])
+        b.node("Add", ["bn2", "act2"], ["sum"])
+        b.node("Concat", ["act", "sum"], ["y"], int: ["axis": 1])
+        let model = try b.model(inputShape: [c, 3, 7])
+        let affines = model.program.steps.compactMap { step -> (Float, Float)? in
+            if case let .channelAffine(_, _, lo, hi, _, _) = step { (lo, hi) } else { nil }
+        }
+        #expect(affines.count == 2)
+        #expect(affines.contains { $0 == (op == "Clip" ? (-0.25, 0.5) : (0, .infinity)) })
+        #expect(affines.contains { $0 == (-.infinity, .infinity) })
+        #expect(try compareWithReference(model, batch: 3) < 1e-6)
+    }
 }

@@ -894,7 +894,7 @@ struct Compiler {
                         }
                     } else if let j = sole(c.output), let next = steps[j] {
                         switch next {
-                        case let .channelAffine(scale, shift, _, out) where c.activation == .none && c.residual == nil:
+                        case let .channelAffine(scale, shift, -Float.infinity, Float.infinity, _, out) where c.activation == .none && c.residual == nil:
                             foldAffine(&c, scale, shift); c.output = out
                             steps[i] = .conv(c); steps[j] = nil; changed = true
                         case let .binary(op, lhs, .channelConstant(k), false, out)
@@ -939,6 +939,14 @@ struct Compiler {
                         steps[k] = .groupNorm(GroupNormStep(groups: g.groups, epsilon: g.epsilon, scale: scale, shift: shift,
                                                             input: x, output: back))
                         changed = true
+                    }
+                case let .channelAffine(scale, shift, -Float.infinity, Float.infinity, x, out):
+                    // BN + ReLU before a conv whose input is also used elsewhere (DenseNet's
+                    // pre-activation on the concatenation): one pass, clamped.
+                    if let j = sole(out), case let .activation(act, _, out2)? = steps[j],
+                       let (lo, hi) = ConvKernels.clampBounds(act) {
+                        steps[i] = .channelAffine(scale: scale, shift: shift, lo: lo, hi: hi, input: x, output: out2)
+                        steps[j] = nil; changed = true
                     }
                 case var .groupNorm(g):
                     if let j = sole(g.output), let next = steps[j] {

@@ -269,16 +269,16 @@ struct Executor {
             let y = ptr(output)
             if input != output { y.update(from: ptr(input), count: n) }
             Epilogue.apply(act, y, n)
-        case let .channelAffine(scale, shift, input, output):
+        case let .channelAffine(scale, shift, lo, hi, input, output):
             let s = program.slots[input], x = ptr(input), y = ptr(output)
             let c = s.channels, sp = s.spatial
             if s.channelMajor {
                 for ch in 0..<c {
                     let a = scale[ch], b = shift[ch], n = nb * sp, base = ch * n
-                    for i in 0..<n { y[base + i] = x[base + i] * a + b }
+                    for i in 0..<n { y[base + i] = min(max(x[base + i] * a + b, lo), hi) }
                 }
             } else {
-                for b in 0..<nb { for ch in 0..<c { y[b * c + ch] = x[b * c + ch] * scale[ch] + shift[ch] } }
+                for b in 0..<nb { for ch in 0..<c { y[b * c + ch] = min(max(x[b * c + ch] * scale[ch] + shift[ch], lo), hi) } }
             }
         case let .binary(op, lhs, kind, swapped, output):
             binary(op, lhs: lhs, kind: kind, swapped: swapped, output: output)

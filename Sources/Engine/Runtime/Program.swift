@@ -147,7 +147,7 @@ enum Step: Sendable {
     case pool(PoolStep)
     case globalPool(isMax: Bool, input: Int, output: Int)
     case activation(Activation, input: Int, output: Int)
-    case channelAffine(scale: [Float], shift: [Float], input: Int, output: Int)
+    case channelAffine(scale: [Float], shift: [Float], lo: Float = -.infinity, hi: Float = .infinity, input: Int, output: Int)
     case binary(BinaryOp, lhs: Int, kind: BinaryKind, swapped: Bool, output: Int)
     case concat(inputs: [Int], output: Int)
     case relayout(input: Int, output: Int)
@@ -184,7 +184,7 @@ enum Step: Sendable {
         case let .groupNorm(g): [g.input]
         case let .resize(r): [r.input]
         case let .pool(p): [p.input]
-        case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, i, _),
+        case let .globalPool(_, i, _), let .activation(_, i, _), let .channelAffine(_, _, _, _, i, _),
              let .relayout(i, _), let .transpose(_, i, _), let .layerNorm(_, _, _, i, _),
              let .pad(_, _, i, _), let .wholeTranspose(_, _, i, _), let .rowSoftmax(_, i, _): [i]
         case let .batchedMatMul(_, _, _, _, l, r, _): [l, r]
@@ -209,7 +209,7 @@ enum Step: Sendable {
         case let .groupNorm(g): [g.output]
         case let .resize(r): [r.output]
         case let .pool(p): [p.output]
-        case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, o),
+        case let .globalPool(_, _, o), let .activation(_, _, o), let .channelAffine(_, _, _, _, _, o),
              let .binary(_, _, _, _, o), let .concat(_, o), let .relayout(_, o),
              let .transpose(_, _, o), let .layerNorm(_, _, _, _, o), let .pad(_, _, _, o),
              let .wholeTranspose(_, _, _, o), let .rowSoftmax(_, _, o), let .batchedMatMul(_, _, _, _, _, _, o),
@@ -281,7 +281,7 @@ extension Step {
         case let .pool(p): return "\(p.isMax ? "maxpool" : "avgpool")\(p.q8Link.output == nil ? "" : ".u8") \(p.window.kh)x\(p.window.kw)/\(p.window.sh) \(p.window.oh)x\(p.window.ow)"
         case let .globalPool(isMax, i, _): return "globalpool\(isMax ? "max" : "avg") \(program.slots[i].perImage)"
         case let .activation(a, i, _): return "activation \(a) \(program.slots[i].perImage)"
-        case let .channelAffine(_, _, i, _): return "affine \(program.slots[i].perImage)"
+        case let .channelAffine(_, _, lo, hi, i, _): return "affine \(program.slots[i].perImage)\(lo == -.infinity && hi == .infinity ? "" : " clamp")"
         case let .binary(op, l, _, _, _): return "binary.\(op) \(program.slots[l].perImage)"
         case let .concat(ins, o): return "concat \(ins.count) -> \(program.slots[o].perImage)"
         case let .relayout(i, o): return "relayout \(program.slots[i].perImage) -> \(program.slots[o].perImage)"
