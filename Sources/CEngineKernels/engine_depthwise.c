@@ -1,9 +1,8 @@
 /*
- * Depthwise convolution (see tessera_engine_kernels.h): along the rows of each plane from
- * column-phase copies on maps 16+ wide; otherwise 16 (channel, image) planes per vector: a band
- * of input rows of 16 planes is transposed to [row][col][16] (zero padded), so every tap is one
- * vector FMA whatever the map size (5x5 maps waste nothing); bias + residual + clamp fused.
- * The AVX2 build runs 8 planes per vector on every map size (transposed 8 x 8 in registers).
+ * Depthwise convolution (see tessera_engine_kernels.h): 8 (channel, image) planes per vector on
+ * every map size (transposed 8 x 8 in registers, AVX2), at every level from AVX2 up; on AVX-512
+ * the stride-1 3x3 layers of maps 56+ wide run along the rows of each plane from column-phase
+ * copies instead; bias + residual + clamp fused.
  */
 #include "engine_internal.h"
 #include <immintrin.h>
@@ -47,131 +46,10 @@ ALWAYS_INLINE void dw_body(const float *x, int nb, int h, int w, int kh, int kw,
 static void dw_portable(DW_ARGS) { dw_body(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt, bias, residual, lo, hi, p0, p1, y); }
 
 
-/* Taps of one output vector for a constant kernel size (dilation 1): one chain per kernel row. */
-#define DW_COMPUTE_FIXED(NAME, KH, KW) \
-AVX512 static void NAME(const float *T, int wt_, int nr, int ow, int sh, int sw, const __m512 *wv, __m512 bv, \
-                        int clamp, __m512 vlo, __m512 vhi, float *O) { \
-    const long WT = wt_; \
-    for (int r = 0; r < nr; r++) { \
-        for (int ox = 0; ox < ow; ox++) { \
-            const float *base = T + ((long)r * sh * WT + (long)ox * sw) * 16; \
-            __m512 acc[KH]; \
-            for (int ky = 0; ky < KH; ky++) { \
-                const float *row = base + ky * WT * 16; \
-                __m512 a = ky == 0 ? bv : _mm512_setzero_ps(); \
-                for (int kx = 0; kx < KW; kx++) a = _mm512_fmadd_ps(wv[ky * KW + kx], _mm512_load_ps(row + kx * 16), a); \
-                acc[ky] = a; \
-            } \
-            for (int s = 1; s < KH; s++) acc[0] = _mm512_add_ps(acc[0], acc[s]); \
-            if (clamp) acc[0] = _mm512_min_ps(_mm512_max_ps(acc[0], vlo), vhi); \
-            _mm512_store_ps(O + ((long)r * ow + ox) * 16, acc[0]); \
-        } \
-    } \
-}
-DW_COMPUTE_FIXED(dw_k3, 3, 3)
-DW_COMPUTE_FIXED(dw_k5, 5, 5)
-
-AVX512 static void dw_generic(const float *T, int wt_, int nr, int ow, int sh, int sw, int kh, int kw, int dh, int dw,
-                              const __m512 *wv, __m512 bv, int clamp, __m512 vlo, __m512 vhi, float *O) {
-    const long WT = wt_;
-    for (int r = 0; r < nr; r++) {
-        for (int ox = 0; ox < ow; ox++) {
-            const float *base = T + ((long)r * sh * WT + (long)ox * sw) * 16;
-            __m512 a0 = bv, a1 = _mm512_setzero_ps();
-            for (int ky = 0; ky < kh; ky++) {
-                const float *row = base + (long)ky * dh * WT * 16;
-                __m512 a = _mm512_setzero_ps();
-                for (int kx = 0; kx < kw; kx++) a = _mm512_fmadd_ps(wv[ky * kw + kx], _mm512_load_ps(row + (long)kx * dw * 16), a);
-                if (ky & 1) a1 = _mm512_add_ps(a1, a); else a0 = _mm512_add_ps(a0, a);
-            }
-            a0 = _mm512_add_ps(a0, a1);
-            if (clamp) a0 = _mm512_min_ps(_mm512_max_ps(a0, vlo), vhi);
-            _mm512_store_ps(O + ((long)r * ow + ox) * 16, a0);
-        }
-    }
-}
-
-AVX512 static void dw_avx512(const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
-                             int pt, int pl, int oh, int ow, const float *wt, const float *bias,
-                             const float *residual, float lo, float hi, long p0, long p1, float *y) {
-    const long hw = (long)h * w, ohw = (long)oh * ow;
-    const int khw = kh * kw;
-    const int WT = (ow - 1) * sw + (kw - 1) * dw + 1;     /* transposed band width (padded columns) */
-    const int eh = (kh - 1) * dh + 1;
-    /* output rows per band: transposed band <= 128 KB when possible */
-    int R = ((32768 / 16) / WT - eh) / sh + 1;
-    if (R < 1) R = 1;
-    if (R > oh) R = oh;
-    const long trows = (long)(R - 1) * sh + eh;
-    float *T = scratch(0, (size_t)(trows * WT * 16));
-    float *O = scratch(1, (size_t)R * ow * 16);
-    __m512 *wv = (__m512 *)scratch(2, (size_t)khw * 16);
-    if (!T || !O || !wv) { dw_portable(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, wt, bias, residual, lo, hi, p0, p1, y); return; }
-    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i inIdx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)hw));
-    const __m512i outIdx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)ohw));
-    const int a = pl < WT ? pl : WT;                     /* first transposed column inside the row */
-    int z = pl + w < WT ? pl + w : WT; if (z < a) z = a;  /* one past the last */
-    const int fused = residual == NULL;
-    for (long q = p0; q < p1; q += 16) {
-        const int cnt = p1 - q < 16 ? (int)(p1 - q) : 16;
-        const __mmask16 m = cnt == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
-        /* per-lane weights and bias */
-        float bl[16];
-        long chan[16];
-        for (int l = 0; l < 16; l++) { chan[l] = l < cnt ? (q + l) / nb : -1; bl[l] = l < cnt ? bias[chan[l]] : 0; }
-        if (chan[0] == chan[cnt - 1]) {
-            const float *wc = wt + chan[0] * khw;
-            for (int t = 0; t < khw; t++) wv[t] = _mm512_maskz_mov_ps(m, _mm512_set1_ps(wc[t]));
-        } else {
-            for (int t = 0; t < khw; t++) {
-                float tl[16];
-                for (int l = 0; l < 16; l++) tl[l] = l < cnt ? wt[chan[l] * khw + t] : 0;
-                wv[t] = _mm512_loadu_ps(tl);
-            }
-        }
-        const __m512 bv = _mm512_loadu_ps(bl);
-        const float *xq = x + q * hw;
-        for (int oy0 = 0; oy0 < oh; oy0 += R) {
-            const int nr = oh - oy0 < R ? oh - oy0 : R;
-            const int r0 = oy0 * sh - pt;
-            const int rows = (nr - 1) * sh + eh;
-            for (int i = 0; i < rows; i++) {
-                const int iy = r0 + i;
-                float *trow = T + (long)i * WT * 16;
-                if (iy < 0 || iy >= h) {
-                    for (int c = 0; c < WT; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
-                    continue;
-                }
-                for (int c = 0; c < a; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
-                const float *src = xq + (long)iy * w - pl;
-                for (int c = a; c < z; c++)
-                    _mm512_store_ps(trow + c * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, inIdx, src + c, 4));
-                for (int c = z; c < WT; c++) _mm512_store_ps(trow + c * 16, _mm512_setzero_ps());
-            }
-            if (kh == 3 && kw == 3 && dh == 1 && dw == 1) dw_k3(T, WT, nr, ow, sh, sw, wv, bv, fused, vlo, vhi, O);
-            else if (kh == 5 && kw == 5 && dh == 1 && dw == 1) dw_k5(T, WT, nr, ow, sh, sw, wv, bv, fused, vlo, vhi, O);
-            else dw_generic(T, WT, nr, ow, sh, sw, kh, kw, dh, dw, wv, bv, fused, vlo, vhi, O);
-            float *yq = y + q * ohw + (long)oy0 * ow;
-            const float *rq = residual ? residual + q * ohw + (long)oy0 * ow : NULL;
-            for (int i = 0; i < nr * ow; i++) {
-                __m512 v = _mm512_load_ps(O + (long)i * 16);
-                if (rq) {
-                    v = _mm512_add_ps(v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, outIdx, rq + i, 4));
-                    v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
-                }
-                _mm512_mask_i32scatter_ps(yq + i, m, outIdx, v, 4);
-            }
-        }
-    }
-}
-
-
 /* Depthwise along the rows of each plane (maps at least 16 wide): the plane's rows are copied
    once into zero-padded column-phase rows (stride s: s phases, phase r holding padded columns
    j * s + r), so every tap of 16 adjacent outputs is one unaligned load and one FMA, four
-   output vectors in flight; no transposes (the 16-plane kernel above gathers and scatters). */
+   output vectors in flight; no transposes. */
 #define DW_ROW_NV 4
 /* Stages one plane for the AVX-512 row-wise kernel: phase r, input row iy -> buf[(r * h + iy) * wq + j]
    = x[iy][j * sw + r - pl] or 0. */
@@ -248,7 +126,7 @@ AVX512 static void dw_planes_avx512(const float *x, int nb, int h, int w, int kh
 }
 
 /* ---------- AVX2: 8 planes per vector (every map size) ----------
-   As dw_avx512 with 8 lanes and no gathers: a band of input rows of 8 (channel, image) planes is
+   A band of input rows of 8 (channel, image) planes is
    transposed 8 x 8 in registers to [row][col][8] (zero padded), every tap of an output is one
    vector FMA (4 outputs of a row in flight), and the [pixel][8] outputs are transposed back to
    the planes with residual + clamp. A 7 x 7 or 14 x 14 map fills every lane (a row-wise AVX2
@@ -404,11 +282,13 @@ AVX2 static void dw_t8_avx2(const float *x, int nb, int h, int w, int kh, int kw
 void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
                               int pt, int pl, int oh, int ow, const float *weights, const float *bias,
                               const float *residual, float lo, float hi, long p0, long p1, float *y) {
-    const long maxIdx = (long)16 * (h * (long)w > oh * (long)ow ? h * (long)w : oh * (long)ow);
-    if (isa_avx512(isa) && ow >= 16 && kh * kw <= 64 && sw <= 4)
+    /* At the AVX-512 level too, the 8-plane AVX2 kernel is the faster one but on stride-1 3x3
+       layers of wide maps. Measured on the Zen 5 VM (one worker, per 4 images, AVX-512 kernels ->
+       AVX2 kernel): 672 3x3 at 14x14 0.76 -> 0.38 ms, 120 5x5 at 28x28 0.71 -> 0.34, 960 5x5
+       dilation 2 at 16x16 3.26 -> 1.39, 64 3x3/2 at 112x112 1.18 -> 0.95; but 16 3x3 at 112x112
+       0.43 -> 0.51 and 72 3x3 at 56x56 0.47 -> 0.55, which stay on the AVX-512 plane kernel. */
+    if (isa_avx512(isa) && sh == 1 && sw == 1 && kh * kw <= 9 && ow >= 56)
         dw_planes_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
-    else if (isa_avx512(isa) && maxIdx < (1L << 30))
-        dw_avx512(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else if (isa_avx2(isa))
         dw_t8_avx2(x, nb, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, weights, bias, residual, lo, hi, p0, p1, y);
     else

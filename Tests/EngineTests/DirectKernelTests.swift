@@ -272,7 +272,7 @@ import Testing
         let kh = [3, 5, 3, 5, 7, 3][seed % 6], kw = [3, 5, 5, 3, 7, 1][seed % 6]
         let s = [1, 2, 1, 2, 3][rng.int(0...4)], d = seed % 5 == 4 ? 2 : 1
         let pads = [rng.int(0...3), rng.int(0...3), rng.int(0...3), rng.int(0...3)]
-        // maps 16+ wide run along rows (up to two 64-column groups), narrower ones 16 planes per vector
+        // at AVX-512 stride-1 3x3 layers of maps 56+ wide run along rows (up to two 64-column groups), the rest 8 planes per vector
         let h = (kh - 1) * d + 1 + rng.int(0...12), w = (kw - 1) * d + 1 + rng.int(0...(seed % 2 == 0 ? 100 : 12))
         b.constant("w", [ch, 1, kh, kw], rng.floats(ch * kh * kw))
         b.constant("b", [ch], rng.floats(ch))
