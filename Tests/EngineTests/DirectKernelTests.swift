@@ -265,6 +265,35 @@ import Testing
         #expect(Session.defaultMicroBatch(for: try dense(200)) == 4)
     }
 
+    /// A strided 1x1 conv without padding (ResNet's downsample) is a 1x1 max pool picking its
+    /// pixels and the pointwise kernel at the AVX-512 level (im2col + OpenBLAS below it), with
+    /// the ReLU still fused; odd maps, strides 2 and 3, output channels off the 8-row blocks.
+    @Test(arguments: [(2, 2, 7, 24), (3, 2, 11, 9), (2, 3, 28, 64), (2, 2, 1, 5)])
+    func stridedPointwiseIsPoolAndPointwise(sh: Int, sw: Int, size: Int, cout: Int) throws {
+        var rng = TestRNG(seed: UInt64(1600 + size + cout))
+        var b = ONNXBuilder()
+        let cin = 13
+        b.constant("w", [cout, cin, 1, 1], rng.floats(cout * cin))
+        b.constant("b", [cout], rng.floats(cout))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [1, 1], "strides": [sh, sw]])
+        b.node("Relu", ["c"], ["y"])
+        try bothBuilds({ try b.model(inputShape: [cin, size, size], options: $0) }) { model throws in
+            let steps = model.program.steps
+            let convs = steps.compactMap { if case let .conv(c) = $0 { c } else { nil } }
+            #expect(convs.count == 1)
+            if model.isa.rawValue >= CPUISA.avx512.rawValue {
+                #expect(convs.first?.kind == .pointwise && convs.first?.window.sh == 1)
+                #expect(steps.contains { if case let .pool(p) = $0 { p.isMax && p.window.kh == 1 && p.window.sh == sh } else { false } })
+            } else {
+                #expect(convs.first?.kind != .pointwise)
+            }
+            #expect(convs.first?.activation == .relu)
+            for (batch, micro) in [(1, 16), (5, 2), (9, 16)] {
+                #expect(try compareWithReference(model, batch: batch, threads: 2, microBatch: micro) < 1e-5, "\(model.isa) \(batch)")
+            }
+        }
+    }
+
     @Test(arguments: 0..<16) func depthwiseRandomShapes(seed: Int) throws {
         var rng = TestRNG(seed: UInt64(900 + seed))
         var b = ONNXBuilder()
