@@ -140,6 +140,13 @@ AVX512 static void pool_avx512(const float *x, int nchw_channels, int nb, int h,
                         const __m512 g = _mm512_permutex2var_ps(_mm512_loadu_ps(base + 2), even, _mm512_loadu_ps(base + 18));
                         v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
                     }
+                } else if (sw == 1) {
+                    /* stride 1 (Inception's 3x3/1 average pools): each tap is one masked load */
+                    v = _mm512_maskz_loadu_ps(m, base);
+                    for (int kx = 1; kx < kw; kx++) {
+                        const __m512 g = _mm512_maskz_loadu_ps(m, base + kx * dw);
+                        v = is_max ? _mm512_max_ps(v, g) : _mm512_add_ps(v, g);
+                    }
                 } else {
                     v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4);
                     for (int kx = 1; kx < kw; kx++) {

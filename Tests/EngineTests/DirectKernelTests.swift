@@ -342,15 +342,17 @@ import Testing
     /// The stride-2 pools on AVX-512's permute paths (2x2/2 read in place, 3x3/2 ResNet-style with
     /// padding): rows wide enough for whole 16-column vectors and a tail, odd heights, on the input
     /// and after a conv, average and max.
-    @Test(arguments: [(2, 0, "AveragePool"), (2, 0, "MaxPool"), (3, 1, "MaxPool"), (3, 1, "AveragePool")])
-    func strideTwoPools(k: Int, pad: Int, op: String) throws {
+    /// And the stride-1 pools on masked loads (Inception's 3x3/1 average pools, padding not counted).
+    @Test(arguments: [(2, 0, "AveragePool", 2), (2, 0, "MaxPool", 2), (3, 1, "MaxPool", 2), (3, 1, "AveragePool", 2),
+                      (3, 1, "AveragePool", 1), (3, 1, "MaxPool", 1), (5, 2, "AveragePool", 1)])
+    func strideTwoPools(k: Int, pad: Int, op: String, stride: Int) throws {
         var rng = TestRNG(seed: UInt64(1100 + k * 10 + pad))
-        for (h, w) in [(45, 77), (8, 96), (33, 35)] {
+        for (h, w) in [(45, 77), (8, 96), (33, 35), (9, 8)] {
             var b = ONNXBuilder()
-            b.node(op, ["x"], ["p"], ints: ["kernel_shape": [k, k], "strides": [2, 2], "pads": [pad, pad, pad, pad]])
+            b.node(op, ["x"], ["p"], ints: ["kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad, pad, pad, pad]])
             b.constant("w", [6, 3, 3, 3], rng.floats(6 * 27))
             b.node("Conv", ["p", "w"], ["c"], ints: ["kernel_shape": [3, 3], "pads": [1, 1, 1, 1]])
-            b.node(op, ["c"], ["y"], ints: ["kernel_shape": [k, k], "strides": [2, 2], "pads": [pad, pad, pad, pad]])
+            b.node(op, ["c"], ["y"], ints: ["kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad, pad, pad, pad]])
             for options in Self.builds {
                 let model = try b.model(inputShape: [3, h, w], options: options)
                 #expect(try compareWithReference(model, batch: 3, threads: 2, microBatch: 2) < 1e-5, "\(op) \(k) \(h)x\(w)")
