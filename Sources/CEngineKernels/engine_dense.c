@@ -48,15 +48,20 @@ static inline __mmask16 col_mask(int cols, int first) {
         const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(m2, (PTR) + 32) : _mm512_setzero_ps();
 
 /* MODE 0: y = A x B (the transform-domain GEMMs of Winograd); MODE 1: y = clamp(bias + A x B
-   (+ residual), lo, hi); MODE 2: y = bias + A x B (the phase-plane conv's tile buffer); in the
-   AVX2 tile also MODE 3: y += A x B and MODE 4: y = clamp(y + A x B (+ residual)) (k in passes).
+   (+ residual), lo, hi); MODE 2: y = bias + A x B (the phase-plane conv's tile buffer); MODE 3:
+   y += A x B (k in passes); in the AVX2 tile also MODE 4: y = clamp(y + A x B (+ residual)).
    B row p is b + p * ldb, or with OFFS b + off[p] (phase planes). */
 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2"))) void
 tile_nv(const int NV, const int MODE, const int OFFS, const float *a, const float *b, const int *off, int k,
         long ldb, int cols, const float *bias, int rows, const float *residual, long ldy, float lo, float hi, float *y) {
     const __mmask16 m0 = col_mask(cols, 0), m1 = col_mask(cols, 16), m2 = col_mask(cols, 32);
     TILE_ACCS
-#define INIT(R) { const __m512 bv = MODE && R < rows ? _mm512_set1_ps(bias[R]) : _mm512_setzero_ps(); \
+#define INIT(R) if (MODE == 3) { \
+        const float *yr = y + R * ldy; \
+        c##R##0 = R < rows ? _mm512_maskz_loadu_ps(m0, yr) : _mm512_setzero_ps(); \
+        c##R##1 = NV > 1 && R < rows ? _mm512_maskz_loadu_ps(m1, yr + 16) : _mm512_setzero_ps(); \
+        c##R##2 = NV > 2 && R < rows ? _mm512_maskz_loadu_ps(m2, yr + 32) : _mm512_setzero_ps(); \
+    } else { const __m512 bv = MODE && R < rows ? _mm512_set1_ps(bias[R]) : _mm512_setzero_ps(); \
         c##R##0 = bv; c##R##1 = bv; c##R##2 = bv; }
     INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
 #undef INIT
@@ -97,6 +102,12 @@ TILE_VARIANT(tile3_plain, 3, 0, 0)
 TILE_VARIANT(tile1_fused, 1, 1, 0)
 TILE_VARIANT(tile2_fused, 2, 1, 0)
 TILE_VARIANT(tile3_fused, 3, 1, 0)
+TILE_VARIANT(tile1_bias, 1, 2, 0)
+TILE_VARIANT(tile2_bias, 2, 2, 0)
+TILE_VARIANT(tile3_bias, 3, 2, 0)
+TILE_VARIANT(tile1_accum, 1, 3, 0)
+TILE_VARIANT(tile2_accum, 2, 3, 0)
+TILE_VARIANT(tile3_accum, 3, 3, 0)
 TILE_VARIANT(tile1_phase, 1, 2, 1)
 TILE_VARIANT(tile2_phase, 2, 2, 1)
 TILE_VARIANT(tile3_phase, 3, 2, 1)
@@ -642,6 +653,99 @@ static void store_run_portable(const float *v, int n, const float *res, float lo
 }
 AVX2 static void store_run_avx2(const float *v, int n, const float *res, float lo, float hi, float *y) {
     store_run_body(v, n, res, lo, hi, y);
+}
+
+/* The live taps of output columns [n0, n0 + cols): those some column reads inside the map
+   (live[] in tap order, their count returned), and their rows of the im2col panel, tap-major:
+   col[(li * cin + ci) * NR + j] (zero outside the map and past `cols`). */
+AVX512 static int im2col_live_taps_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw,
+                                          int sh, int sw, int dh, int dw, int pt, int pl, int oh, int ow,
+                                          long n0, int cols, float *col, int *live) {
+    const long hw = (long)h * w, ohw = (long)oh * ow;
+    int iy0[NR], ix0[NR];
+    long base[NR];
+    for (int j = 0; j < NR; j++) {
+        const long n = n0 + (j < cols ? j : 0);
+        const long b = n / ohw, rem = n - b * ohw;
+        const int oy = (int)(rem / ow), ox = (int)(rem - (long)oy * ow);
+        iy0[j] = oy * sh - pt;
+        ix0[j] = ox * sw - pl;
+        base[j] = b * hw + (long)iy0[j] * w + ix0[j];
+    }
+    const int gather = (long)nb * hw < (1L << 30);
+    int nlive = 0;
+    for (int ky = 0; ky < kh; ky++) for (int kx = 0; kx < kw; kx++) {
+        int valid[NR], any = 0;
+        for (int j = 0; j < NR; j++) {
+            const int iy = iy0[j] + ky * dh, ix = ix0[j] + kx * dw;
+            valid[j] = j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w;
+            any |= valid[j];
+        }
+        if (!any) continue;
+        const long shift = (long)ky * dh * w + (long)kx * dw;
+        float *d = col + (long)nlive * cin * NR;
+        live[nlive++] = ky * kw + kx;
+        if (gather) {
+            __m512i idx[3];
+            __mmask16 msk[3];
+            for (int v = 0; v < 3; v++) {
+                int lanes[16];
+                __mmask16 m = 0;
+                for (int l = 0; l < 16; l++) {
+                    lanes[l] = valid[16 * v + l] ? (int)(base[16 * v + l] + shift) : 0;
+                    if (valid[16 * v + l]) m |= (__mmask16)(1u << l);
+                }
+                idx[v] = _mm512_loadu_si512(lanes);
+                msk[v] = m;
+            }
+            const __m512 z = _mm512_setzero_ps();
+            for (int ci = 0; ci < cin; ci++, d += NR) {
+                const float *src = x + (long)ci * nb * hw;
+                _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, msk[0], idx[0], src, 4));
+                _mm512_store_ps(d + 16, _mm512_mask_i32gather_ps(z, msk[1], idx[1], src, 4));
+                _mm512_store_ps(d + 32, _mm512_mask_i32gather_ps(z, msk[2], idx[2], src, 4));
+            }
+        } else {
+            for (int ci = 0; ci < cin; ci++, d += NR) {
+                const float *src = x + (long)ci * nb * hw;
+                for (int j = 0; j < NR; j++) d[j] = valid[j] ? src[base[j] + shift] : 0;
+            }
+        }
+    }
+    return nlive;
+}
+
+void tessera_engine_conv_live_taps(int isa, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                                   int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                                   const float *bias, const float *residual, float lo, float hi,
+                                   long r0, long r1, int m0, int m1, float *y) {
+    if (m1 > cout) m1 = cout;
+    const int taps = kh * kw, k = cin * taps;
+    if (!isa_avx512(isa) || taps > GATHER_MAX_TAPS) abort(); /* the compiler packs tap-major only then */
+    const long total = (long)nb * oh * ow, n1 = r1 * ow;
+    float *col = scratch(0, (size_t)k * NR + 16);
+    float *tiles = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    if (!col || !tiles) abort();
+    int live[GATHER_MAX_TAPS];
+    for (long n = r0 * ow; n < n1; n += NR) {
+        const int cols = n1 - n < NR ? (int)(n1 - n) : NR;
+        const int nlive = im2col_live_taps_avx512(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, n, cols, col, live);
+        for (int mb = m0 / MR; mb * MR < m1; mb++) {
+            const int o0 = mb * MR;
+            const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+            float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
+            const float *a = packed + (long)mb * k * MR;
+            /* the first live tap adds the bias (no live tap: the bias alone), the others accumulate */
+            TILE_BY_WIDTH(bias, a + (long)(nlive ? live[0] : 0) * cin * MR, col, NULL, nlive ? cin : 0, NR, cols,
+                          bias + o0, rows, NULL, NR, 0, 0, tile);
+            for (int li = 1; li < nlive; li++)
+                TILE_BY_WIDTH(accum, a + (long)live[li] * cin * MR, col + (long)li * cin * NR, NULL, cin, NR, cols,
+                              NULL, rows, NULL, NR, 0, 0, tile);
+        }
+        for (int o = m0; o < m1; o++)
+            store_run_avx512(tiles + (long)(o - m0 / MR * MR) * NR, cols, residual ? residual + o * total + n : NULL, lo, hi,
+                             y + o * total + n);
+    }
 }
 
 void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,

@@ -265,6 +265,34 @@ import Testing
         #expect(Session.defaultMicroBatch(for: try dense(200)) == 4)
     }
 
+    /// Dilated convs at the AVX-512 level run with tap-major weights and skip, per 48-column chunk,
+    /// the taps that read only padding there (DeepLabV3's ASPP: rate 12 and 24 on 32 x 32); maps
+    /// where whole rows of taps die, chunks spanning images, output channels off the 8-row blocks,
+    /// with the residual and the clamp.
+    @Test(arguments: [(6, 13, 11, 19), (9, 12, 12, 8), (2, 9, 30, 5), (24, 32, 32, 16)])
+    func dilatedConvSkipsDeadTaps(rate: Int, h: Int, w: Int, cout: Int) throws {
+        var rng = TestRNG(seed: UInt64(1700 + rate * 3 + h))
+        var b = ONNXBuilder()
+        let cin = 7
+        b.constant("w", [cout, cin, 3, 3], rng.floats(cout * cin * 9))
+        b.constant("b", [cout], rng.floats(cout))
+        b.constant("w1", [cout, cin, 1, 1], rng.floats(cout * cin))
+        b.node("Conv", ["x", "w", "b"], ["c"], ints: ["kernel_shape": [3, 3], "dilations": [rate, rate],
+               "pads": [rate, rate, rate, rate]])
+        b.node("Conv", ["x", "w1"], ["side"], ints: ["kernel_shape": [1, 1]])
+        b.node("Add", ["c", "side"], ["a"])
+        b.node("Relu", ["a"], ["y"])
+        try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
+            let dilated = model.program.steps.compactMap { if case let .conv(c) = $0, c.window.dh == rate { c } else { nil } }
+            #expect(dilated.count == 1)
+            #expect(dilated.first?.tapMajor == (model.isa.rawValue >= CPUISA.avx512.rawValue && rate < max(h, w)))
+            for (batch, micro, threads) in [(1, 16, 1), (3, 16, 2), (5, 2, 2)] {
+                #expect(try compareWithReference(model, batch: batch, threads: threads, microBatch: micro) < 1e-5,
+                        "\(model.isa) rate \(rate) batch \(batch)")
+            }
+        }
+    }
+
     /// A strided 1x1 conv without padding (ResNet's downsample) is a 1x1 max pool picking its
     /// pixels and the pointwise kernel at the AVX-512 level (im2col + OpenBLAS below it), with
     /// the ReLU still fused; odd maps, strides 2 and 3, output channels off the 8-row blocks.

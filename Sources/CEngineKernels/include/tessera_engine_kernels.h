@@ -55,6 +55,17 @@ void tessera_engine_depthwise(int isa, const float *x, int nb, int h, int w, int
                               int pt, int pl, int oh, int ow, const float *weights, const float *bias,
                               const float *residual, float lo, float hi, long p0, long p1, float *y);
 
+/**
+ * A dilated (or any) convolution at the AVX-512 level with its weights packed tap-major
+ * (tessera_engine_conv_pack of `[cout][kh * kw][cin]`): as tessera_engine_conv, but each 48-column
+ * chunk gathers and multiplies only the taps some of its outputs read inside the map (DeepLabV3's
+ * rate-12/24 ASPP convs on 32 x 32 maps read padding with a quarter to a half of their taps).
+ */
+void tessera_engine_conv_live_taps(int isa, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                                   int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
+                                   const float *bias, const float *residual, float lo, float hi,
+                                   long r0, long r1, int m0, int m1, float *y);
+
 /** Floats of the packed weights of a dense convolution with `cout` outputs and `k = cin * kh * kw`. */
 long tessera_engine_conv_packed_count(int cout, int k);
 

@@ -92,6 +92,19 @@ struct Compiler {
                 if c.kind == .pointwise && options.directConvolution && !options.pointwiseOnBLAS {
                     c.directWeights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
                 } else if directEligible(c) {
+                    let taps = c.window.kh * c.window.kw
+                    if (c.window.dh > 1 || c.window.dw > 1) && taps <= 64
+                        && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue {
+                        // [cout][cin][taps] -> [cout][taps][cin]
+                        let w = c.weights, cin = c.cin
+                        c.weights = [Float](unsafeUninitializedCapacity: w.count) { buf, n in
+                            for o in 0..<c.cout { for ci in 0..<cin { for t in 0..<taps {
+                                buf[(o * taps + t) * cin + ci] = w[(o * cin + ci) * taps + t]
+                            } } }
+                            n = w.count
+                        }
+                        c.tapMajor = true
+                    }
                     c.weights = ConvKernels.packDirect(c.weights, cout: c.cout, k: c.k)
                     c.kind = .direct
                 } else if options.directConvolution && c.kind == .gemm && c.groups > 1 && (c.cout / c.groups) % 8 == 0 {

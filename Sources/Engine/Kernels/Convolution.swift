@@ -134,6 +134,14 @@ enum ConvKernels {
                     let first = gi * coutG
                     let lower = max(channels.lowerBound, first), upper = min(channels.upperBound, first + coutG)
                     if lower >= upper { continue }
+                    if c.tapMajor {
+                        tessera_engine_conv_live_taps(isa, x, Int32(nb), Int32(c.cin), Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
+                                                      Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),
+                                                      Int32(g.oh), Int32(g.ow), Int32(c.cout), w.baseAddress!, b.baseAddress!, residual,
+                                                      lo, hi, outRows.lowerBound, outRows.upperBound,
+                                                      Int32(lower), Int32(upper), y)
+                        continue
+                    }
                     tessera_engine_conv(isa, o.denseConvPath.rawValue, o.gatherCost, x + gi * cinG * nb * g.h * g.w, Int32(nb), Int32(cinG),
                                         Int32(g.h), Int32(g.w), Int32(g.kh), Int32(g.kw),
                                         Int32(g.sh), Int32(g.sw), Int32(g.dh), Int32(g.dw), Int32(g.pt), Int32(g.pl),

@@ -74,6 +74,9 @@ struct ConvStep: Sendable {
     var activation: Activation = .none
     var residual: Int?
     var input: Int, output: Int
+    /// Direct, dilated, AVX-512: the weights packed tap-major (`[cout][kh * kw][cin]`) for
+    /// `tessera_engine_conv_live_taps`, which skips the taps a chunk of outputs reads only padding with.
+    var tapMajor = false
     var k: Int { cin / groups * window.kh * window.kw }
 }
 
