@@ -265,12 +265,14 @@ import Testing
         #expect(Session.defaultMicroBatch(for: try dense(200)) == 4)
     }
 
-    /// Dilated convs at the AVX-512 level run with tap-major weights and skip, per 48-column chunk,
-    /// the taps that read only padding there (DeepLabV3's ASPP: rate 12 and 24 on 32 x 32); maps
-    /// where whole rows of taps die, chunks spanning images, output channels off the 8-row blocks,
-    /// with the residual and the clamp.
-    @Test(arguments: [(6, 13, 11, 19), (9, 12, 12, 8), (2, 9, 30, 5), (24, 32, 32, 16)])
-    func dilatedConvSkipsDeadTaps(rate: Int, h: Int, w: Int, cout: Int) throws {
+    /// Dilated convs whose taps read padding for a fifth or more of their outputs run, at the AVX-512
+    /// level, with tap-major weights over output rectangles of constant tap validity, each with only
+    /// its live taps (DeepLabV3's ASPP: rate 12 and 24 on 32 x 32); rows and column bands, rectangles
+    /// narrower and wider than a tile, output channels off the 8-row blocks, the residual and clamp.
+    /// The others (rate 2 on 9 x 30: 0.82 of the pairs live, rate 4 on 32 x 32: 0.84) stay on the panels.
+    @Test(arguments: [(6, 13, 11, 19, true), (9, 12, 12, 8, true), (2, 9, 30, 5, false), (24, 32, 32, 16, true),
+                      (12, 32, 32, 9, true), (4, 32, 32, 8, false)])
+    func dilatedConvSkipsDeadTaps(rate: Int, h: Int, w: Int, cout: Int, skips: Bool) throws {
         var rng = TestRNG(seed: UInt64(1700 + rate * 3 + h))
         var b = ONNXBuilder()
         let cin = 7
@@ -285,7 +287,7 @@ import Testing
         try bothBuilds({ try b.model(inputShape: [cin, h, w], options: $0) }) { model throws in
             let dilated = model.program.steps.compactMap { if case let .conv(c) = $0, c.window.dh == rate { c } else { nil } }
             #expect(dilated.count == 1)
-            #expect(dilated.first?.tapMajor == (model.isa.rawValue >= CPUISA.avx512.rawValue && rate < max(h, w)))
+            #expect(dilated.first?.tapMajor == (model.isa.rawValue >= CPUISA.avx512.rawValue && skips))
             for (batch, micro, threads) in [(1, 16, 1), (3, 16, 2), (5, 2, 2)] {
                 #expect(try compareWithReference(model, batch: batch, threads: threads, microBatch: micro) < 1e-5,
                         "\(model.isa) rate \(rate) batch \(batch)")

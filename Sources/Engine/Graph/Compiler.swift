@@ -94,7 +94,7 @@ struct Compiler {
                 } else if directEligible(c) {
                     let taps = c.window.kh * c.window.kw
                     if (c.window.dh > 1 || c.window.dw > 1) && taps <= 64
-                        && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue {
+                        && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue && Self.liveTapFraction(c.window) <= 0.8 {
                         // [cout][cin][taps] -> [cout][taps][cin]
                         let w = c.weights, cin = c.cin
                         c.weights = [Float](unsafeUninitializedCapacity: w.count) { buf, n in
@@ -201,6 +201,18 @@ struct Compiler {
     /// on the AVX-512 one the direct kernel is faster: DeepLabV3-ResNet50 2.4-2.8 -> 3.4-3.5 img/s
     /// at batch 4, 2 threads); `options.directConvolution` false keeps every dense convolution on
     /// im2col + OpenBLAS.
+    /// The fraction of (output, tap) pairs of a conv that read inside the map: DeepLabV3's rate-12
+    /// and rate-24 ASPP convs on 32 x 32 maps 0.56 and 0.25, its backbone's rate-4 convs 0.84. At
+    /// <= 0.8 a dilated conv runs on `tessera_engine_conv_live_taps` (per-tap passes over output
+    /// rectangles; the rate-4 convs ran 6-15% slower there than on the single-pass panels).
+    static func liveTapFraction(_ w: Window2D) -> Double {
+        func counts(_ on: Int, _ s: Int, _ p: Int, _ d: Int, _ k: Int, _ n: Int) -> Int {
+            (0..<k).reduce(0) { sum, t in sum + (0..<on).filter { o in let i = o * s - p + t * d; return i >= 0 && i < n }.count }
+        }
+        let ys = counts(w.oh, w.sh, w.pt, w.dh, w.kh, w.h), xs = counts(w.ow, w.sw, w.pl, w.dw, w.kw, w.w)
+        return Double(ys) * Double(xs) / (Double(w.kh * w.kw) * Double(w.oh * w.ow))
+    }
+
     func directEligible(_ c: ConvStep) -> Bool {
         options.directConvolution && c.kind == .gemm && c.groups == 1 && c.window.kh * c.window.kw > 1
             && ((c.window.dh == 1 && c.window.dw == 1) || options.effectiveISA.rawValue >= CPUISA.avx512.rawValue)
