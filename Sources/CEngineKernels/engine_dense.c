@@ -906,20 +906,29 @@ AVX512 static void live_taps_avx512(const float *x, int nb, int cin, int h, int 
                         oxs[j] = x0 + (int)(q % bw);
                         base[j] = b * hw + (long)(oys[j] * sh - pt) * w + (oxs[j] * sw - pl);
                     }
-                    /* the panel: every live tap is valid for every pixel of the rectangle */
+                    /* the panel: a live tap is valid for every pixel of a banded rectangle; on whole
+                       rows (columns not banded) only for the pixels it reads inside the row */
                     for (int li = 0; li < nlive; li++) {
                         const int ky = live[li] / kw, kx = live[li] % kw;
                         const long shift = (long)ky * dh * w + (long)kx * dw;
                         float *d = col + (long)li * cin * NR;
+                        int valid[NR];
+                        for (int j = 0; j < NR; j++) {
+                            const int iy = oys[j] * sh - pt + ky * dh, ix = oxs[j] * sw - pl + kx * dw;
+                            valid[j] = j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w;
+                        }
                         if (gather) {
                             __m512i idx[3];
                             __mmask16 msk[3];
                             for (int v = 0; v < 3; v++) {
                                 int lanes[16];
-                                for (int l = 0; l < 16; l++) lanes[l] = (int)(base[16 * v + l] + shift);
+                                __mmask16 m = 0;
+                                for (int l = 0; l < 16; l++) {
+                                    lanes[l] = valid[16 * v + l] ? (int)(base[16 * v + l] + shift) : 0;
+                                    if (valid[16 * v + l]) m |= (__mmask16)(1u << l);
+                                }
                                 idx[v] = _mm512_loadu_si512(lanes);
-                                const int n = cols - 16 * v;
-                                msk[v] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+                                msk[v] = m;
                             }
                             const __m512 z = _mm512_setzero_ps();
                             for (int ci = 0; ci < cin; ci++, d += NR) {
@@ -931,7 +940,7 @@ AVX512 static void live_taps_avx512(const float *x, int nb, int cin, int h, int 
                         } else {
                             for (int ci = 0; ci < cin; ci++, d += NR) {
                                 const float *src = x + (long)ci * nb * hw;
-                                for (int j = 0; j < NR; j++) d[j] = j < cols ? src[base[j] + shift] : 0;
+                                for (int j = 0; j < NR; j++) d[j] = valid[j] ? src[base[j] + shift] : 0;
                             }
                         }
                     }
