@@ -408,12 +408,12 @@ import Testing
         #expect(try compareWithReference(model, batch: batch, threads: 1) < 1e-4)
     }
 
-    /// At the AVX2 level a narrow 3x3 behind a wide input (DenseNet's 128 -> 32) runs direct on
-    /// maps under 512 pixels (14 x 14) however large the micro-batch, and as Winograd on 28 x 28;
-    /// a 32 -> 32 layer on 14 x 14 keeps Winograd. Both paths agree.
-    @Test func narrowBottleneckRunsDirectOnSmallMaps() throws {
+    /// At the AVX2 and AVX-512 levels a narrow 3x3 behind a wide input (DenseNet's 128 -> 32) runs
+    /// direct on maps under 512 pixels (14 x 14) however large the micro-batch, and as Winograd on
+    /// 28 x 28; a 32 -> 32 layer on 14 x 14 keeps Winograd. Both paths agree.
+    @Test(arguments: [CPUISA.avx2, .avx512]) func narrowBottleneckRunsDirectOnSmallMaps(isa: CPUISA) throws {
         var avx2 = EngineOptions()
-        avx2.isa = .avx2
+        avx2.isa = isa
         for (cin, side, winograd) in [(128, 14, false), (128, 28, true), (32, 14, true)] {
             var rng = TestRNG(seed: UInt64(1500 + side))
             var b = ONNXBuilder()
