@@ -2,7 +2,9 @@
 #include "engine_internal.h"
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define NBUF 3
 typedef struct { float *p[NBUF]; size_t cap[NBUF]; } tls_scratch;
@@ -44,4 +46,18 @@ AVX512 void tessera_copy_stride2_avx512(float *d, const float *s, int n) {
         _mm512_storeu_ps(d + j, _mm512_permutex2var_ps(a, even, b));
     }
     for (; j < n; j++) d[j] = s[2 * j];
+}
+
+/* Asks for transparent huge pages on the 2 MB-aligned part of [p, p + bytes) (a fresh output
+   buffer, before it is written): a 16-image segmentation output is 88 MB, and faulting it in
+   4 KB pages on every batch cost LR-ASPP-MobileNetV3 a quarter of its time. A no-op where the
+   kernel has no THP or it is off. */
+void tessera_advise_huge_pages(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
 }

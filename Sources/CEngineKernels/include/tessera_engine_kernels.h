@@ -66,6 +66,9 @@ void tessera_engine_conv_live_taps(int isa, const float *x, int nb, int cin, int
                                    const float *bias, const float *residual, float lo, float hi,
                                    long r0, long r1, int m0, int m1, float *y);
 
+/** Transparent huge pages for the 2 MB-aligned part of a large buffer not yet written (madvise). */
+void tessera_advise_huge_pages(void *p, size_t bytes);
+
 /** Floats of the packed weights of a dense convolution with `cout` outputs and `k = cin * kh * kw`. */
 long tessera_engine_conv_packed_count(int cout, int k);
 

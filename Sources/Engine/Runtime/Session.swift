@@ -1,3 +1,4 @@
+import CEngineKernels
 import Dispatch
 import LinearAlgebra
 import Synchronization
@@ -152,6 +153,7 @@ public final class Session: @unchecked Sendable {
             if i == counts.count { try body(pointers); return [] }
             var rest: [[Float]] = []
             let array = try [Float](unsafeUninitializedCapacity: max(counts[i], 1)) { buffer, initialized in
+                if counts[i] >= 1 << 20 { tessera_advise_huge_pages(buffer.baseAddress!, counts[i] * MemoryLayout<Float>.size) }
                 rest = try make(i + 1, pointers + [buffer.baseAddress!])
                 initialized = counts[i]
             }
