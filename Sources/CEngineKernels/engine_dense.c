@@ -556,6 +556,7 @@ void tessera_engine_sgemm_packed(int isa, const float *packed, int m, int k, con
 
 void tessera_engine_matmul(int isa, const float *a, int m, int k, const float *b, int n, float *c) {
     if (m <= 0 || n <= 0) return;
+    if (k <= 0) { memset(c, 0, sizeof(float) * (size_t)m * n); return; }
     float *pa = tessera_scratch(0, (size_t)tessera_engine_conv_packed_count(m, k));
     if (!pa) abort();
     tessera_engine_conv_pack(a, m, k, pa);
@@ -576,6 +577,7 @@ void tessera_engine_gemm_pack_panels(const float *w, int n, int k, float *panels
 void tessera_engine_gemm_rows(int isa, const float *x, int m, int k, const float *panels, int n, int q0, int q1,
                               const float *bias, float *y) {
     if (m <= 0 || q1 <= q0) return;
+    if (q0 % NR) abort(); /* panels start every 48 columns */
     float *a = tessera_scratch(0, (size_t)tessera_engine_conv_packed_count(m, k));
     if (!a) abort();
     tessera_engine_conv_pack(x, m, k, a);

@@ -89,6 +89,23 @@ import Testing
     }
 
     /// A small network: conv, residual add + ReLU fused into a 1x1 conv, global pool, Gemm.
+    /// A value read only by strided 1x1 convs (ResNet-v1's stride-2 first 1x1 and downsample): the
+    /// fp32 build (the one calibrated) picks their pixels with a pool first, the int8 build keeps the
+    /// strided convs; calibration records the range they read, so both run on the int8 kernel.
+    @Test func stridedPointwiseIsCalibrated() throws {
+        var rng = TestRNG(seed: 88)
+        var b = ONNXBuilder()
+        b.scaledConv("stem", "x", cin: 3, cout: 64, k: 3, pad: 1, rng: &rng)
+        b.node("Relu", ["stem"], ["r"])
+        b.scaledConv("down", "r", cin: 64, cout: 64, k: 1, pad: 0, stride: 2, rng: &rng)
+        b.scaledConv("main", "r", cin: 64, cout: 64, k: 1, pad: 0, stride: 2, rng: &rng)
+        b.node("Add", ["down", "main"], ["y"])
+        let (error, identical, int8Steps) = try check(b, inputShape: [3, 13, 13], batch: 4)
+        #expect(int8Steps == 3)
+        #expect(identical)
+        #expect(error < 0.05)
+    }
+
     @Test func residualBlockAndGemm() throws {
         let b = ONNXBuilder.residualBlockAndGemm(seed: 41)
         let r = try check(b, inputShape: [3, 20, 18], batch: 6, threads: 2, microBatch: 4)

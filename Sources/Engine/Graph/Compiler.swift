@@ -201,6 +201,10 @@ struct Compiler {
     /// on the AVX-512 one the direct kernel is faster: DeepLabV3-ResNet50 2.4-2.8 -> 3.4-3.5 img/s
     /// at batch 4, 2 threads); `options.directConvolution` false keeps every dense convolution on
     /// im2col + OpenBLAS.
+    /// Name suffix of the value a strided 1x1 conv's picking pool writes (see `lower`; calibration
+    /// records the pool's input under its own name for the int8 build, which keeps the strided conv).
+    static let stridedPixelsSuffix = "/strided-pixels"
+
     /// The fraction of (output, tap) pairs of a conv that read inside the map: DeepLabV3's rate-12
     /// and rate-24 ASPP convs on 32 x 32 maps 0.56 and 0.25, its backbone's rate-4 convs 0.84. At
     /// <= 0.8 a dilated conv runs on `tessera_engine_conv_live_taps` (per-tap passes over output
@@ -318,7 +322,7 @@ struct Compiler {
                     && window.pt + window.pl + window.pb + window.pr == 0 && options.directConvolution
                     && !options.pointwiseOnBLAS && options.precision != .int8
                     && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue {
-                    let picked = newValue(node.outputs[0] + "/strided-pixels", [cin, window.oh, window.ow])
+                    let picked = newValue(node.outputs[0] + Self.stridedPixelsSuffix, [cin, window.oh, window.ow])
                     steps.append(.pool(PoolStep(isMax: true, window: window,
                                                 rowCount: [Float](repeating: 1, count: window.oh),
                                                 colCount: [Float](repeating: 1, count: window.ow), input: x, output: picked)))

@@ -98,6 +98,9 @@ public struct Model: Sendable {
             switch step {
             case let .conv(c) where c.groups == 1 && c.kind != .depthwise: watched[i] = c.input
             case let .gemm(g): watched[i] = g.input
+            // A strided 1x1 conv compiled (fp32) as a pool picking its pixels + a pointwise conv: its
+            // int8 build reads the pool's input, so that is the range to record.
+            case let .pool(p) where program.slots[p.output].name.hasSuffix(Compiler.stridedPixelsSuffix): watched[i] = p.input
             default: break
             }
         }
