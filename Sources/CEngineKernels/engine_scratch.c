@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define NBUF 3
 typedef struct { float *p[NBUF]; size_t cap[NBUF]; } tls_scratch;
@@ -59,5 +62,16 @@ void tessera_advise_huge_pages(void *p, size_t bytes) {
     if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
 #else
     (void)p; (void)bytes;
+#endif
+}
+
+/* glibc: every allocation from the heap (none mmapped on its own) and the heap trimmed only above
+   1 GiB free, so a batch's output arrays (88 MB for 16 LR-ASPP maps) reuse the pages the previous
+   batch freed instead of faulting in fresh ones: LR-ASPP 2 threads batch 16 ~160 or ~240 img/s
+   from run to run -> 242-250 every run. Peak memory is what the process used anyway. */
+void tessera_keep_freed_blocks(void) {
+#ifdef __GLIBC__
+    (void)mallopt(M_MMAP_MAX, 0);
+    (void)mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }

@@ -12,6 +12,11 @@ struct TesseraCommand: ParsableCommand {
         version: Tessera.version,
         subcommands: [RunCommand.self, ServeCommand.self, WatchCommand.self, ThroughputCommand.self, InspectCommand.self, TilesCommand.self, ModelsCommand.self, BenchCommand.self,
                       SampleSlideCommand.self, DoctorCommand.self, AuditCommand.self, JobProcessCommand.self])
+
+    static func main() {
+        Tessera.keepFreedBlocks()
+        main(nil)
+    }
 }
 
 /// Runs a command body, turning Tessera errors into one `tessera: error: ...` line and exit code 1.

@@ -66,6 +66,9 @@ void tessera_engine_conv_live_taps(int isa, const float *x, int nb, int cin, int
                                    const float *bias, const float *residual, float lo, float hi,
                                    long r0, long r1, int m0, int m1, float *y);
 
+/** Process-wide (glibc): large allocations from the heap, freed pages kept for reuse (mallopt). */
+void tessera_keep_freed_blocks(void);
+
 /** Transparent huge pages for the 2 MB-aligned part of a large buffer not yet written (madvise). */
 void tessera_advise_huge_pages(void *p, size_t bytes);
 

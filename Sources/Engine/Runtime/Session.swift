@@ -233,3 +233,10 @@ private final class NSLockLike: @unchecked Sendable {
     }
 }
 
+/// Process-wide memory settings for programs that run batch after batch.
+public enum EngineMemory {
+    /// Large blocks a batch frees (its output arrays) stay in the heap for the next batch instead
+    /// of going back to the system and being faulted in again (glibc `mallopt`; elsewhere a
+    /// no-op). Call once, early; it changes the C allocator for the whole process.
+    public static func keepFreedBlocks() { tessera_keep_freed_blocks() }
+}
