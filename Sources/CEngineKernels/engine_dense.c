@@ -657,14 +657,6 @@ AVX2 static void store_run_avx2(const float *v, int n, const float *res, float l
     store_run_body(v, n, res, lo, hi, y);
 }
 
-/* The AVX-512 body of tessera_engine_conv_live_taps: output rectangles of constant tap validity
-   (row bands x column bands of each image), each in chunks of up to 48 pixels whose panel holds
-   only the taps valid there (gathered, tap-major), multiplied by those taps' weights. */
-AVX512 static void live_taps_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
-                                    int dh, int dw, int pt, int pl, int oh, int ow, const float *packed,
-                                    const float *bias, const float *residual, float lo, float hi,
-                                    long r0, long r1, int m0, int m1, float *y, int k);
-
 /* Output positions o in [0, on) whose tap at offset t * d reads inside [0, n): o * s - p + t * d in
    [0, n), as [*lo, *hi). */
 static void tap_span(int on, int s, int p, int d, int t, int n, int *lo, int *hi) {
@@ -698,16 +690,136 @@ static int tap_bands(int on, int s, int p, int d, int taps, int n, int *edge, un
     return nb;
 }
 
+/* The AVX-512 body of tessera_engine_conv_live_taps: output rectangles of constant tap validity
+   (row bands x column bands of each image), each in chunks of up to 48 pixels whose panel holds
+   only the taps valid there (gathered, tap-major), multiplied by those taps' weights. */
+AVX512 static void live_taps_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
+                                    int dh, int dw, int pt, int pl, int oh, int ow, const float *packed,
+                                    const float *bias, const float *residual, float lo, float hi,
+                                    long r0, long r1, int m0, int m1, float *y) {
+    const int k = cin * kh * kw;
+    const long hw = (long)h * w, total = (long)nb * oh * ow;
+    const int gather = (long)nb * hw < (1L << 30);
+    float *col = scratch(0, (size_t)k * NR + 16);
+    float *tiles = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
+    if (!col || !tiles) abort();
+    int yedge[2 * GATHER_MAX_TAPS + 2], xedge[2 * GATHER_MAX_TAPS + 2];
+    unsigned char yvalid[(2 * GATHER_MAX_TAPS + 1) * GATHER_MAX_TAPS], xvalid[(2 * GATHER_MAX_TAPS + 1) * GATHER_MAX_TAPS];
+    const int nyb = tap_bands(oh, sh, pt, dh, kh, h, yedge, yvalid);
+    int nxb = tap_bands(ow, sw, pl, dw, kw, w, xedge, xvalid);
+    /* Column bands cut rows into short runs (narrower tiles, more stores): only where they drop a
+       quarter of the taps or more (rate 12 and 24 on 32 columns: 0.75 and 0.5 of them; rate 4:
+       0.92, and it ran 15-40% slower on bands); otherwise whole rows with every tap some column reads. */
+    long banded = 0, whole = 0;
+    unsigned char any[GATHER_MAX_TAPS] = {0};
+    for (int i = 0; i < nxb; i++)
+        for (int t = 0; t < kw; t++) {
+            banded += (long)xvalid[i * kw + t] * (xedge[i + 1] - xedge[i]);
+            any[t] |= xvalid[i * kw + t];
+        }
+    for (int t = 0; t < kw; t++) whole += (long)any[t] * ow;
+    if (4 * banded > 3 * whole) {
+        nxb = 1; xedge[0] = 0; xedge[1] = ow;
+        for (int t = 0; t < kw; t++) xvalid[t] = any[t];
+    }
+    int live[GATHER_MAX_TAPS], oys[NR], oxs[NR];
+    long base[NR];
+    for (long b = r0 / oh; b * oh < r1; b++) {
+        const long ry0 = r0 - b * oh > 0 ? r0 - b * oh : 0, ry1 = r1 - b * oh < oh ? r1 - b * oh : oh;
+        for (int yb = 0; yb < nyb; yb++) {
+            const int y0 = yedge[yb] > ry0 ? yedge[yb] : (int)ry0;
+            const int y1 = yedge[yb + 1] < ry1 ? yedge[yb + 1] : (int)ry1;
+            if (y0 >= y1) continue;
+            for (int xb = 0; xb < nxb; xb++) {
+                const int x0 = xedge[xb], bw = xedge[xb + 1] - x0;
+                int nlive = 0;
+                for (int ky = 0; ky < kh; ky++) for (int kx = 0; kx < kw; kx++)
+                    if (yvalid[yb * kh + ky] && xvalid[xb * kw + kx]) live[nlive++] = ky * kw + kx;
+                const long npx = (long)(y1 - y0) * bw;
+                for (long c0 = 0; c0 < npx; c0 += NR) {
+                    const int cols = npx - c0 < NR ? (int)(npx - c0) : NR;
+                    for (int j = 0; j < NR; j++) {
+                        const long q = c0 + (j < cols ? j : 0);
+                        oys[j] = y0 + (int)(q / bw);
+                        oxs[j] = x0 + (int)(q % bw);
+                        base[j] = b * hw + (long)(oys[j] * sh - pt) * w + (oxs[j] * sw - pl);
+                    }
+                    /* the panel: a live tap is valid for every pixel of a banded rectangle; on whole
+                       rows (columns not banded) only for the pixels it reads inside the row */
+                    for (int li = 0; li < nlive; li++) {
+                        const int ky = live[li] / kw, kx = live[li] % kw;
+                        const long shift = (long)ky * dh * w + (long)kx * dw;
+                        float *d = col + (long)li * cin * NR;
+                        int valid[NR];
+                        for (int j = 0; j < NR; j++) {
+                            const int iy = oys[j] * sh - pt + ky * dh, ix = oxs[j] * sw - pl + kx * dw;
+                            valid[j] = j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w;
+                        }
+                        if (gather) {
+                            __m512i idx[3];
+                            __mmask16 msk[3];
+                            for (int v = 0; v < 3; v++) {
+                                int lanes[16];
+                                __mmask16 m = 0;
+                                for (int l = 0; l < 16; l++) {
+                                    lanes[l] = valid[16 * v + l] ? (int)(base[16 * v + l] + shift) : 0;
+                                    if (valid[16 * v + l]) m |= (__mmask16)(1u << l);
+                                }
+                                idx[v] = _mm512_loadu_si512(lanes);
+                                msk[v] = m;
+                            }
+                            const __m512 z = _mm512_setzero_ps();
+                            for (int ci = 0; ci < cin; ci++, d += NR) {
+                                const float *src = x + (long)ci * nb * hw;
+                                _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, msk[0], idx[0], src, 4));
+                                _mm512_store_ps(d + 16, _mm512_mask_i32gather_ps(z, msk[1], idx[1], src, 4));
+                                _mm512_store_ps(d + 32, _mm512_mask_i32gather_ps(z, msk[2], idx[2], src, 4));
+                            }
+                        } else {
+                            for (int ci = 0; ci < cin; ci++, d += NR) {
+                                const float *src = x + (long)ci * nb * hw;
+                                for (int j = 0; j < NR; j++) d[j] = valid[j] ? src[base[j] + shift] : 0;
+                            }
+                        }
+                    }
+                    for (int mb = m0 / MR; mb * MR < m1; mb++) {
+                        const int o0 = mb * MR;
+                        const int rows = m1 - o0 < MR ? m1 - o0 : MR;
+                        float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
+                        const float *a = packed + (long)mb * k * MR;
+                        /* the first live tap adds the bias (none live: the bias alone), the others accumulate */
+                        TILE_BY_WIDTH(bias, a + (long)(nlive ? live[0] : 0) * cin * MR, col, NULL, nlive ? cin : 0, NR, cols,
+                                      bias + o0, rows, NULL, NR, 0, 0, tile);
+                        for (int li = 1; li < nlive; li++)
+                            TILE_BY_WIDTH(accum, a + (long)live[li] * cin * MR, col + (long)li * cin * NR, NULL, cin, NR, cols,
+                                          NULL, rows, NULL, NR, 0, 0, tile);
+                    }
+                    /* runs of the chunk's pixels that are consecutive in the output (whole rows: one run) */
+                    for (int j0 = 0; j0 < cols;) {
+                        int j1 = j0 + 1;
+                        while (j1 < cols && (long)(oys[j1] - oys[j0]) * ow + oxs[j1] - oxs[j0] == j1 - j0) j1++;
+                        const long n = (b * oh + oys[j0]) * ow + oxs[j0];
+                        for (int o = m0; o < m1; o++)
+                            store_run_avx512(tiles + (long)(o - m0 / MR * MR) * NR + j0, j1 - j0,
+                                             residual ? residual + o * total + n : NULL, lo, hi, y + o * total + n);
+                        j0 = j1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 void tessera_engine_conv_live_taps(int isa, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
                                    int dh, int dw, int pt, int pl, int oh, int ow, int cout, const float *packed,
                                    const float *bias, const float *residual, float lo, float hi,
                                    long r0, long r1, int m0, int m1, float *y) {
     if (m1 > cout) m1 = cout;
-    const int taps = kh * kw, k = cin * taps;
+    const int taps = kh * kw;
     /* the compiler packs tap-major only then */
     if (!isa_avx512(isa) || kh > GATHER_MAX_TAPS || kw > GATHER_MAX_TAPS || taps > GATHER_MAX_TAPS) abort();
     live_taps_avx512(x, nb, cin, h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, packed, bias, residual, lo, hi,
-                     r0, r1, m0, m1, y, k);
+                     r0, r1, m0, m1, y);
 }
 
 void tessera_engine_conv(int isa, int path, double gather_cost, const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
@@ -859,117 +971,3 @@ void tessera_engine_pointwise(int isa, const float *x, long total, int cin, int 
 /* ---------- pooling ---------- */
 
 /* Vertical pass of one output row: acc[i] = sum / max of the valid input rows; returns 0 if none. */
-
-AVX512 static void live_taps_avx512(const float *x, int nb, int cin, int h, int w, int kh, int kw, int sh, int sw,
-                                    int dh, int dw, int pt, int pl, int oh, int ow, const float *packed,
-                                    const float *bias, const float *residual, float lo, float hi,
-                                    long r0, long r1, int m0, int m1, float *y, int k) {
-    const long hw = (long)h * w, total = (long)nb * oh * ow;
-    const int gather = (long)nb * hw < (1L << 30);
-    float *col = scratch(0, (size_t)k * NR + 16);
-    float *tiles = scratch(1, (size_t)((m1 - m0 / MR * MR + MR - 1) / MR) * MR * NR);
-    if (!col || !tiles) abort();
-    int yedge[2 * GATHER_MAX_TAPS + 2], xedge[2 * GATHER_MAX_TAPS + 2];
-    unsigned char yvalid[(2 * GATHER_MAX_TAPS + 1) * GATHER_MAX_TAPS], xvalid[(2 * GATHER_MAX_TAPS + 1) * GATHER_MAX_TAPS];
-    const int nyb = tap_bands(oh, sh, pt, dh, kh, h, yedge, yvalid);
-    int nxb = tap_bands(ow, sw, pl, dw, kw, w, xedge, xvalid);
-    /* Column bands cut rows into short runs (narrower tiles, more stores): only where they drop a
-       quarter of the taps or more (rate 12 and 24 on 32 columns: 0.75 and 0.5 of them; rate 4:
-       0.92, and it ran 15-40% slower on bands); otherwise whole rows with every tap some column reads. */
-    long banded = 0, whole = 0;
-    for (int i = 0; i < nxb; i++) for (int t = 0; t < kw; t++) banded += (long)xvalid[i * kw + t] * (xedge[i + 1] - xedge[i]);
-    for (int t = 0; t < kw; t++) {
-        int l, u;
-        tap_span(ow, sw, pl, dw, t, w, &l, &u);
-        xvalid[t] = u > l;
-        whole += (long)xvalid[t] * ow;
-    }
-    if (4 * banded > 3 * whole) { nxb = 1; xedge[0] = 0; xedge[1] = ow; }
-    else nxb = tap_bands(ow, sw, pl, dw, kw, w, xedge, xvalid);
-    int live[GATHER_MAX_TAPS], oys[NR], oxs[NR];
-    long base[NR];
-    for (long b = r0 / oh; b * oh < r1; b++) {
-        const long ry0 = r0 - b * oh > 0 ? r0 - b * oh : 0, ry1 = r1 - b * oh < oh ? r1 - b * oh : oh;
-        for (int yb = 0; yb < nyb; yb++) {
-            const int y0 = yedge[yb] > ry0 ? yedge[yb] : (int)ry0;
-            const int y1 = yedge[yb + 1] < ry1 ? yedge[yb + 1] : (int)ry1;
-            if (y0 >= y1) continue;
-            for (int xb = 0; xb < nxb; xb++) {
-                const int x0 = xedge[xb], bw = xedge[xb + 1] - x0;
-                int nlive = 0;
-                for (int ky = 0; ky < kh; ky++) for (int kx = 0; kx < kw; kx++)
-                    if (yvalid[yb * kh + ky] && xvalid[xb * kw + kx]) live[nlive++] = ky * kw + kx;
-                const long npx = (long)(y1 - y0) * bw;
-                for (long c0 = 0; c0 < npx; c0 += NR) {
-                    const int cols = npx - c0 < NR ? (int)(npx - c0) : NR;
-                    for (int j = 0; j < NR; j++) {
-                        const long q = c0 + (j < cols ? j : 0);
-                        oys[j] = y0 + (int)(q / bw);
-                        oxs[j] = x0 + (int)(q % bw);
-                        base[j] = b * hw + (long)(oys[j] * sh - pt) * w + (oxs[j] * sw - pl);
-                    }
-                    /* the panel: a live tap is valid for every pixel of a banded rectangle; on whole
-                       rows (columns not banded) only for the pixels it reads inside the row */
-                    for (int li = 0; li < nlive; li++) {
-                        const int ky = live[li] / kw, kx = live[li] % kw;
-                        const long shift = (long)ky * dh * w + (long)kx * dw;
-                        float *d = col + (long)li * cin * NR;
-                        int valid[NR];
-                        for (int j = 0; j < NR; j++) {
-                            const int iy = oys[j] * sh - pt + ky * dh, ix = oxs[j] * sw - pl + kx * dw;
-                            valid[j] = j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w;
-                        }
-                        if (gather) {
-                            __m512i idx[3];
-                            __mmask16 msk[3];
-                            for (int v = 0; v < 3; v++) {
-                                int lanes[16];
-                                __mmask16 m = 0;
-                                for (int l = 0; l < 16; l++) {
-                                    lanes[l] = valid[16 * v + l] ? (int)(base[16 * v + l] + shift) : 0;
-                                    if (valid[16 * v + l]) m |= (__mmask16)(1u << l);
-                                }
-                                idx[v] = _mm512_loadu_si512(lanes);
-                                msk[v] = m;
-                            }
-                            const __m512 z = _mm512_setzero_ps();
-                            for (int ci = 0; ci < cin; ci++, d += NR) {
-                                const float *src = x + (long)ci * nb * hw;
-                                _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, msk[0], idx[0], src, 4));
-                                _mm512_store_ps(d + 16, _mm512_mask_i32gather_ps(z, msk[1], idx[1], src, 4));
-                                _mm512_store_ps(d + 32, _mm512_mask_i32gather_ps(z, msk[2], idx[2], src, 4));
-                            }
-                        } else {
-                            for (int ci = 0; ci < cin; ci++, d += NR) {
-                                const float *src = x + (long)ci * nb * hw;
-                                for (int j = 0; j < NR; j++) d[j] = valid[j] ? src[base[j] + shift] : 0;
-                            }
-                        }
-                    }
-                    for (int mb = m0 / MR; mb * MR < m1; mb++) {
-                        const int o0 = mb * MR;
-                        const int rows = m1 - o0 < MR ? m1 - o0 : MR;
-                        float *tile = tiles + (long)(mb - m0 / MR) * MR * NR;
-                        const float *a = packed + (long)mb * k * MR;
-                        /* the first live tap adds the bias (none live: the bias alone), the others accumulate */
-                        TILE_BY_WIDTH(bias, a + (long)(nlive ? live[0] : 0) * cin * MR, col, NULL, nlive ? cin : 0, NR, cols,
-                                      bias + o0, rows, NULL, NR, 0, 0, tile);
-                        for (int li = 1; li < nlive; li++)
-                            TILE_BY_WIDTH(accum, a + (long)live[li] * cin * MR, col + (long)li * cin * NR, NULL, cin, NR, cols,
-                                          NULL, rows, NULL, NR, 0, 0, tile);
-                    }
-                    /* runs of the chunk's pixels that are consecutive in the output (whole rows: one run) */
-                    for (int j0 = 0; j0 < cols;) {
-                        int j1 = j0 + 1;
-                        while (j1 < cols && (long)(oys[j1] - oys[j0]) * ow + oxs[j1] - oxs[j0] == j1 - j0) j1++;
-                        const long n = (b * oh + oys[j0]) * ow + oxs[j0];
-                        for (int o = m0; o < m1; o++)
-                            store_run_avx512(tiles + (long)(o - m0 / MR * MR) * NR + j0, j1 - j0,
-                                             residual ? residual + o * total + n : NULL, lo, hi, y + o * total + n);
-                        j0 = j1;
-                    }
-                }
-            }
-        }
-    }
-}

@@ -152,7 +152,7 @@ struct Compiler {
 
     /// Whether an FP32 dense layer (a MatMul or Gemm by constant weights) runs on the engine's
     /// AVX-512 tile instead of OpenBLAS. Measured on the Zen 5 VM (OpenBLAS at its Haswell
-    /// kernels there, `OPENBLAS_CORETYPE`): see docs/engine.md, "Dense layers on the engine's tile".
+    /// kernels there, `OPENBLAS_CORETYPE`): see docs/engine.md, "AVX-512 again".
     static func gemmOnPanels(_ g: GemmStep, _ options: EngineOptions) -> Bool {
         g.q8 == nil && g.bf16 == nil && options.directConvolution
             && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue && g.n * g.k > 0
@@ -312,7 +312,8 @@ struct Compiler {
             if let x, let w = const(1), node.inputs.count < 3 || node.input(2) == nil || const(2) != nil {
                 let xs = slots[x].perImage
                 let groups = node.int("group", 1)
-                let (window, weights) = Self.pruneTaps(try Window2D(node: node, h: xs[1], w: xs[2], kernel: (w.shape[2], w.shape[3])), w)
+                var (window, weights) = Self.pruneTaps(try Window2D(node: node, h: xs[1], w: xs[2], kernel: (w.shape[2], w.shape[3])), w)
+                var source = x
                 let cout = w.shape[0], cin = xs[0]
                 // A strided 1x1 conv without padding (ResNet's downsample) at the AVX-512 level: a
                 // 1x1 max pool picks the pixels it reads, then the pointwise kernel runs on them
@@ -322,18 +323,11 @@ struct Compiler {
                     && window.pt + window.pl + window.pb + window.pr == 0 && options.directConvolution
                     && !options.pointwiseOnBLAS && options.precision != .int8
                     && options.effectiveISA.rawValue >= CPUISA.avx512.rawValue {
-                    let picked = newValue(node.outputs[0] + Self.stridedPixelsSuffix, [cin, window.oh, window.ow])
+                    source = newValue(node.outputs[0] + Self.stridedPixelsSuffix, [cin, window.oh, window.ow])
                     steps.append(.pool(PoolStep(isMax: true, window: window,
                                                 rowCount: [Float](repeating: 1, count: window.oh),
-                                                colCount: [Float](repeating: 1, count: window.ow), input: x, output: picked)))
-                    var unit = window
-                    unit.sh = 1; unit.sw = 1; unit.h = window.oh; unit.w = window.ow
-                    let out = newValue(node.outputs[0], perImage[0])
-                    flops += 2 * Double(cout * window.oh * window.ow) * Double(cin)
-                    steps.append(.conv(ConvStep(kind: .pointwise, window: unit, cin: cin, cout: cout, groups: 1,
-                                                weights: weights, bias: const(2)?.data ?? [Float](repeating: 0, count: cout),
-                                                input: picked, output: out)))
-                    return
+                                                colCount: [Float](repeating: 1, count: window.ow), input: x, output: source)))
+                    window.sh = 1; window.sw = 1; window.h = window.oh; window.w = window.ow
                 }
                 let kind: ConvStep.Kind
                 if groups == cin && groups == cout && groups > 1 { kind = .depthwise }
@@ -344,7 +338,7 @@ struct Compiler {
                 flops += 2 * Double(cout * window.oh * window.ow) * Double(cin / groups * window.kh * window.kw)
                 steps.append(.conv(ConvStep(kind: kind, window: window, cin: cin, cout: cout, groups: groups,
                                             weights: weights, bias: const(2)?.data ?? [Float](repeating: 0, count: cout),
-                                            input: x, output: out)))
+                                            input: source, output: out)))
                 return
             }
         case "BatchNormalization":
